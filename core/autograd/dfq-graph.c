@@ -1,0 +1,186 @@
+/* Autograd (core/autograd): creation of op results, grad mode, and the reverse
+ * walk. Forward is eager; every op result that needs a gradient keeps its op and
+ * sources, and dfq_backward() visits them in reverse creation order (tensor seq),
+ * which is a topological order because a result is always created after its
+ * sources. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../ops/dfq-op-private.h"
+#include "../tensor/dfq-tensor-private.h"
+
+static __thread gboolean dfq_grad_mode_off = FALSE;
+static guint64 dfq_backward_visit = 0;
+
+gboolean
+dfq_grad_enabled (void)
+{
+    return !dfq_grad_mode_off;
+}
+
+gboolean
+dfq_set_grad_enabled (gboolean enabled)
+{
+    gboolean prev = !dfq_grad_mode_off;
+    dfq_grad_mode_off = !enabled;
+    return prev;
+}
+
+#ifdef DFQ_OPENBLAS_OPENMP
+extern void openblas_set_num_threads (int);
+#endif
+
+void
+dfq_set_num_threads (int n)
+{
+    g_return_if_fail (n >= 1);
+#ifdef _OPENMP
+    omp_set_num_threads (n);
+#endif
+    openblas_set_num_threads (n);
+}
+
+int
+dfq_get_num_threads (void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads ();
+#else
+    return 1;
+#endif
+}
+
+DfqTensor *
+dfq_priv_op_new (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
+                 int n_src, DfqTensor *const *srcs)
+{
+    g_assert (n_src <= DFQ_MAX_SRC);
+    DfqTensor *t = dfq_tensor_new (arena, dtype, n_dims, shape);
+    t->op = op;
+    gboolean needs = FALSE;
+    for (int i = 0; i < n_src; i++) {
+        t->src[i] = srcs[i];
+        if (dfq_tensor_requires_grad (srcs[i]))
+            needs = TRUE;
+    }
+    if (needs && dfq_grad_enabled ())
+        t->flags |= DFQ_TENSOR_FLAG_REQUIRES_GRAD;
+    return t;
+}
+
+DfqTensor *
+dfq_priv_op_run (DfqTensor *dst)
+{
+    const DfqOpInfo *info = dfq_priv_op_info (dst->op);
+    info->forward (dst);
+    if (!dfq_tensor_requires_grad (dst)) {
+        /* Nothing will flow back through it: make it a leaf so that no pointer to
+         * sources outlives their arena. */
+        dst->op = DFQ_OP_NONE;
+        memset (dst->src, 0, sizeof dst->src);
+    }
+    return dst;
+}
+
+float *
+dfq_priv_grad_of (DfqTensor *t, DfqArena *scratch)
+{
+    if (t == NULL || !dfq_tensor_requires_grad (t))
+        return NULL;
+    if (t->grad == NULL)
+        t->grad = dfq_tensor_new_like (scratch, t);
+    return dfq_tensor_f32 (t->grad);
+}
+
+static int
+dfq_backward_cmp_seq_desc (const void *a, const void *b)
+{
+    const DfqTensor *x = *(DfqTensor *const *) a, *y = *(DfqTensor *const *) b;
+    return (x->seq < y->seq) - (x->seq > y->seq);
+}
+
+static void
+dfq_backward_run (DfqTensor *root, DfqArena *scratch)
+{
+    guint64 visit = ++dfq_backward_visit;
+    /* Collect the op nodes reachable from root that require a gradient. The
+     * stack and list live in the scratch arena: no system allocation in steady
+     * state. Each node enters the stack once (marked on push). */
+    gsize cap = 256, n_nodes = 0, top = 0;
+    DfqTensor **stack = dfq_arena_alloc_uninit (scratch, cap * sizeof (DfqTensor *));
+    DfqTensor **nodes = dfq_arena_alloc_uninit (scratch, cap * sizeof (DfqTensor *));
+    root->visit = visit;
+    stack[top++] = root;
+    while (top > 0) {
+        DfqTensor *t = stack[--top];
+        if (t->op == DFQ_OP_NONE)
+            continue;
+        if (n_nodes == cap || top + DFQ_MAX_SRC >= cap) {
+            gsize ncap = cap * 2;
+            DfqTensor **ns = dfq_arena_alloc_uninit (scratch, ncap * sizeof (DfqTensor *));
+            DfqTensor **nn = dfq_arena_alloc_uninit (scratch, ncap * sizeof (DfqTensor *));
+            memcpy (ns, stack, top * sizeof (DfqTensor *));
+            memcpy (nn, nodes, n_nodes * sizeof (DfqTensor *));
+            stack = ns;
+            nodes = nn;
+            cap = ncap;
+        }
+        nodes[n_nodes++] = t;
+        for (int i = 0; i < DFQ_MAX_SRC; i++) {
+            DfqTensor *s = t->src[i];
+            if (s != NULL && dfq_tensor_requires_grad (s) && s->visit != visit) {
+                s->visit = visit;
+                stack[top++] = s;
+            }
+        }
+    }
+    qsort (nodes, n_nodes, sizeof (DfqTensor *), dfq_backward_cmp_seq_desc);
+    for (gsize i = 0; i < n_nodes; i++) {
+        DfqTensor *t = nodes[i];
+        if (t->grad == NULL)
+            continue; /* no gradient reached it */
+        dfq_priv_op_info (t->op)->backward (t, scratch);
+    }
+}
+
+void
+dfq_backward (DfqTensor *loss, DfqArena *scratch)
+{
+    g_return_if_fail (loss != NULL && scratch != NULL);
+    g_return_if_fail (dfq_tensor_numel (loss) == 1);
+    if (!dfq_tensor_requires_grad (loss))
+        return;
+    float *g = dfq_priv_grad_of (loss, scratch);
+    g[0] += 1.0f;
+    loss->flags |= DFQ_TENSOR_FLAG_LOSS;
+    dfq_backward_run (loss, scratch);
+}
+
+void
+dfq_backward_with_grad (DfqTensor *output, const DfqTensor *grad_output, DfqArena *scratch)
+{
+    g_return_if_fail (output != NULL && grad_output != NULL && scratch != NULL);
+    g_return_if_fail (dfq_tensor_numel (output) == dfq_tensor_numel (grad_output));
+    if (!dfq_tensor_requires_grad (output))
+        return;
+    float *g = dfq_priv_grad_of (output, scratch);
+    const float *go = dfq_tensor_f32 (grad_output);
+    for (gint64 i = 0; i < dfq_tensor_numel (output); i++)
+        g[i] += go[i];
+    dfq_backward_run (output, scratch);
+}
+
+DfqTensor *
+dfq_detach (DfqArena *arena, DfqTensor *x)
+{
+    DfqTensor *t = dfq_priv_tensor_new_header (arena, x->dtype, x->n_dims, x->shape);
+    t->data = x->data;
+    t->view_src = x;
+    g_strlcpy (t->name, x->name, sizeof t->name);
+    return t;
+}

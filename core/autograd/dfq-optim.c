@@ -1,0 +1,2 @@
+/* PLACEHOLDER: being written; replaced before landing. */
+#include <dfq/dfq.h>

@@ -1,0 +1,12 @@
+/* Umbrella header: plugins include only this. */
+#pragma once
+
+#include <dfq/dfq-macros.h>
+#include <dfq/dfq-version.h>
+#include <dfq/dfq-error.h>
+#include <dfq/dfq-arena.h>
+#include <dfq/dfq-tensor.h>
+#include <dfq/dfq-rand.h>
+#include <dfq/dfq-ops.h>
+#include <dfq/dfq-graph.h>
+#include <dfq/dfq-optim.h>

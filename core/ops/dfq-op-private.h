@@ -1,0 +1,96 @@
+/* Private op machinery shared by core/ops/ *.c and the autograd walker.
+ * One op = one enum value, one forward, one backward, one row in dfq-op-table.c. */
+#pragma once
+
+#include <dfq/dfq.h>
+
+G_BEGIN_DECLS
+
+/* Forward fills dst->data from dst->src[] and dst->op_params (may use op_aux).
+ * Backward reads dst->grad and ACCUMULATES (+=) into the grads of those sources
+ * that require one (dfq_priv_grad_of returns NULL for the others). */
+typedef void (*DfqOpForwardFn) (DfqTensor *dst);
+typedef void (*DfqOpBackwardFn) (DfqTensor *dst, DfqArena *scratch);
+
+typedef struct {
+    const char *name;
+    DfqOpForwardFn forward;
+    DfqOpBackwardFn backward;
+} DfqOpInfo;
+
+const DfqOpInfo *dfq_priv_op_info (DfqOp op);
+
+/* Creates the result of @op in @arena (zeroed, contiguous), links up to
+ * DFQ_MAX_SRC sources (NULL-terminated list not needed: pass n_src), and decides
+ * whether it requires a gradient (grad mode on and any source does). The caller
+ * sets op_params and then calls dfq_priv_op_run(). */
+DfqTensor *dfq_priv_op_new (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
+                            int n_src, DfqTensor *const *srcs);
+/* Runs the forward of dst->op. If no gradient is needed, the tensor is turned
+ * into a leaf (op and sources cleared) so nothing keeps the graph alive. */
+DfqTensor *dfq_priv_op_run (DfqTensor *dst);
+
+/* The gradient buffer of @t (allocated zeroed in @scratch on first use), or NULL
+ * when @t (may be NULL) does not require a gradient. */
+float *dfq_priv_grad_of (DfqTensor *t, DfqArena *scratch);
+
+/* Channel index helpers for per-channel parameters along @axis. */
+static inline gint64
+dfq_priv_inner_size (const DfqTensor *t, int axis)
+{
+    gint64 inner = 1;
+    for (int d = axis + 1; d < t->n_dims; d++)
+        inner *= t->shape[d];
+    return inner;
+}
+
+/* Forward and backward of every op, grouped by file. */
+#define DFQ_PRIV_OP_DECL(name)                      \
+    void dfq_op_##name##_forward (DfqTensor *dst); \
+    void dfq_op_##name##_backward (DfqTensor *dst, DfqArena *scratch)
+
+DFQ_PRIV_OP_DECL (add);
+DFQ_PRIV_OP_DECL (sub);
+DFQ_PRIV_OP_DECL (mul);
+DFQ_PRIV_OP_DECL (affine);
+DFQ_PRIV_OP_DECL (abs);
+DFQ_PRIV_OP_DECL (sqrt);
+DFQ_PRIV_OP_DECL (log);
+DFQ_PRIV_OP_DECL (channel_affine);
+DFQ_PRIV_OP_DECL (relu);
+DFQ_PRIV_OP_DECL (relu6);
+DFQ_PRIV_OP_DECL (leaky_relu);
+DFQ_PRIV_OP_DECL (tanh);
+DFQ_PRIV_OP_DECL (sigmoid);
+DFQ_PRIV_OP_DECL (dropout);
+DFQ_PRIV_OP_DECL (sum);
+DFQ_PRIV_OP_DECL (mean);
+DFQ_PRIV_OP_DECL (channel_mean);
+DFQ_PRIV_OP_DECL (channel_var);
+DFQ_PRIV_OP_DECL (spatial_var);
+DFQ_PRIV_OP_DECL (row_sum);
+DFQ_PRIV_OP_DECL (l2_normalize);
+DFQ_PRIV_OP_DECL (softmax);
+DFQ_PRIV_OP_DECL (log_softmax);
+DFQ_PRIV_OP_DECL (cross_entropy);
+DFQ_PRIV_OP_DECL (kl_div);
+DFQ_PRIV_OP_DECL (mse);
+DFQ_PRIV_OP_DECL (entropy);
+DFQ_PRIV_OP_DECL (linear);
+DFQ_PRIV_OP_DECL (conv2d);
+DFQ_PRIV_OP_DECL (batchnorm);
+DFQ_PRIV_OP_DECL (avg_pool);
+DFQ_PRIV_OP_DECL (global_avg_pool);
+DFQ_PRIV_OP_DECL (upsample_nearest);
+DFQ_PRIV_OP_DECL (reflect_pad);
+DFQ_PRIV_OP_DECL (crop);
+DFQ_PRIV_OP_DECL (embedding);
+DFQ_PRIV_OP_DECL (reshape);
+DFQ_PRIV_OP_DECL (concat);
+DFQ_PRIV_OP_DECL (fake_quant);
+DFQ_PRIV_OP_DECL (fake_quant_lsq);
+DFQ_PRIV_OP_DECL (fake_quant_clip);
+DFQ_PRIV_OP_DECL (softbit_quant);
+DFQ_PRIV_OP_DECL (round_reg);
+
+G_END_DECLS

@@ -1,0 +1,69 @@
+/* Shared test helpers: tensor construction, closeness asserts and the
+ * finite-difference gradient checker that tests/core/test-ops.c drives. */
+#pragma once
+
+#include <dfq/dfq.h>
+
+G_BEGIN_DECLS
+
+/* How a gradcheck input is initialised. */
+typedef enum {
+    GRAD_INIT_NORMAL,    /* N(0, 1) */
+    GRAD_INIT_AWAY,      /* |x| in [0.2, 1.2], random sign: away from kinks at 0 */
+    GRAD_INIT_POSITIVE,  /* [0.5, 1.5] */
+    GRAD_INIT_PROBS,     /* rows of [N,K] that sum to 1 */
+    GRAD_INIT_LABELS,    /* I32 class indices in [0, aux) */
+    GRAD_INIT_RANGE,     /* uniform [lo, hi] = (aux_f[0], aux_f[1]) */
+    GRAD_INIT_CONST,     /* every element = aux_f[0] */
+    GRAD_INIT_INTEGER,   /* integers uniform in [aux_f[0], aux_f[1]] (soft-bit bases) */
+} GradInit;
+
+typedef struct {
+    int n_dims;
+    gint64 shape[DFQ_MAX_DIMS];
+    GradInit init;
+    gboolean grad;       /* check d/d(this input) */
+    int aux;             /* GRAD_INIT_LABELS: number of classes */
+    float aux_f[2];
+} GradInput;
+
+#define GRAD_MAX_INPUTS 6
+
+typedef struct _GradCase GradCase;
+struct _GradCase {
+    const char *name; /* "conv2d/stride2-groups" */
+    DfqOp op;         /* the op under test (for the every-op coverage check) */
+    int n_inputs;
+    GradInput inputs[GRAD_MAX_INPUTS];
+    /* Builds the op's output from the inputs (the inputs array is in order). */
+    DfqTensor *(*build) (DfqArena *arena, DfqTensor **in);
+    /* Optional: the smooth function whose derivative the op's gradient rule
+     * defines (STE: rounding frozen at the base point @base). When set, finite
+     * differences are taken of this function instead of @build. */
+    DfqTensor *(*surrogate) (DfqArena *arena, DfqTensor **in, DfqTensor **base);
+    double eps;  /* finite-difference step (0 = 1e-3) */
+    double atol; /* 0 = 5e-3 */
+    double rtol; /* 0 = 2e-2 */
+};
+
+/* Fills a tensor as @spec says, from (seed, stream). */
+DfqTensor *dfq_test_make_input (DfqArena *arena, const GradInput *spec, guint64 seed, guint64 stream);
+
+/* Runs one case: analytic gradients of sum(r * out) for random r, against central
+ * differences, on every checked input (all elements, or 96 sampled when larger).
+ * Returns the worst |analytic - numeric| / (atol + rtol |numeric|) ratio (pass < 1)
+ * and writes a description of the worst element into @where. */
+double dfq_test_gradcheck (const GradCase *c, guint64 seed, char *where, gsize where_size);
+
+/* Asserts every element of a and b is within @tol; reports the max error. */
+void dfq_test_assert_close (const DfqTensor *a, const DfqTensor *b, float tol);
+
+/* Group tables (tests/core/gradcases-*.c) */
+extern const GradCase dfq_gradcases_elementwise[];
+extern const guint dfq_n_gradcases_elementwise;
+extern const GradCase dfq_gradcases_nn[];
+extern const guint dfq_n_gradcases_nn;
+extern const GradCase dfq_gradcases_quant[];
+extern const guint dfq_n_gradcases_quant;
+
+G_END_DECLS
