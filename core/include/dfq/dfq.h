@@ -10,3 +10,9 @@
 #include <dfq/dfq-ops.h>
 #include <dfq/dfq-graph.h>
 #include <dfq/dfq-optim.h>
+#include <dfq/dfq-safetensors.h>
+#include <dfq/dfq-dataset.h>
+#include <dfq/dfq-params.h>
+#include <dfq/dfq-plugin.h>
+#include <dfq/dfq-registry.h>
+#include <dfq/dfq-pipeline.h>
