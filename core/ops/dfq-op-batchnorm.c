@@ -1,5 +1,192 @@
-/* PLACEHOLDER: being written; replaced before landing. */
+/* Batch normalisation op (core/ops), PyTorch semantics: per channel (dim 1) of
+ * [N,C,...] inputs ([N,C] included). Training normalises with the batch mean and
+ * biased variance and, when running stats are given, updates them in place
+ * (running_var gets the unbiased variance); eval normalises with the running
+ * statistics. Without running stats, eval also uses the batch statistics
+ * (track_running_stats=False).
+ *
+ * op_params[0]: 1 when the batch statistics normalise (training or no running
+ * stats); op_fparams: momentum, eps. op_aux: float[2C], the mean then 1/sqrt(var
+ * + eps) that normalised each channel, for the backward (and for anyone who
+ * wants to see them).
+ *
+ * Each channel is handled by one thread, its planes visited in order, with sums
+ * in double over fixed lanes: results do not depend on the thread count. */
+#include <math.h>
+
 #include "dfq-op-private.h"
 
-void dfq_op_batchnorm_forward (DfqTensor *dst) { (void) dst; g_assert_not_reached (); }
-void dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch) { (void) dst; (void) scratch; g_assert_not_reached (); }
+#define DFQ_BN_LANES 8
+#define DFQ_BN_PAR_MIN 32768
+
+/* sum(a) and sum(a*b) (or sum(a*a) when b == NULL) over n floats, in double.
+ * Lanes keep independent accumulators so the loop vectorises without reordering
+ * any sum (the compiler may not reassociate): same result every run. */
+static inline void
+dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double *sa, double *sab)
+{
+    double la[DFQ_BN_LANES] = { 0 }, lab[DFQ_BN_LANES] = { 0 };
+    gint64 k = 0;
+    if (b == NULL) {
+        for (; k + DFQ_BN_LANES <= n; k += DFQ_BN_LANES)
+            for (int l = 0; l < DFQ_BN_LANES; l++) {
+                double v = a[k + l];
+                la[l] += v;
+                lab[l] += v * v;
+            }
+        for (; k < n; k++) {
+            double v = a[k];
+            la[0] += v;
+            lab[0] += v * v;
+        }
+    } else {
+        for (; k + DFQ_BN_LANES <= n; k += DFQ_BN_LANES)
+            for (int l = 0; l < DFQ_BN_LANES; l++) {
+                double v = a[k + l];
+                la[l] += v;
+                lab[l] += v * (double) b[k + l];
+            }
+        for (; k < n; k++) {
+            double v = a[k];
+            la[0] += v;
+            lab[0] += v * (double) b[k];
+        }
+    }
+    for (int l = 0; l < DFQ_BN_LANES; l++) {
+        *sa += la[l];
+        *sab += lab[l];
+    }
+}
+
+DfqTensor *
+dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
+               DfqTensor *running_mean, DfqTensor *running_var,
+               gboolean training, float momentum, float eps)
+{
+    g_return_val_if_fail (arena != NULL && x != NULL, NULL);
+    g_return_val_if_fail (x->dtype == DFQ_DTYPE_F32 && x->n_dims >= 2, NULL);
+    g_return_val_if_fail (dfq_tensor_is_contiguous (x), NULL);
+    const gint64 c = x->shape[1];
+    g_return_val_if_fail (gamma == NULL || (gamma->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (gamma) == c), NULL);
+    g_return_val_if_fail (beta == NULL || (beta->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (beta) == c), NULL);
+    g_return_val_if_fail ((running_mean == NULL) == (running_var == NULL), NULL);
+    g_return_val_if_fail (running_mean == NULL || (running_mean->dtype == DFQ_DTYPE_F32 &&
+                                                   dfq_tensor_numel (running_mean) == c), NULL);
+    g_return_val_if_fail (running_var == NULL || (running_var->dtype == DFQ_DTYPE_F32 &&
+                                                  dfq_tensor_numel (running_var) == c), NULL);
+    g_return_val_if_fail (eps >= 0.0f && momentum >= 0.0f && momentum <= 1.0f, NULL);
+
+    DfqTensor *srcs[5] = { x, gamma, beta, running_mean, running_var };
+    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_BATCHNORM, DFQ_DTYPE_F32, x->n_dims, x->shape, 5, srcs);
+    t->op_params[0] = training || running_mean == NULL;
+    t->op_params[1] = training ? 1 : 0;
+    t->op_fparams[0] = momentum;
+    t->op_fparams[1] = eps;
+    t->op_aux = dfq_arena_alloc_uninit (arena, (gsize) (2 * MAX (c, 1)) * sizeof (float));
+    return dfq_priv_op_run (t);
+}
+
+void
+dfq_op_batchnorm_forward (DfqTensor *dst)
+{
+    const DfqTensor *xt = dst->src[0];
+    const float *x = dfq_tensor_f32 (xt);
+    const float *gamma = dst->src[1] ? dfq_tensor_f32 (dst->src[1]) : NULL;
+    const float *beta = dst->src[2] ? dfq_tensor_f32 (dst->src[2]) : NULL;
+    float *rmean = dst->src[3] ? dfq_tensor_f32 (dst->src[3]) : NULL;
+    float *rvar = dst->src[4] ? dfq_tensor_f32 (dst->src[4]) : NULL;
+    const gboolean batch_stats = dst->op_params[0] != 0;
+    const gboolean update = dst->op_params[1] != 0 && rmean != NULL;
+    const float momentum = dst->op_fparams[0], eps = dst->op_fparams[1];
+    const gint64 n = xt->shape[0], c = xt->shape[1], inner = dfq_priv_inner_size (xt, 1);
+    const gint64 m = n * inner;
+    float *mean_out = dst->op_aux, *istd_out = (float *) dst->op_aux + c;
+    float *y = dfq_tensor_f32 (dst);
+
+#pragma omp parallel for schedule(static) if (n * c * inner > DFQ_BN_PAR_MIN)
+    for (gint64 j = 0; j < c; j++) {
+        double mean, var;
+        if (batch_stats) {
+            double s = 0.0, ss = 0.0;
+            if (inner == 1) {
+                for (gint64 i = 0; i < n; i++) { /* [N,C]: a strided column */
+                    double v = x[i * c + j];
+                    s += v;
+                    ss += v * v;
+                }
+            } else {
+                for (gint64 i = 0; i < n; i++)
+                    dfq_bn_sums (x + (i * c + j) * inner, NULL, inner, &s, &ss);
+            }
+            mean = m > 0 ? s / (double) m : 0.0;
+            var = m > 0 ? MAX (ss / (double) m - mean * mean, 0.0) : 0.0;
+            if (update) {
+                double unbiased = m > 1 ? var * (double) m / (double) (m - 1) : var;
+                rmean[j] = (float) ((1.0 - momentum) * rmean[j] + momentum * mean);
+                rvar[j] = (float) ((1.0 - momentum) * rvar[j] + momentum * unbiased);
+            }
+        } else {
+            mean = rmean[j];
+            var = rvar[j];
+        }
+        const float fm = (float) mean;
+        const float istd = (float) (1.0 / sqrt (var + (double) eps));
+        mean_out[j] = fm;
+        istd_out[j] = istd;
+        const float a = gamma ? gamma[j] * istd : istd;
+        const float b = beta ? beta[j] : 0.0f;
+        for (gint64 i = 0; i < n; i++) {
+            const float *restrict xp = x + (i * c + j) * inner;
+            float *restrict yp = y + (i * c + j) * inner;
+            for (gint64 k = 0; k < inner; k++)
+                yp[k] = (xp[k] - fm) * a + b;
+        }
+    }
+}
+
+void
+dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
+{
+    const DfqTensor *xt = dst->src[0];
+    const float *x = dfq_tensor_f32 (xt);
+    const float *gamma = dst->src[1] ? dfq_tensor_f32 (dst->src[1]) : NULL;
+    const float *gy = dfq_tensor_f32 (dst->grad);
+    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
+    float *ggamma = dfq_priv_grad_of (dst->src[1], scratch);
+    float *gbeta = dfq_priv_grad_of (dst->src[2], scratch);
+    const gboolean batch_stats = dst->op_params[0] != 0;
+    const gint64 n = xt->shape[0], c = xt->shape[1], inner = dfq_priv_inner_size (xt, 1);
+    const gint64 m = n * inner;
+    const float *mean = dst->op_aux, *istd = (const float *) dst->op_aux + c;
+
+    if (m == 0)
+        return;
+#pragma omp parallel for schedule(static) if (n * c * inner > DFQ_BN_PAR_MIN)
+    for (gint64 j = 0; j < c; j++) {
+        /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
+        double sdy = 0.0, sdyx = 0.0;
+        for (gint64 i = 0; i < n; i++)
+            dfq_bn_sums (gy + (i * c + j) * inner, x + (i * c + j) * inner, inner, &sdy, &sdyx);
+        const double sdyxhat = (double) istd[j] * (sdyx - (double) mean[j] * sdy);
+        if (ggamma != NULL)
+            ggamma[j] += (float) sdyxhat;
+        if (gbeta != NULL)
+            gbeta[j] += (float) sdy;
+        if (gx == NULL)
+            continue;
+        const float fm = mean[j];
+        const float a = gamma ? gamma[j] * istd[j] : istd[j];
+        /* Batch statistics: dx = a (dy - mean(dy) - xhat mean(dy xhat)), since
+         * the mean and variance depend on x too. Running statistics are
+         * constants: dx = a dy. */
+        const float mdy = batch_stats ? (float) (sdy / (double) m) : 0.0f;
+        const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
+        for (gint64 i = 0; i < n; i++) {
+            const float *restrict xp = x + (i * c + j) * inner;
+            const float *restrict gyp = gy + (i * c + j) * inner;
+            float *restrict gxp = gx + (i * c + j) * inner;
+            for (gint64 k = 0; k < inner; k++)
+                gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - fm);
+        }
+    }
+}

@@ -1,13 +1,525 @@
-/* PLACEHOLDER: being written; replaced before landing. */
+/* Fake-quantization ops (core/ops): the GDFQ min/max quantizer (METHODS.md 1.3),
+ * LSQ with a learnable step, ACD learnable clipping (12.2), AdaRound/GENIE-M soft
+ * bits (9, 11) and the AdaRound rounding regulariser. Forward and backward side
+ * by side; backward accumulates.
+ *
+ * Rounding is nearbyintf() in the default rounding mode, i.e. round half to
+ * even, which is what torch.round does (and what GDFQ, LSQ and GENIE call).
+ * C's roundf() rounds halves away from zero and would disagree on ties.
+ *
+ * Per-channel parameters: a tensor x is cut into blocks of contiguous elements
+ * that share one parameter index. Per channel along @axis a block is one
+ * (outer, channel) slab of `inner` values; per tensor the blocks are fixed-size
+ * chunks. Forward and the elementwise part of backward run blocks in parallel;
+ * parameter gradients are summed per block in double and then added in block
+ * order, so they are identical for every thread count (STYLE.md B.13). */
+#include <math.h>
+
 #include "dfq-op-private.h"
 
-void dfq_op_fake_quant_forward (DfqTensor *dst) { (void) dst; g_assert_not_reached (); }
-void dfq_op_fake_quant_backward (DfqTensor *dst, DfqArena *scratch) { (void) dst; (void) scratch; g_assert_not_reached (); }
-void dfq_op_fake_quant_lsq_forward (DfqTensor *dst) { (void) dst; g_assert_not_reached (); }
-void dfq_op_fake_quant_lsq_backward (DfqTensor *dst, DfqArena *scratch) { (void) dst; (void) scratch; g_assert_not_reached (); }
-void dfq_op_fake_quant_clip_forward (DfqTensor *dst) { (void) dst; g_assert_not_reached (); }
-void dfq_op_fake_quant_clip_backward (DfqTensor *dst, DfqArena *scratch) { (void) dst; (void) scratch; g_assert_not_reached (); }
-void dfq_op_softbit_quant_forward (DfqTensor *dst) { (void) dst; g_assert_not_reached (); }
-void dfq_op_softbit_quant_backward (DfqTensor *dst, DfqArena *scratch) { (void) dst; (void) scratch; g_assert_not_reached (); }
-void dfq_op_round_reg_forward (DfqTensor *dst) { (void) dst; g_assert_not_reached (); }
-void dfq_op_round_reg_backward (DfqTensor *dst, DfqArena *scratch) { (void) dst; (void) scratch; g_assert_not_reached (); }
+/* Below this many elements a loop is not worth waking the thread pool. */
+#define DFQ_PAR_MIN 32768
+/* Block size of per-tensor layouts (independent of the thread count). */
+#define DFQ_QUANT_CHUNK 8192
+/* GDFQ: S = (2^k - 1) / max(xmax - xmin, 1e-8); the same guard keeps the ACD
+ * step finite when lo == hi. */
+#define DFQ_QUANT_MIN_RANGE 1e-8f
+/* Rectified sigmoid of AdaRound: h = clamp(sigmoid(v) * (zeta - gamma) + gamma, 0, 1). */
+#define DFQ_SOFTBIT_ZETA 1.1f
+#define DFQ_SOFTBIT_GAMMA (-0.1f)
+
+typedef struct {
+    gint64 n;          /* elements of x */
+    gint64 n_blocks;
+    gint64 block_len;  /* the last block of a per-tensor layout may be shorter */
+    gint64 n_channels; /* block b belongs to channel b % n_channels */
+} DfqQuantLayout;
+
+static void
+dfq_quant_layout_init (DfqQuantLayout *l, const DfqTensor *x, int axis)
+{
+    l->n = dfq_tensor_numel (x);
+    if (axis < 0) {
+        l->n_channels = 1;
+        l->block_len = DFQ_QUANT_CHUNK;
+        l->n_blocks = (l->n + DFQ_QUANT_CHUNK - 1) / DFQ_QUANT_CHUNK;
+    } else {
+        l->n_channels = x->shape[axis];
+        l->block_len = dfq_priv_inner_size (x, axis);
+        l->n_blocks = l->block_len > 0 ? l->n / l->block_len : 0;
+    }
+}
+
+static inline gint64
+dfq_quant_block_end (const DfqQuantLayout *l, gint64 b)
+{
+    return MIN (l->n, (b + 1) * l->block_len);
+}
+
+/* The value of a 1-or-C parameter for block @b. */
+static inline gint64
+dfq_quant_param_index (const DfqQuantLayout *l, const DfqTensor *p, gint64 b)
+{
+    return dfq_tensor_numel (p) == 1 ? 0 : b % l->n_channels;
+}
+
+/* Adds the per-block partial sums @part (stride @stride, offset @off) into the
+ * parameter gradient @gp, in block order, scaled by @scale. */
+static void
+dfq_quant_reduce_param_grad (const DfqQuantLayout *l, const DfqTensor *p, float *gp,
+                             const double *part, int stride, int off, double scale)
+{
+    gint64 np = dfq_tensor_numel (p);
+    if (np == 1) {
+        double acc = 0.0;
+        for (gint64 b = 0; b < l->n_blocks; b++)
+            acc += part[b * stride + off];
+        gp[0] += (float) (acc * scale);
+        return;
+    }
+    /* Per channel: blocks of channel c are c, c + C, c + 2C, ... in order. */
+    for (gint64 c = 0; c < np; c++) {
+        double acc = 0.0;
+        for (gint64 b = c; b < l->n_blocks; b += l->n_channels)
+            acc += part[b * stride + off];
+        gp[c] += (float) (acc * scale);
+    }
+}
+
+/* Shared argument checks of the per-channel parameter tensors. */
+static gboolean
+dfq_quant_param_ok (const DfqTensor *x, const DfqTensor *p, int axis)
+{
+    if (p == NULL || p->dtype != DFQ_DTYPE_F32)
+        return FALSE;
+    gint64 np = dfq_tensor_numel (p);
+    if (axis < 0)
+        return np == 1;
+    return np == 1 || np == x->shape[axis];
+}
+
+static gboolean
+dfq_quant_x_ok (const DfqTensor *x, int axis)
+{
+    return x != NULL && x->dtype == DFQ_DTYPE_F32 && dfq_tensor_is_contiguous (x) &&
+           axis >= -1 && axis < x->n_dims;
+}
+
+/* ---- GDFQ asymmetric min/max quantizer (METHODS.md 1.3) ----
+ * op_params: [0] axis, [1] bits, [2] DfqSteMode. Sources: x, lo, hi. */
+DfqTensor *
+dfq_fake_quant (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi,
+                int axis, int bits, DfqSteMode ste)
+{
+    g_return_val_if_fail (arena != NULL, NULL);
+    g_return_val_if_fail (dfq_quant_x_ok (x, axis), NULL);
+    g_return_val_if_fail (dfq_quant_param_ok (x, lo, axis), NULL);
+    g_return_val_if_fail (dfq_quant_param_ok (x, hi, axis), NULL);
+    g_return_val_if_fail (bits >= 1 && bits <= 16, NULL);
+    g_return_val_if_fail (ste == DFQ_STE_PLAIN || ste == DFQ_STE_CLIPPED, NULL);
+    DfqTensor *srcs[3] = { x, lo, hi };
+    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_FAKE_QUANT, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
+    t->op_params[0] = axis;
+    t->op_params[1] = bits;
+    t->op_params[2] = ste;
+    return dfq_priv_op_run (t);
+}
+
+void
+dfq_op_fake_quant_forward (DfqTensor *dst)
+{
+    const DfqTensor *lot = dst->src[1], *hit = dst->src[2];
+    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *lo = dfq_tensor_f32 (lot), *hi = dfq_tensor_f32 (hit);
+    float *restrict y = dfq_tensor_f32 (dst);
+    int bits = dst->op_params[1];
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+    const float levels = (float) ((1 << bits) - 1);
+    const float half = (float) (1 << (bits - 1));
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float xmin = lo[dfq_quant_param_index (&l, lot, b)];
+        float xmax = hi[dfq_quant_param_index (&l, hit, b)];
+        /* S is levels per unit (the inverse step); zp shifts the signed grid
+         * [-2^(k-1), 2^(k-1)-1] onto [xmin, xmax]. */
+        float s = levels / fmaxf (xmax - xmin, DFQ_QUANT_MIN_RANGE);
+        float zp = nearbyintf (s * xmin) + half;
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            float q = nearbyintf (s * x[i] - zp);
+            q = fminf (fmaxf (q, -half), half - 1.0f);
+            y[i] = (q + zp) / s;
+        }
+    }
+}
+
+void
+dfq_op_fake_quant_backward (DfqTensor *dst, DfqArena *scratch)
+{
+    /* lo/hi are statistics of the input (min/max or their EMA): no gradient. */
+    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    if (gx == NULL)
+        return;
+    const float *restrict gy = dfq_tensor_f32 (dst->grad);
+    gint64 n = dfq_tensor_numel (dst);
+    if (dst->op_params[2] == DFQ_STE_PLAIN) {
+#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
+        for (gint64 i = 0; i < n; i++)
+            gx[i] += gy[i];
+        return;
+    }
+    const DfqTensor *lot = dst->src[1], *hit = dst->src[2];
+    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *lo = dfq_tensor_f32 (lot), *hi = dfq_tensor_f32 (hit);
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float xmin = lo[dfq_quant_param_index (&l, lot, b)];
+        float xmax = hi[dfq_quant_param_index (&l, hit, b)];
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++)
+            if (x[i] >= xmin && x[i] <= xmax)
+                gx[i] += gy[i];
+    }
+}
+
+/* ---- LSQ: x^ = s * round(clamp(x/s, qn, qp)) (Esser et al. 2020) ----
+ * op_params: [0] axis, [1] qn, [2] qp; op_fparams: [0] grad_scale. Sources: x, s. */
+DfqTensor *
+dfq_fake_quant_lsq (DfqArena *arena, DfqTensor *x, DfqTensor *scale,
+                    int axis, int qn, int qp, float grad_scale)
+{
+    g_return_val_if_fail (arena != NULL, NULL);
+    g_return_val_if_fail (dfq_quant_x_ok (x, axis), NULL);
+    g_return_val_if_fail (dfq_quant_param_ok (x, scale, axis), NULL);
+    g_return_val_if_fail (qn < qp, NULL);
+    DfqTensor *srcs[2] = { x, scale };
+    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_FAKE_QUANT_LSQ, DFQ_DTYPE_F32, x->n_dims, x->shape, 2, srcs);
+    t->op_params[0] = axis;
+    t->op_params[1] = qn;
+    t->op_params[2] = qp;
+    t->op_fparams[0] = grad_scale;
+    return dfq_priv_op_run (t);
+}
+
+void
+dfq_op_fake_quant_lsq_forward (DfqTensor *dst)
+{
+    const DfqTensor *st = dst->src[1];
+    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *sp = dfq_tensor_f32 (st);
+    float *restrict y = dfq_tensor_f32 (dst);
+    const float qn = (float) dst->op_params[1], qp = (float) dst->op_params[2];
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float s = sp[dfq_quant_param_index (&l, st, b)];
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            float v = fminf (fmaxf (x[i] / s, qn), qp);
+            y[i] = s * nearbyintf (v);
+        }
+    }
+}
+
+void
+dfq_op_fake_quant_lsq_backward (DfqTensor *dst, DfqArena *scratch)
+{
+    const DfqTensor *st = dst->src[1];
+    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *sp = dfq_tensor_f32 (st);
+    const float *restrict gy = dfq_tensor_f32 (dst->grad);
+    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    float *gs = dfq_priv_grad_of (dst->src[1], scratch);
+    if (gx == NULL && gs == NULL)
+        return;
+    const float qn = (float) dst->op_params[1], qp = (float) dst->op_params[2];
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+    double *part = gs ? dfq_arena_alloc_uninit (scratch, (gsize) MAX (l.n_blocks, 1) * sizeof (double)) : NULL;
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float s = sp[dfq_quant_param_index (&l, st, b)];
+        double acc = 0.0;
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            float v = x[i] / s;
+            if (v < qn) {
+                acc += (double) gy[i] * qn;
+            } else if (v > qp) {
+                acc += (double) gy[i] * qp;
+            } else {
+                /* STE inside: round() passes the gradient, so d/ds of
+                 * s * round(x/s) is round(v) - v (LSQ eq. 3). */
+                if (gx != NULL)
+                    gx[i] += gy[i];
+                acc += (double) gy[i] * (nearbyintf (v) - v);
+            }
+        }
+        if (part != NULL)
+            part[b] = acc;
+    }
+    if (gs != NULL)
+        dfq_quant_reduce_param_grad (&l, st, gs, part, 1, 0, dst->op_fparams[0]);
+}
+
+/* ---- ACD learnable clipping (METHODS.md 12.2) ----
+ * xc = clamp(x, l, u), s = (u - l)/(2^k - 1), q = round((xc - l)/s), x^ = q s + l.
+ * op_params: [0] axis, [1] bits, [2] in_range_grad. Sources: x, lo, hi. */
+DfqTensor *
+dfq_fake_quant_clip (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi,
+                     int axis, int bits, gboolean in_range_grad)
+{
+    g_return_val_if_fail (arena != NULL, NULL);
+    g_return_val_if_fail (dfq_quant_x_ok (x, axis), NULL);
+    g_return_val_if_fail (dfq_quant_param_ok (x, lo, axis), NULL);
+    g_return_val_if_fail (dfq_quant_param_ok (x, hi, axis), NULL);
+    g_return_val_if_fail (bits >= 1 && bits <= 16, NULL);
+    DfqTensor *srcs[3] = { x, lo, hi };
+    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_FAKE_QUANT_CLIP, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
+    t->op_params[0] = axis;
+    t->op_params[1] = bits;
+    t->op_params[2] = in_range_grad ? 1 : 0;
+    return dfq_priv_op_run (t);
+}
+
+void
+dfq_op_fake_quant_clip_forward (DfqTensor *dst)
+{
+    const DfqTensor *lot = dst->src[1], *hit = dst->src[2];
+    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *lo = dfq_tensor_f32 (lot), *hi = dfq_tensor_f32 (hit);
+    float *restrict y = dfq_tensor_f32 (dst);
+    const float levels = (float) ((1 << dst->op_params[1]) - 1);
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float cl = lo[dfq_quant_param_index (&l, lot, b)];
+        float cu = hi[dfq_quant_param_index (&l, hit, b)];
+        float s = fmaxf (cu - cl, DFQ_QUANT_MIN_RANGE) / levels;
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            float xc = fminf (fmaxf (x[i], cl), cu);
+            y[i] = nearbyintf ((xc - cl) / s) * s + cl;
+        }
+    }
+}
+
+void
+dfq_op_fake_quant_clip_backward (DfqTensor *dst, DfqArena *scratch)
+{
+    const DfqTensor *lot = dst->src[1], *hit = dst->src[2];
+    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *lo = dfq_tensor_f32 (lot), *hi = dfq_tensor_f32 (hit);
+    const float *restrict gy = dfq_tensor_f32 (dst->grad);
+    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    float *gl = dfq_priv_grad_of (dst->src[1], scratch);
+    float *gu = dfq_priv_grad_of (dst->src[2], scratch);
+    if (gx == NULL && gl == NULL && gu == NULL)
+        return;
+    const float levels = (float) ((1 << dst->op_params[1]) - 1);
+    const gboolean in_range = dst->op_params[2] != 0;
+    const gboolean want_clip = gl != NULL || gu != NULL;
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+    /* Two partial sums per block: [0] d/dl, [1] d/du. */
+    double *part = want_clip ? dfq_arena_alloc_uninit (scratch, (gsize) MAX (l.n_blocks, 1) * 2 * sizeof (double)) : NULL;
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float cl = lo[dfq_quant_param_index (&l, lot, b)];
+        float cu = hi[dfq_quant_param_index (&l, hit, b)];
+        float range = fmaxf (cu - cl, DFQ_QUANT_MIN_RANGE);
+        float s = range / levels;
+        double acc_l = 0.0, acc_u = 0.0;
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            if (x[i] <= cl) {
+                acc_l += gy[i]; /* x^ = l */
+            } else if (x[i] >= cu) {
+                acc_u += gy[i]; /* x^ = u */
+            } else {
+                if (gx != NULL)
+                    gx[i] += gy[i];
+                if (in_range) {
+                    /* Exact derivatives of q s + l with round() STE'd:
+                     * d/du = q/(2^k-1) - (x-l)/(u-l), d/dl = -(d/du). */
+                    float q = nearbyintf ((x[i] - cl) / s);
+                    double du = (double) q / levels - ((double) x[i] - cl) / range;
+                    acc_u += gy[i] * du;
+                    acc_l -= gy[i] * du;
+                }
+            }
+        }
+        if (part != NULL) {
+            part[2 * b] = acc_l;
+            part[2 * b + 1] = acc_u;
+        }
+    }
+    if (gl != NULL)
+        dfq_quant_reduce_param_grad (&l, lot, gl, part, 2, 0, 1.0);
+    if (gu != NULL)
+        dfq_quant_reduce_param_grad (&l, hit, gu, part, 2, 1, 1.0);
+}
+
+/* ---- soft bits (METHODS.md 9, 11) ----
+ * W^ = s (clamp(B + h(V) + zp, 0, 2^k - 1) - zp).
+ * op_params: [0] axis, [1] bits, [2] hard. Sources: B, V, s, zp (zp may be NULL). */
+float
+dfq_softbit_h (float v)
+{
+    float sig = 1.0f / (1.0f + expf (-v));
+    return fminf (fmaxf (sig * (DFQ_SOFTBIT_ZETA - DFQ_SOFTBIT_GAMMA) + DFQ_SOFTBIT_GAMMA, 0.0f), 1.0f);
+}
+
+/* dh/dv; zero where the rectifying clamp is active (PyTorch clamp passes the
+ * gradient at the bounds themselves, and so do we). */
+static inline float
+dfq_softbit_dh (float v)
+{
+    float sig = 1.0f / (1.0f + expf (-v));
+    float raw = sig * (DFQ_SOFTBIT_ZETA - DFQ_SOFTBIT_GAMMA) + DFQ_SOFTBIT_GAMMA;
+    if (raw < 0.0f || raw > 1.0f)
+        return 0.0f;
+    return (DFQ_SOFTBIT_ZETA - DFQ_SOFTBIT_GAMMA) * sig * (1.0f - sig);
+}
+
+DfqTensor *
+dfq_softbit_quant (DfqArena *arena, DfqTensor *base, DfqTensor *v, DfqTensor *scale,
+                   DfqTensor *zero_point, int axis, int bits, gboolean hard)
+{
+    g_return_val_if_fail (arena != NULL, NULL);
+    g_return_val_if_fail (dfq_quant_x_ok (base, axis), NULL);
+    g_return_val_if_fail (v != NULL && v->dtype == DFQ_DTYPE_F32 && dfq_tensor_same_shape (base, v), NULL);
+    g_return_val_if_fail (dfq_tensor_is_contiguous (v), NULL);
+    g_return_val_if_fail (dfq_quant_param_ok (base, scale, axis), NULL);
+    g_return_val_if_fail (zero_point == NULL || dfq_quant_param_ok (base, zero_point, axis), NULL);
+    g_return_val_if_fail (bits >= 1 && bits <= 16, NULL);
+    DfqTensor *srcs[4] = { base, v, scale, zero_point };
+    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_SOFTBIT_QUANT, DFQ_DTYPE_F32, base->n_dims, base->shape, 4, srcs);
+    t->op_params[0] = axis;
+    t->op_params[1] = bits;
+    t->op_params[2] = hard ? 1 : 0;
+    return dfq_priv_op_run (t);
+}
+
+void
+dfq_op_softbit_quant_forward (DfqTensor *dst)
+{
+    const DfqTensor *st = dst->src[2], *zt = dst->src[3];
+    const float *restrict bq = dfq_tensor_f32 (dst->src[0]);
+    const float *restrict v = dfq_tensor_f32 (dst->src[1]);
+    const float *sp = dfq_tensor_f32 (st);
+    const float *zp = zt ? dfq_tensor_f32 (zt) : NULL;
+    float *restrict y = dfq_tensor_f32 (dst);
+    const float qmax = (float) ((1 << dst->op_params[1]) - 1);
+    const gboolean hard = dst->op_params[2] != 0;
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float s = sp[dfq_quant_param_index (&l, st, b)];
+        float z = zp ? zp[dfq_quant_param_index (&l, zt, b)] : 0.0f;
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            /* Hard rounding after optimisation: h = [V >= 0] (AdaRound). */
+            float h = hard ? (v[i] >= 0.0f ? 1.0f : 0.0f) : dfq_softbit_h (v[i]);
+            float q = fminf (fmaxf (bq[i] + h + z, 0.0f), qmax);
+            y[i] = s * (q - z);
+        }
+    }
+}
+
+void
+dfq_op_softbit_quant_backward (DfqTensor *dst, DfqArena *scratch)
+{
+    const DfqTensor *st = dst->src[2], *zt = dst->src[3];
+    const float *restrict bq = dfq_tensor_f32 (dst->src[0]);
+    const float *restrict v = dfq_tensor_f32 (dst->src[1]);
+    const float *sp = dfq_tensor_f32 (st);
+    const float *zp = zt ? dfq_tensor_f32 (zt) : NULL;
+    const float *restrict gy = dfq_tensor_f32 (dst->grad);
+    const gboolean hard = dst->op_params[2] != 0;
+    /* B and zp are fixed integers: no gradient. In hard mode h is a step
+     * function, whose derivative is zero almost everywhere: V gets nothing. */
+    float *restrict gv = hard ? NULL : dfq_priv_grad_of (dst->src[1], scratch);
+    float *gs = dfq_priv_grad_of (dst->src[2], scratch);
+    if (gv == NULL && gs == NULL)
+        return;
+    const float qmax = (float) ((1 << dst->op_params[1]) - 1);
+    DfqQuantLayout l;
+    dfq_quant_layout_init (&l, dst->src[0], dst->op_params[0]);
+    double *part = gs ? dfq_arena_alloc_uninit (scratch, (gsize) MAX (l.n_blocks, 1) * sizeof (double)) : NULL;
+
+#pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
+    for (gint64 b = 0; b < l.n_blocks; b++) {
+        float s = sp[dfq_quant_param_index (&l, st, b)];
+        float z = zp ? zp[dfq_quant_param_index (&l, zt, b)] : 0.0f;
+        double acc = 0.0;
+        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+            float h = hard ? (v[i] >= 0.0f ? 1.0f : 0.0f) : dfq_softbit_h (v[i]);
+            float t = bq[i] + h + z;
+            float q = fminf (fmaxf (t, 0.0f), qmax);
+            /* B is frozen, so W^ is linear in s: dW^/ds = q - zp, no STE. */
+            acc += (double) gy[i] * (q - z);
+            if (gv != NULL && t >= 0.0f && t <= qmax)
+                gv[i] += gy[i] * s * dfq_softbit_dh (v[i]);
+        }
+        if (part != NULL)
+            part[b] = acc;
+    }
+    if (gs != NULL)
+        dfq_quant_reduce_param_grad (&l, st, gs, part, 1, 0, 1.0);
+}
+
+/* ---- AdaRound rounding regulariser: sum(1 - |2h(V) - 1|^beta) -> [1] ----
+ * op_fparams: [0] beta. Source: V. */
+DfqTensor *
+dfq_round_reg (DfqArena *arena, DfqTensor *v, float beta)
+{
+    g_return_val_if_fail (arena != NULL, NULL);
+    g_return_val_if_fail (v != NULL && v->dtype == DFQ_DTYPE_F32 && dfq_tensor_is_contiguous (v), NULL);
+    g_return_val_if_fail (beta > 0.0f, NULL);
+    gint64 shape[1] = { 1 };
+    DfqTensor *srcs[1] = { v };
+    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_ROUND_REG, DFQ_DTYPE_F32, 1, shape, 1, srcs);
+    t->op_fparams[0] = beta;
+    return dfq_priv_op_run (t);
+}
+
+void
+dfq_op_round_reg_forward (DfqTensor *dst)
+{
+    const float *restrict v = dfq_tensor_f32 (dst->src[0]);
+    const float beta = dst->op_fparams[0];
+    gint64 n = dfq_tensor_numel (dst->src[0]);
+    /* One sequential double sum: the soft-bit tensors are weight-sized, and a
+     * fixed order keeps the value independent of the thread count. */
+    double acc = 0.0;
+    for (gint64 i = 0; i < n; i++)
+        acc += 1.0 - (double) powf (fabsf (2.0f * dfq_softbit_h (v[i]) - 1.0f), beta);
+    dfq_tensor_f32 (dst)[0] = (float) acc;
+}
+
+void
+dfq_op_round_reg_backward (DfqTensor *dst, DfqArena *scratch)
+{
+    float *restrict gv = dfq_priv_grad_of (dst->src[0], scratch);
+    if (gv == NULL)
+        return;
+    const float *restrict v = dfq_tensor_f32 (dst->src[0]);
+    const float beta = dst->op_fparams[0];
+    const float g = dfq_tensor_f32 (dst->grad)[0];
+    gint64 n = dfq_tensor_numel (dst->src[0]);
+#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
+    for (gint64 i = 0; i < n; i++) {
+        float a = 2.0f * dfq_softbit_h (v[i]) - 1.0f;
+        if (a == 0.0f)
+            continue; /* d|a|^beta/da = 0 at a = 0 for beta > 1; sign(0) = 0 for beta = 1 */
+        /* d/dv (1 - |a|^beta) = -beta |a|^(beta-1) sign(a) * 2 h'(v) */
+        float d = -beta * powf (fabsf (a), beta - 1.0f) * (a > 0.0f ? 1.0f : -1.0f) * 2.0f * dfq_softbit_dh (v[i]);
+        gv[i] += g * d;
+    }
+}

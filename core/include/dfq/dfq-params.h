@@ -44,9 +44,18 @@ typedef struct {
 typedef enum {
     DFQ_PARAM_FLAG_NONE = 0,
     DFQ_PARAM_FLAG_REQUIRED = 1 << 0, /* no default: the pipeline must give it */
+    /* STRING: a file path; a relative value is resolved against the directory
+     * of the file that sets it (a value from --set: against the working dir). */
+    DFQ_PARAM_FLAG_PATH = 1 << 1,
 } DfqParamFlags;
 
 typedef struct _DfqParamSpec DfqParamSpec;
+
+/* Optional extra check of a bound value (after type and range checks), e.g.
+ * "must be a power of two" or a cross-field check of a STRUCT. @value points
+ * to the field (the embedded struct for STRUCT). Set any error: the binder
+ * turns it into DFQ_PIPELINE_ERROR_BAD_VALUE at the value's file:line:col. */
+typedef gboolean (*DfqParamCheckFunc) (const DfqParamSpec *spec, gconstpointer value, GError **error);
 
 struct _DfqParamSpec {
     const char *name;          /* YAML key = C field name, snake_case */
@@ -63,51 +72,87 @@ struct _DfqParamSpec {
     const DfqParamSpec *sub_params; /* STRUCT */
     guint n_sub_params;
     guint flags;                    /* DfqParamFlags */
+    DfqParamCheckFunc check;        /* optional, see DfqParamCheckFunc */
 };
 
-/* Table rows. The key is the field name (STYLE.md B.8). */
-#define DFQ_PARAM_INT(Struct, field, desc, min_, max_, def)                              \
-    { .name = #field, .type = DFQ_PARAM_TYPE_INT, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .min = (min_), .max = (max_), .default_value = G_STRINGIFY (def) }
-#define DFQ_PARAM_DOUBLE(Struct, field, desc, min_, max_, def)                              \
-    { .name = #field, .type = DFQ_PARAM_TYPE_DOUBLE, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .min = (min_), .max = (max_), .default_value = G_STRINGIFY (def) }
-#define DFQ_PARAM_BOOL(Struct, field, desc, def)                                          \
-    { .name = #field, .type = DFQ_PARAM_TYPE_BOOL, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .default_value = (def) ? "true" : "false" }
-#define DFQ_PARAM_STRING(Struct, field, desc, def)                                          \
-    { .name = #field, .type = DFQ_PARAM_TYPE_STRING, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .default_value = (def) }
-/* @values: a static NULL-terminated array of names; @def: one of them (a string). */
-#define DFQ_PARAM_ENUM(Struct, field, desc, values, def)                                  \
-    { .name = #field, .type = DFQ_PARAM_TYPE_ENUM, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .enum_values = (values), .default_value = (def) }
-/* @def: YAML flow list text, e.g. "[15, 30, 35]" or "[]". */
-#define DFQ_PARAM_INT_LIST(Struct, field, desc, min_, max_, def)                              \
-    { .name = #field, .type = DFQ_PARAM_TYPE_INT_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .min = (min_), .max = (max_), .default_value = (def) }
-#define DFQ_PARAM_DOUBLE_LIST(Struct, field, desc, min_, max_, def)                              \
-    { .name = #field, .type = DFQ_PARAM_TYPE_DOUBLE_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .min = (min_), .max = (max_), .default_value = (def) }
-/* @def: a feature name used with its own defaults, or NULL. */
-#define DFQ_PARAM_FEATURE(Struct, field, desc, kind, def)                                    \
-    { .name = #field, .type = DFQ_PARAM_TYPE_FEATURE, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .feature_kind = (kind), .default_value = (def) }
-/* @def: YAML flow list of feature names ("[ce, bns]") or NULL for an empty list. */
-#define DFQ_PARAM_FEATURE_LIST(Struct, field, desc, kind, def)                                    \
-    { .name = #field, .type = DFQ_PARAM_TYPE_FEATURE_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .feature_kind = (kind), .default_value = (def) }
-/* @def: YAML flow list text or NULL. */
-#define DFQ_PARAM_STRING_LIST(Struct, field, desc, def)                                          \
-    { .name = #field, .type = DFQ_PARAM_TYPE_STRING_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .default_value = (def) }
-#define DFQ_PARAM_STRUCT(Struct, field, desc, sub)                                          \
-    { .name = #field, .type = DFQ_PARAM_TYPE_STRUCT, .offset = G_STRUCT_OFFSET (Struct, field), \
-      .description = desc, .sub_params = (sub), .n_sub_params = G_N_ELEMENTS (sub) }
+/* Conventions the core relies on (checked when a feature registers, see
+ * dfq_registry_add_feature):
+ * - min == max == 0 means "no range" (any value the C type holds);
+ * - a STRUCT's default_value, if set, is a YAML flow mapping overriding the
+ *   defaults of its sub-params ("{use: adam, lr: 1e-3}");
+ * - a FEATURE default may be a name ("kd") or a flow mapping
+ *   ("{use: kd, temperature: 4}"); a FEATURE_LIST default a flow list of either.
+ *
+ * Every row macro below takes optional trailing designated initializers for
+ * the fields it does not set, e.g.
+ *   DFQ_PARAM_STRING (Teacher, weights, "Weights file", NULL, .flags = DFQ_PARAM_FLAG_PATH)
+ *   DFQ_PARAM_INT (Pipeline, version, "Format version", 1, 1, 1, .check = version_check)
+ * A REQUIRED row has no default: pass NULL (strings, features) or use the
+ * *_REQUIRED macros. */
 
+/* Table rows. The key is the field name (STYLE.md B.8). */
+#define DFQ_PARAM_INT(Struct, field, desc, min_, max_, def, ...)                              \
+    { .name = #field, .type = DFQ_PARAM_TYPE_INT, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .min = (min_), .max = (max_), .default_value = G_STRINGIFY (def), __VA_ARGS__ }
+#define DFQ_PARAM_DOUBLE(Struct, field, desc, min_, max_, def, ...)                              \
+    { .name = #field, .type = DFQ_PARAM_TYPE_DOUBLE, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .min = (min_), .max = (max_), .default_value = G_STRINGIFY (def), __VA_ARGS__ }
+#define DFQ_PARAM_BOOL(Struct, field, desc, def, ...)                                          \
+    { .name = #field, .type = DFQ_PARAM_TYPE_BOOL, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .default_value = (def) ? "true" : "false", __VA_ARGS__ }
+#define DFQ_PARAM_STRING(Struct, field, desc, def, ...)                                          \
+    { .name = #field, .type = DFQ_PARAM_TYPE_STRING, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .default_value = (def), __VA_ARGS__ }
+/* @values: a static NULL-terminated array of names; @def: one of them (a string). */
+#define DFQ_PARAM_ENUM(Struct, field, desc, values, def, ...)                                  \
+    { .name = #field, .type = DFQ_PARAM_TYPE_ENUM, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .enum_values = (values), .default_value = (def), __VA_ARGS__ }
+/* @def: YAML flow list text, e.g. "[15, 30, 35]" or "[]". */
+#define DFQ_PARAM_INT_LIST(Struct, field, desc, min_, max_, def, ...)                              \
+    { .name = #field, .type = DFQ_PARAM_TYPE_INT_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .min = (min_), .max = (max_), .default_value = (def), __VA_ARGS__ }
+#define DFQ_PARAM_DOUBLE_LIST(Struct, field, desc, min_, max_, def, ...)                              \
+    { .name = #field, .type = DFQ_PARAM_TYPE_DOUBLE_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .min = (min_), .max = (max_), .default_value = (def), __VA_ARGS__ }
+/* @def: a feature name used with its own defaults, or NULL. */
+#define DFQ_PARAM_FEATURE(Struct, field, desc, kind, def, ...)                                    \
+    { .name = #field, .type = DFQ_PARAM_TYPE_FEATURE, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .feature_kind = (kind), .default_value = (def), __VA_ARGS__ }
+/* @def: YAML flow list of feature names ("[ce, bns]") or NULL for an empty list. */
+#define DFQ_PARAM_FEATURE_LIST(Struct, field, desc, kind, def, ...)                                    \
+    { .name = #field, .type = DFQ_PARAM_TYPE_FEATURE_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .feature_kind = (kind), .default_value = (def), __VA_ARGS__ }
+/* @def: YAML flow list text or NULL. */
+#define DFQ_PARAM_STRING_LIST(Struct, field, desc, def, ...)                                          \
+    { .name = #field, .type = DFQ_PARAM_TYPE_STRING_LIST, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .default_value = (def), __VA_ARGS__ }
+#define DFQ_PARAM_STRUCT(Struct, field, desc, sub, ...)                                          \
+    { .name = #field, .type = DFQ_PARAM_TYPE_STRUCT, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .sub_params = (sub), .n_sub_params = G_N_ELEMENTS (sub), __VA_ARGS__ }
+
+/* INT/DOUBLE without a default: the pipeline must give them. */
+#define DFQ_PARAM_INT_REQUIRED(Struct, field, desc, min_, max_, ...)                          \
+    { .name = #field, .type = DFQ_PARAM_TYPE_INT, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .min = (min_), .max = (max_), .flags = DFQ_PARAM_FLAG_REQUIRED, __VA_ARGS__ }
+#define DFQ_PARAM_DOUBLE_REQUIRED(Struct, field, desc, min_, max_, ...)                          \
+    { .name = #field, .type = DFQ_PARAM_TYPE_DOUBLE, .offset = G_STRUCT_OFFSET (Struct, field), \
+      .description = desc, .min = (min_), .max = (max_), .flags = DFQ_PARAM_FLAG_REQUIRED, __VA_ARGS__ }
+
+/* "int", "double", "feature-list", ... */
 DFQ_API const char *dfq_param_type_name (DfqParamType type);
 DFQ_API const char *dfq_feature_kind_name (DfqFeatureKind kind);
 /* "synthesizer" -> DFQ_FEATURE_SYNTHESIZER; FALSE if unknown. */
 DFQ_API gboolean dfq_feature_kind_from_name (const char *name, DfqFeatureKind *kind);
+
+/* Returns: (transfer none) the row of @specs named @name, or NULL. */
+DFQ_API const DfqParamSpec *dfq_param_spec_find (const DfqParamSpec *specs, guint n_specs, const char *name);
+
+/**
+ * dfq_params_clear:
+ * Frees what the params of @specs own in the struct at @base (strings, string
+ * lists, nested features and feature lists; STRUCT rows recursively) and sets
+ * those fields to NULL. Numbers are left alone. Safe to call twice.
+ */
+DFQ_API void dfq_params_clear (const DfqParamSpec *specs, guint n_specs, gpointer base);
 
 G_END_DECLS

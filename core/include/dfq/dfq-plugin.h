@@ -5,6 +5,7 @@
 #pragma once
 
 #include <glib.h>
+#include <gmodule.h>
 #include <dfq/dfq-macros.h>
 #include <dfq/dfq-version.h>
 #include <dfq/dfq-params.h>

@@ -16,3 +16,4 @@
 #include <dfq/dfq-plugin.h>
 #include <dfq/dfq-registry.h>
 #include <dfq/dfq-pipeline.h>
+#include <dfq/dfq-model.h>

@@ -1,0 +1,154 @@
+/* Models: feature kind MODEL. A model plugin creates named parameters
+ * (PyTorch names) in its init() and builds its forward graph from the layer
+ * helpers below, which is where the core plugs in what methods need without the
+ * model knowing: taps (BN inputs and statistics, conv outputs, block bodies,
+ * logits), quantization sites (weights of conv/linear, activations after
+ * ReLU/ReLU6) and layer wrapping by transforms (swing convolution). */
+#pragma once
+
+#include <glib.h>
+#include <dfq/dfq-macros.h>
+#include <dfq/dfq-plugin.h>
+#include <dfq/dfq-tensor.h>
+
+G_BEGIN_DECLS
+
+typedef struct _DfqModel DfqModel;
+typedef struct _DfqModelClass DfqModelClass;
+typedef struct _DfqForward DfqForward;
+typedef struct _DfqTapSet DfqTapSet;
+
+/* ---- taps ---- */
+typedef enum {
+    DFQ_TAP_INPUT,   /* "input" */
+    DFQ_TAP_BN_IN,   /* "<bn>:in"; aux0/aux1 = running mean/var of that BN */
+    DFQ_TAP_CONV_OUT,/* "<conv>:out" (before BN) */
+    DFQ_TAP_BN_OUT,  /* "<bn>:out" (after BN, before activation) */
+    DFQ_TAP_BODY,    /* "<block>:body" residual body output, before the add */
+    DFQ_TAP_BLOCK,   /* "<block>:out" block output */
+    DFQ_TAP_FEATURE, /* "feature": the pooled features before the classifier */
+    DFQ_TAP_LOGITS,  /* "logits" */
+} DfqTapKind;
+
+typedef struct {
+    const char *name;  /* "layers.3.bn1:in" (owned by the tap set, valid until cleared) */
+    DfqTapKind kind;
+    DfqTensor *tensor;
+    DfqTensor *aux0;
+    DfqTensor *aux1;
+} DfqTap;
+
+/* A set of glob patterns ("*.bn*:in", "layers.*:body", "logits") and the taps
+ * that matched during the last forward. Reused across steps without allocating. */
+DFQ_API DfqTapSet *dfq_tap_set_new (const char *const *patterns);
+DFQ_API void dfq_tap_set_free (DfqTapSet *set);
+DFQ_API void dfq_tap_set_clear (DfqTapSet *set);
+DFQ_API guint dfq_tap_set_size (const DfqTapSet *set);
+DFQ_API const DfqTap *dfq_tap_set_get (const DfqTapSet *set, guint i);
+/* Finds a tap by exact name; NULL if absent. */
+DFQ_API const DfqTap *dfq_tap_set_find (const DfqTapSet *set, const char *name);
+
+/* ---- hooks a forward pass carries ---- */
+
+/* Weight / activation fake quantization at a named site. Returns the tensor to use
+ * (may be @x itself). Implemented by quantizer features through the runner. */
+typedef DfqTensor *(*DfqQuantizeFn) (gpointer user_data, DfqForward *fwd, const char *site, DfqTensor *x);
+/* Layer wrapping: called before a conv runs with its input; returns the input to
+ * use (swing convolution pads and crops here). @stride lets transforms pick
+ * strided convs. */
+typedef DfqTensor *(*DfqConvInputFn) (gpointer user_data, DfqForward *fwd, const char *conv, int stride, DfqTensor *x);
+
+#define DFQ_FORWARD_MAX_TAP_SETS 4
+
+struct _DfqForward {
+    DfqArena *arena;     /* where the step's graph lives */
+    gboolean training;   /* BN uses batch statistics and updates running stats */
+    gboolean update_bn_stats; /* in training mode, update running stats (default TRUE) */
+    DfqTapSet *tap_sets[DFQ_FORWARD_MAX_TAP_SETS];
+    guint n_tap_sets;
+    DfqQuantizeFn quantize_weight;
+    DfqQuantizeFn quantize_act;
+    gpointer quant_data;
+    DfqConvInputFn conv_input;
+    gpointer conv_input_data;
+    guint64 seed;        /* for stochastic layers (dropout, swing offsets) */
+    guint64 step;        /* distinct per step so draws differ */
+};
+
+/* A plain forward: eval or train mode, nothing attached. */
+DFQ_API void dfq_forward_init (DfqForward *fwd, DfqArena *arena, gboolean training);
+DFQ_API void dfq_forward_add_taps (DfqForward *fwd, DfqTapSet *set);
+
+/* ---- the model ---- */
+
+struct _DfqModel {
+    DfqFeature parent;
+    DfqArena *arena;       /* parameters and buffers */
+    GPtrArray *params;     /* DfqTensor *: trainable (conv/linear weights, biases, BN affine) */
+    GPtrArray *buffers;    /* DfqTensor *: BN running stats */
+    GHashTable *by_name;   /* name -> DfqTensor * for params and buffers */
+    GPtrArray *blocks;     /* char *: names of the units that can run alone, in order */
+    gint in_channels;      /* input shape the model expects */
+    gint height;
+    gint width;
+    gint classes;
+    gpointer reserved[4];
+};
+
+struct _DfqModelClass {
+    DfqFeatureClass parent;
+    /* Creates parameters with dfq_model_add_* (called by dfq_model_setup from
+     * the feature's init). */
+    gboolean (*build) (DfqModel *self, GError **error);
+    /* The whole network: x [N,C,H,W] -> logits [N,classes]. */
+    DfqTensor *(*forward) (DfqModel *self, DfqForward *fwd, DfqTensor *x);
+    /* Runs block @index of self->blocks alone (block reconstruction). */
+    DfqTensor *(*forward_block) (DfqModel *self, DfqForward *fwd, guint index, DfqTensor *x);
+    gpointer reserved[4];
+};
+
+#define DFQ_MODEL_CLASS(model) ((const DfqModelClass *) ((DfqFeature *) (model))->klass)
+
+/* For a model class's init(): allocates the arena and tables and calls build().
+ * Plugins set .parent.init = dfq_model_setup and .parent.finalize = dfq_model_teardown. */
+DFQ_API gboolean dfq_model_setup (DfqFeature *self, GError **error);
+DFQ_API void dfq_model_teardown (DfqFeature *self);
+
+/* Parameter creation, PyTorch default inits (kaiming_uniform(a=sqrt 5) weights,
+ * U(+-1/sqrt(fan_in)) biases, BN gamma 1 beta 0, running 0/1), drawn from the
+ * counter RNG keyed by @seed and the parameter's name. */
+DFQ_API DfqTensor *dfq_model_add_conv (DfqModel *self, const char *name, int cin, int cout, int k, int groups, gboolean bias, guint64 seed);
+DFQ_API DfqTensor *dfq_model_add_linear (DfqModel *self, const char *name, int in, int out, gboolean bias, guint64 seed);
+DFQ_API void dfq_model_add_bn (DfqModel *self, const char *name, int channels, gboolean affine);
+DFQ_API DfqTensor *dfq_model_add_param (DfqModel *self, const char *name, int n_dims, const gint64 *shape);
+DFQ_API DfqTensor *dfq_model_add_buffer (DfqModel *self, const char *name, int n_dims, const gint64 *shape);
+DFQ_API void dfq_model_add_block (DfqModel *self, const char *name);
+/* (transfer none) the tensor named @name ("layers.0.conv1.weight"), or NULL. */
+DFQ_API DfqTensor *dfq_model_get (DfqModel *self, const char *name);
+DFQ_API gint64 dfq_model_n_parameters (DfqModel *self);
+
+/* ---- layer helpers used by forward() ---- */
+/* conv "<name>.weight" (+ ".bias" if present); quantization site <name>; tap "<name>:out". */
+DFQ_API DfqTensor *dfq_layer_conv (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x,
+                                   int stride, int padding, int groups);
+DFQ_API DfqTensor *dfq_layer_linear (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x);
+/* BN "<name>.{weight,bias,running_mean,running_var}", eps/momentum; taps "<name>:in", "<name>:out". */
+DFQ_API DfqTensor *dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, float eps, float momentum);
+typedef enum { DFQ_ACT_RELU, DFQ_ACT_RELU6 } DfqActKind;
+/* Activation followed by the activation quantization site named @site. */
+DFQ_API DfqTensor *dfq_layer_act (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x, DfqActKind kind);
+/* Emits a tap to every tap set whose patterns match @name. */
+DFQ_API void dfq_layer_tap (DfqForward *fwd, const char *name, DfqTapKind kind, DfqTensor *t, DfqTensor *aux0, DfqTensor *aux1);
+
+/* ---- whole-model helpers ---- */
+DFQ_API DfqTensor *dfq_model_forward (DfqModel *self, DfqForward *fwd, DfqTensor *x);
+DFQ_API DfqTensor *dfq_model_forward_block (DfqModel *self, DfqForward *fwd, guint index, DfqTensor *x);
+/* Loads weights (safetensors) by name, honouring rename rules ("regex=>replacement"). */
+DFQ_API gboolean dfq_model_load (DfqModel *self, const char *path, const char *const *rename_rules, GError **error);
+DFQ_API gboolean dfq_model_save (DfqModel *self, const char *path, GHashTable *metadata, GError **error);
+/* Copies every parameter and buffer from @src (same architecture). */
+DFQ_API void dfq_model_copy_weights (DfqModel *dst, DfqModel *src);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqTapSet, dfq_tap_set_free)
+
+G_END_DECLS
