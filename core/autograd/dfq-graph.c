@@ -170,7 +170,8 @@ dfq_backward_with_grad (DfqTensor *output, const DfqTensor *grad_output, DfqAren
         return;
     float *g = dfq_priv_grad_of (output, scratch);
     const float *go = dfq_tensor_f32 (grad_output);
-    for (gint64 i = 0; i < dfq_tensor_numel (output); i++)
+    gint64 n = dfq_tensor_numel (output);
+    for (gint64 i = 0; i < n; i++)
         g[i] += go[i];
     dfq_backward_run (output, scratch);
 }

@@ -420,7 +420,6 @@ dfq_dataset_new_cifar (const char *const *paths, gboolean cifar100, gboolean coa
         }
     }
 
-    g_autofree char *base = g_path_get_basename (paths[0]);
     g_autofree char *dir = g_path_get_dirname (paths[0]);
     DfqDataset *self = dfq_dataset_alloc (cifar100 ? (coarse_labels ? "cifar100-coarse" : "cifar100") : "cifar10",
                                           dir, 3, 32, 32, n_classes);

@@ -366,3 +366,48 @@ dfq_model_copy_weights (DfqModel *dst, DfqModel *src)
         dfq_tensor_copy_data (d, value);
     }
 }
+
+/* ---------------------------------------------------------------- weights files */
+
+gboolean
+dfq_model_load (DfqModel *self, const char *path, const char *const *rename_rules, GError **error)
+{
+    g_autoptr (DfqSafetensorsRenames) renames = dfq_safetensors_renames_new ();
+    for (guint i = 0; rename_rules != NULL && rename_rules[i] != NULL; i++) {
+        const char *sep = strstr (rename_rules[i], "=>");
+        if (sep == NULL) {
+            g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_FORMAT,
+                         "rename rule '%s' is not of the form 'regex=>replacement'", rename_rules[i]);
+            return FALSE;
+        }
+        g_autofree char *pattern = g_strndup (rename_rules[i], (gsize) (sep - rename_rules[i]));
+        if (!dfq_safetensors_renames_add_regex (renames, pattern, sep + 2, error))
+            return FALSE;
+    }
+    /* PyTorch BN layers carry num_batches_tracked; dfqlab's do not need it. */
+    static const char *const ignore[] = { "*num_batches_tracked", NULL };
+    DfqSafetensorsLoadOptions options = { .renames = renames, .ignore = ignore };
+    if (!dfq_safetensors_load_file_into (path, self->by_name, &options, error)) {
+        g_prefix_error (error, "loading %s into %s: ", path, ((DfqFeature *) self)->klass->name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean
+dfq_model_save (DfqModel *self, const char *path, GHashTable *metadata, GError **error)
+{
+    return dfq_safetensors_save (path, self->by_name, metadata, error);
+}
+
+void
+dfq_model_set_trainable (DfqModel *self, gboolean trainable)
+{
+    for (guint i = 0; i < self->params->len; i++) {
+        DfqTensor *t = self->params->pdata[i];
+        if (trainable)
+            t->flags |= DFQ_TENSOR_FLAG_PARAM | DFQ_TENSOR_FLAG_REQUIRES_GRAD;
+        else
+            t->flags &= ~(guint32) (DFQ_TENSOR_FLAG_PARAM | DFQ_TENSOR_FLAG_REQUIRES_GRAD);
+    }
+}

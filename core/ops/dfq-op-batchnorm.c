@@ -70,10 +70,8 @@ dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
     g_return_val_if_fail (gamma == NULL || (gamma->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (gamma) == c), NULL);
     g_return_val_if_fail (beta == NULL || (beta->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (beta) == c), NULL);
     g_return_val_if_fail ((running_mean == NULL) == (running_var == NULL), NULL);
-    g_return_val_if_fail (running_mean == NULL || (running_mean->dtype == DFQ_DTYPE_F32 &&
-                                                   dfq_tensor_numel (running_mean) == c), NULL);
-    g_return_val_if_fail (running_var == NULL || (running_var->dtype == DFQ_DTYPE_F32 &&
-                                                  dfq_tensor_numel (running_var) == c), NULL);
+    g_return_val_if_fail (running_mean == NULL || (running_mean->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (running_mean) == c), NULL);
+    g_return_val_if_fail (running_var == NULL || (running_var->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (running_var) == c), NULL);
     g_return_val_if_fail (eps >= 0.0f && momentum >= 0.0f && momentum <= 1.0f, NULL);
 
     DfqTensor *srcs[5] = { x, gamma, beta, running_mean, running_var };
@@ -138,6 +136,7 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
         for (gint64 i = 0; i < n; i++) {
             const float *restrict xp = x + (i * c + j) * inner;
             float *restrict yp = y + (i * c + j) * inner;
+#pragma omp simd
             for (gint64 k = 0; k < inner; k++)
                 yp[k] = (xp[k] - fm) * a + b;
         }
@@ -185,6 +184,7 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
             const float *restrict xp = x + (i * c + j) * inner;
             const float *restrict gyp = gy + (i * c + j) * inner;
             float *restrict gxp = gx + (i * c + j) * inner;
+#pragma omp simd
             for (gint64 k = 0; k < inner; k++)
                 gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - fm);
         }

@@ -1,29 +1,34 @@
 /* 2-d convolution op (core/ops), the hot path of the engine: NCHW, zero padding
  * on all sides, stride, groups (depthwise included), dilation 1.
  *
- * Grouped and dense convs go through im2col + OpenBLAS sgemm, one image at a
+ * Dense and grouped convs go through im2col + OpenBLAS sgemm, one image at a
  * time: the columns of one image (Ci*kh*kw x Ho*Wo) stay in cache between the
- * im2col that writes them and the GEMM that reads them. Images are spread over
- * the OpenMP threads; an sgemm called inside that parallel region runs on one
- * thread with the OpenMP OpenBLAS we link, so only one threading layer is ever
- * active. A single image (N == 1) runs outside any region and lets OpenBLAS
- * thread the GEMM instead.
+ * im2col that writes them and the GEMM that reads them. A batch spreads its
+ * images over the OpenMP threads; an sgemm called inside that parallel region
+ * runs on one thread with the OpenMP OpenBLAS we link, so only one threading
+ * layer is ever active. A single image splits each step (im2col by channel,
+ * GEMMs by blocks of columns or rows) over the threads instead.
+ * Backward: dW from the same columns (recomputed), dX as W^T dY then col2im;
+ * 1x1 stride-1 convs use x itself as the column matrix and skip both copies.
  *
  * Convs with one input channel per group (depthwise, or a single-channel first
- * layer) have GEMMs with K = kh*kw, far too thin for BLAS: they use direct loops.
+ * layer) would give GEMMs with K = kh*kw, far too thin for BLAS: they run
+ * direct, vectorised loops; at stride 1 their dX is itself such a convolution
+ * (of dY with the flipped kernel).
  *
  * Memory: column buffers come from the result's arena in the forward and from
- * the scratch arena in the backward (per thread), never from malloc. The forward
- * columns are not kept for the backward: for a ResNet at batch 128 they are
- * 9x the activations of every layer (about 1 GiB), while redoing im2col costs
- * one pass over the input. The backward reuses one buffer per thread for the
+ * the scratch arena in the backward (one per thread), never from malloc. The
+ * forward columns are not kept for the backward: at batch 128 they are 9x the
+ * activations of every layer (about 1 GiB for a ResNet-20), while redoing
+ * im2col costs one pass over the input. The backward reuses its buffer for the
  * columns (weight gradient) and then for their gradient (col2im).
  *
- * Determinism: the forward of an image does not depend on which thread runs it.
- * The weight gradient is summed over fixed chunks of images (a count that
- * depends on the shapes only), each chunk into its own partial buffer, and the
- * partials are added in chunk order: the result is the same for any thread
- * count. Bias gradients are double sums in a fixed order. */
+ * Determinism, for any thread count: the forward of an image does not depend
+ * on the thread that runs it, and a single image is cut into blocks fixed by
+ * the shapes. The weight gradient is summed over chunks of images (a count
+ * fixed by the shapes), each chunk into its own partial buffer, and the
+ * partials are added in chunk order. Bias gradients are double sums in a fixed
+ * order. tests/core/test-ops-reference.c checks 1 vs 2 threads bit for bit. */
 #include <string.h>
 
 #include <cblas.h>
@@ -37,18 +42,29 @@
  * most this many floats for all of them together. */
 #define DFQ_CONV2D_WGRAD_CHUNKS 16
 #define DFQ_CONV2D_WGRAD_BUDGET (8 * 1024 * 1024)
+/* Kernels up to this size per side may take the direct loops. */
+#define DFQ_CONV2D_DIRECT_MAX_K 16
+
+/* The direct loops are plain C that the compiler vectorises; the build targets
+ * baseline x86-64 (SSE2), so let them also be compiled for AVX2/FMA machines and
+ * picked at load time (GCC function multiversioning). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define DFQ_CONV2D_SIMD_CLONES __attribute__ ((target_clones ("arch=x86-64-v3", "default")))
+#else
+#define DFQ_CONV2D_SIMD_CLONES
+#endif
 
 typedef struct {
-    gint64 n, ci, h, w;   /* input [N, Ci, H, W] */
-    gint64 co, kh, kw;    /* weight [Co, Ci/g, kh, kw] */
-    gint64 ho, wo;        /* output spatial size */
-    gint64 s, p, g;       /* stride, padding, groups */
-    gint64 cig, cog;      /* input / output channels per group */
-    gint64 kg;            /* rows of one group's column matrix: cig*kh*kw */
-    gint64 k_all;         /* rows of the whole column matrix: ci*kh*kw */
-    gint64 p_out;         /* ho*wo */
-    gboolean cols_are_x;  /* 1x1, stride 1, no padding: x is its own column matrix */
-    gboolean direct;      /* one input channel per group: direct loops, no GEMM */
+    gint64 n, ci, h, w;  /* input [N, Ci, H, W] */
+    gint64 co, kh, kw;   /* weight [Co, Ci/g, kh, kw] */
+    gint64 ho, wo;       /* output spatial size */
+    gint64 s, p, g;      /* stride, padding, groups */
+    gint64 cig, cog;     /* input / output channels per group */
+    gint64 kg;           /* rows of one group's column matrix: cig*kh*kw */
+    gint64 k_all;        /* rows of the whole column matrix: ci*kh*kw */
+    gint64 p_out;        /* ho*wo */
+    gboolean cols_are_x; /* 1x1, stride 1, no padding: x is its own column matrix */
+    gboolean direct;     /* one input channel per group: direct loops, no GEMM */
 } DfqConv2dGeom;
 
 static void
@@ -73,7 +89,7 @@ dfq_conv2d_geom (const DfqTensor *dst, DfqConv2dGeom *g)
     g->k_all = g->ci * g->kh * g->kw;
     g->p_out = g->ho * g->wo;
     g->cols_are_x = g->kh == 1 && g->kw == 1 && g->s == 1 && g->p == 0;
-    g->direct = g->cig == 1;
+    g->direct = g->cig == 1 && g->kh <= DFQ_CONV2D_DIRECT_MAX_K && g->kw <= DFQ_CONV2D_DIRECT_MAX_K;
 }
 
 /* The output columns wo whose input column wo*s - p + j lies inside [0, W):
@@ -94,6 +110,19 @@ dfq_conv2d_row_valid (const DfqConv2dGeom *g, gint64 ho, gint64 i, gint64 *iy)
 {
     *iy = ho * g->s - g->p + i;
     return *iy >= 0 && *iy < g->h;
+}
+
+/* Sum of n floats: vectorised, in an order fixed for a given build. */
+static inline float
+dfq_conv2d_sum (const float *restrict a, gint64 n)
+{
+    float sum = 0.0f;
+    /* clang-format off */
+#pragma omp simd reduction(+:sum)
+    /* clang-format on */
+    for (gint64 k = 0; k < n; k++)
+        sum += a[k];
+    return sum;
 }
 
 static inline int
@@ -256,11 +285,11 @@ dfq_conv2d (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias,
     g_return_val_if_fail (weight->shape[2] >= 1 && weight->shape[3] >= 1, NULL);
     g_return_val_if_fail (x->shape[2] + 2 * padding >= weight->shape[2], NULL);
     g_return_val_if_fail (x->shape[3] + 2 * padding >= weight->shape[3], NULL);
-    g_return_val_if_fail (bias == NULL || (bias->dtype == DFQ_DTYPE_F32 &&
-                                           dfq_tensor_numel (bias) == weight->shape[0]), NULL);
+    g_return_val_if_fail (bias == NULL || (bias->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (bias) == weight->shape[0]), NULL);
 
     gint64 shape[4] = {
-        x->shape[0], weight->shape[0],
+        x->shape[0],
+        weight->shape[0],
         (x->shape[2] + 2 * padding - weight->shape[2]) / stride + 1,
         (x->shape[3] + 2 * padding - weight->shape[3]) / stride + 1,
     };
@@ -274,44 +303,116 @@ dfq_conv2d (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias,
 
 /* ---- direct loops (one input channel per group) ---- */
 
+/* One output plane of a single-input-channel convolution with zero padding
+ * (ph, pw): yp[ho][wo] = init + sum_ij wk[i][j] xp[ho*s - ph + i][wo*s - pw + j],
+ * init = yp[ho][wo] when @accumulate, else @bias. Each tap is one vectorised
+ * pass over the output row (in L1) for the columns whose taps all fall inside
+ * the input, plus a checked loop for the few edge columns. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_conv2d_direct_plane (const float *restrict xp, gint64 h, gint64 w, const float *restrict wk,
+                         gint64 kh, gint64 kw, gint64 s, gint64 ph, gint64 pw,
+                         float *restrict yp, gint64 ho_n, gint64 wo_n, float bias, gboolean accumulate)
+{
+    gint64 klo = MIN ((pw + s - 1) / s, wo_n);
+    gint64 khi = w - kw + pw >= 0 ? MIN (wo_n, (w - kw + pw) / s + 1) : 0;
+    if (khi < klo)
+        khi = klo;
+    for (gint64 ho = 0; ho < ho_n; ho++) {
+        const gint64 y0 = ho * s - ph;
+        const gint64 i0 = MAX (0, -y0), i1 = MIN (kh, h - y0);
+        float *restrict yr = yp + ho * wo_n;
+        if (!accumulate)
+#pragma omp simd
+            for (gint64 k = 0; k < wo_n; k++)
+                yr[k] = bias;
+        for (gint64 i = i0; i < i1; i++) {
+            const float *xr = xp + (y0 + i) * w - pw; /* xr[k*s + j] = x[y0 + i][k*s - pw + j] */
+            for (gint64 j = 0; j < kw; j++) {
+                const float wv = wk[i * kw + j];
+                const float *restrict xj = xr + j;
+                if (s == 1)
+#pragma omp simd
+                    for (gint64 k = klo; k < khi; k++)
+                        yr[k] += wv * xj[k];
+                else
+#pragma omp simd
+                    for (gint64 k = klo; k < khi; k++)
+                        yr[k] += wv * xj[k * s];
+                for (gint64 k = 0; k < klo; k++)
+                    if (k * s - pw + j >= 0 && k * s - pw + j < w)
+                        yr[k] += wv * xj[k * s];
+                for (gint64 k = khi; k < wo_n; k++)
+                    if (k * s - pw + j >= 0 && k * s - pw + j < w)
+                        yr[k] += wv * xj[k * s];
+            }
+        }
+    }
+}
+
 static void
 dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *w,
                            const float *b, float *y)
 {
-    const gint64 kk = g->kh * g->kw, s = g->s;
+    const gint64 kk = g->kh * g->kw;
 #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1)
     for (gint64 n = 0; n < g->n; n++)
-        for (gint64 co = 0; co < g->co; co++) {
-            const float *xc = x + (n * g->ci + co / g->cog) * g->h * g->w;
-            const float *wk = w + co * kk;
-            float *yc = y + (n * g->co + co) * g->p_out;
-            float bias = b != NULL ? b[co] : 0.0f;
-            for (gint64 ho = 0; ho < g->ho; ho++) {
-                float *restrict yr = yc + ho * g->wo;
+        for (gint64 co = 0; co < g->co; co++)
+            dfq_conv2d_direct_plane (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w,
+                                     w + co * kk, g->kh, g->kw, g->s, g->p, g->p,
+                                     y + (n * g->co + co) * g->p_out, g->ho, g->wo,
+                                     b != NULL ? b[co] : 0.0f, FALSE);
+}
+
+/* Weight (into aw[kh*kw], when @a) and bias (into *ab, when not NULL) gradient
+ * sums of output channel co over all images, in double. Within an image each
+ * tap accumulates elementwise products in a row of floats a[tap][wo] (a
+ * vectorised multiply-add, no horizontal sum per row); the rows are added in
+ * double once per image. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_conv2d_direct_wgrad_channel (const DfqConv2dGeom *g, const float *x, const float *gy, gint64 co,
+                                 float *a, double *aw, double *ab)
+{
+    const gint64 kk = g->kh * g->kw, wo = g->wo, s = g->s;
+    gint64 jlo[DFQ_CONV2D_DIRECT_MAX_K], jhi[DFQ_CONV2D_DIRECT_MAX_K];
+    for (gint64 j = 0; j < g->kw; j++)
+        dfq_conv2d_valid_range (g, j, &jlo[j], &jhi[j]);
+    for (gint64 n = 0; n < g->n; n++) {
+        const float *xc = x + (n * g->ci + co / g->cog) * g->h * g->w;
+        const float *gyc = gy + (n * g->co + co) * g->p_out;
+        if (a != NULL)
+            memset (a, 0, (gsize) (kk * wo) * sizeof (float));
+        for (gint64 ho = 0; ho < g->ho; ho++) {
+            const float *restrict gyr = gyc + ho * wo;
+            if (ab != NULL)
+                *ab += dfq_conv2d_sum (gyr, wo);
+            if (a == NULL)
+                continue;
+            for (gint64 i = 0; i < g->kh; i++) {
+                gint64 iy;
+                if (!dfq_conv2d_row_valid (g, ho, i, &iy))
+                    continue;
+                for (gint64 j = 0; j < g->kw; j++) {
+                    const float *restrict xj = xc + iy * g->w + j - g->p;
+                    float *restrict aj = a + (i * g->kw + j) * wo;
+                    if (s == 1)
 #pragma omp simd
-                for (gint64 k = 0; k < g->wo; k++)
-                    yr[k] = bias;
-                for (gint64 i = 0; i < g->kh; i++) {
-                    gint64 iy;
-                    if (!dfq_conv2d_row_valid (g, ho, i, &iy))
-                        continue;
-                    for (gint64 j = 0; j < g->kw; j++) {
-                        gint64 lo, hi;
-                        dfq_conv2d_valid_range (g, j, &lo, &hi);
-                        const float wv = wk[i * g->kw + j];
-                        const float *restrict xr = xc + iy * g->w + j - g->p;
-                        if (s == 1)
+                        for (gint64 k = jlo[j]; k < jhi[j]; k++)
+                            aj[k] += gyr[k] * xj[k];
+                    else
 #pragma omp simd
-                            for (gint64 k = lo; k < hi; k++)
-                                yr[k] += wv * xr[k];
-                        else
-#pragma omp simd
-                            for (gint64 k = lo; k < hi; k++)
-                                yr[k] += wv * xr[k * s];
-                    }
+                        for (gint64 k = jlo[j]; k < jhi[j]; k++)
+                            aj[k] += gyr[k] * xj[k * s];
                 }
             }
         }
+        if (a != NULL)
+            for (gint64 t = 0; t < kk; t++) {
+                double sum = 0.0;
+                for (gint64 k = 0; k < wo; k++)
+                    sum += a[t * wo + k];
+                aw[t] += sum;
+            }
+    }
 }
 
 static void
@@ -319,8 +420,18 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                             const float *w, const float *gy, float *gx, float *gw, float *gb)
 {
     const gint64 kk = g->kh * g->kw, s = g->s;
+    /* Stride 1: dX is the convolution of dY with the flipped kernel and padding
+     * k-1-p (a gather: vectorised, each gx written once per output channel).
+     * Otherwise scatter dY back through the taps. */
+    const gboolean transposed = s == 1 && g->p <= g->kh - 1 && g->p <= g->kw - 1;
 
     if (gx != NULL) {
+        float *flipped = transposed ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk) * sizeof (float)) : NULL;
+        if (flipped != NULL) {
+            for (gint64 co = 0; co < g->co; co++)
+                for (gint64 k = 0; k < kk; k++)
+                    flipped[co * kk + k] = w[co * kk + kk - 1 - k];
+        }
         /* One (image, group) plane of gx per iteration: the cog output channels
          * of a group all feed the same input plane, so they stay in one thread. */
 #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->g > 1)
@@ -329,26 +440,26 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                 float *gxc = gx + (n * g->ci + grp) * g->h * g->w;
                 for (gint64 co = grp * g->cog; co < (grp + 1) * g->cog; co++) {
                     const float *gyc = gy + (n * g->co + co) * g->p_out;
+                    if (flipped != NULL) {
+                        dfq_conv2d_direct_plane (gyc, g->ho, g->wo, flipped + co * kk, g->kh, g->kw, 1,
+                                                 g->kh - 1 - g->p, g->kw - 1 - g->p, gxc, g->h, g->w, 0.0f, TRUE);
+                        continue;
+                    }
                     const float *wk = w + co * kk;
-                    for (gint64 ho = 0; ho < g->ho; ho++) {
-                        const float *restrict gyr = gyc + ho * g->wo;
-                        for (gint64 i = 0; i < g->kh; i++) {
-                            gint64 iy;
-                            if (!dfq_conv2d_row_valid (g, ho, i, &iy))
-                                continue;
-                            for (gint64 j = 0; j < g->kw; j++) {
-                                gint64 lo, hi;
-                                dfq_conv2d_valid_range (g, j, &lo, &hi);
+                    for (gint64 j = 0; j < g->kw; j++) {
+                        gint64 lo, hi;
+                        dfq_conv2d_valid_range (g, j, &lo, &hi);
+                        for (gint64 ho = 0; ho < g->ho; ho++) {
+                            const float *restrict gyr = gyc + ho * g->wo;
+                            for (gint64 i = 0; i < g->kh; i++) {
+                                gint64 iy;
+                                if (!dfq_conv2d_row_valid (g, ho, i, &iy))
+                                    continue;
                                 const float wv = wk[i * g->kw + j];
                                 float *restrict gxr = gxc + iy * g->w + j - g->p;
-                                if (s == 1)
 #pragma omp simd
-                                    for (gint64 k = lo; k < hi; k++)
-                                        gxr[k] += wv * gyr[k];
-                                else
-#pragma omp simd
-                                    for (gint64 k = lo; k < hi; k++)
-                                        gxr[k * s] += wv * gyr[k];
+                                for (gint64 k = lo; k < hi; k++)
+                                    gxr[k * s] += wv * gyr[k];
                             }
                         }
                     }
@@ -358,59 +469,101 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
 
     if (gw != NULL || gb != NULL) {
         /* One output channel per iteration, images in order: the sums do not
-         * depend on the thread count. Row dot products in float, summed in double. */
+         * depend on the thread count. */
         double *acc = dfq_arena_alloc (scratch, (gsize) (g->co * (kk + 1)) * sizeof (double));
+        float *rows = gw != NULL ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk * g->wo) * sizeof (float)) : NULL;
 #pragma omp parallel for schedule(static) if (g->co > 1)
         for (gint64 co = 0; co < g->co; co++) {
             double *aw = acc + co * (kk + 1);
-            double *ab = aw + kk;
-            for (gint64 n = 0; n < g->n; n++) {
-                const float *xc = x + (n * g->ci + co / g->cog) * g->h * g->w;
-                const float *gyc = gy + (n * g->co + co) * g->p_out;
-                for (gint64 ho = 0; ho < g->ho; ho++) {
-                    const float *restrict gyr = gyc + ho * g->wo;
-                    if (gb != NULL) {
-                        float sb = 0.0f;
-#pragma omp simd reduction(+:sb)
-                        for (gint64 k = 0; k < g->wo; k++)
-                            sb += gyr[k];
-                        *ab += sb;
-                    }
-                    if (gw == NULL)
-                        continue;
-                    for (gint64 i = 0; i < g->kh; i++) {
-                        gint64 iy;
-                        if (!dfq_conv2d_row_valid (g, ho, i, &iy))
-                            continue;
-                        for (gint64 j = 0; j < g->kw; j++) {
-                            gint64 lo, hi;
-                            dfq_conv2d_valid_range (g, j, &lo, &hi);
-                            const float *restrict xr = xc + iy * g->w + j - g->p;
-                            float d = 0.0f;
-                            if (s == 1)
-#pragma omp simd reduction(+:d)
-                                for (gint64 k = lo; k < hi; k++)
-                                    d += gyr[k] * xr[k];
-                            else
-                                for (gint64 k = lo; k < hi; k++)
-                                    d += gyr[k] * xr[k * s];
-                            aw[i * g->kw + j] += d;
-                        }
-                    }
-                }
-            }
+            dfq_conv2d_direct_wgrad_channel (g, x, gy, co, rows != NULL ? rows + co * kk * g->wo : NULL,
+                                             aw, gb != NULL ? aw + kk : NULL);
             if (gw != NULL)
                 for (gint64 k = 0; k < kk; k++)
                     gw[co * kk + k] += (float) aw[k];
             if (gb != NULL)
-                gb[co] += (float) *ab;
+                gb[co] += (float) aw[kk];
         }
     }
 }
 
-/* ---- im2col + GEMM ---- */
+/* ---- im2col + GEMM ----
+ *
+ * Each GEMM step takes a block (a range of columns of the output, or of rows of
+ * the column matrix). A batch runs every step of an image on one thread with a
+ * single block; a single image splits the steps into blocks over the threads.
+ * The blocks depend on the shapes only, so every GEMM call, and hence every
+ * result bit, is the same for any thread count. */
 
-/* y_n = W * cols(x_n) (+ b), group by group. */
+/* Block b of @nb over [0, total), boundaries on multiples of 16 floats. */
+static inline void
+dfq_conv2d_block (gint64 total, gint64 nb, gint64 b, gint64 *lo, gint64 *hi)
+{
+    *lo = b == 0 ? 0 : (b * total / nb) & ~(gint64) 15;
+    *hi = b + 1 == nb ? total : ((b + 1) * total / nb) & ~(gint64) 15;
+}
+
+/* Blocks for a single image: at least 256 columns or 32 rows each, at most 16. */
+static inline gint64
+dfq_conv2d_n_blocks (gint64 total, gint64 min_size)
+{
+    return CLAMP (total / min_size, 1, 16);
+}
+
+static void
+dfq_conv2d_fill_bias (const DfqConv2dGeom *g, const float *b, float *yn, gint64 co)
+{
+    float *restrict yr = yn + co * g->p_out;
+    const float v = b[co];
+#pragma omp simd
+    for (gint64 k = 0; k < g->p_out; k++)
+        yr[k] = v;
+}
+
+/* Forward, group grp, output columns [lo, hi): y_n (+)= W_grp cols_grp. */
+static inline void
+dfq_conv2d_fwd_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 lo, gint64 hi, const float *w,
+                     const float *cols, float beta, float *yn)
+{
+    if (hi <= lo)
+        return;
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans,
+                 (blasint) g->cog, (blasint) (hi - lo), (blasint) g->kg,
+                 1.0f, w + grp * g->cog * g->kg, (blasint) g->kg,
+                 cols + grp * g->kg * g->p_out + lo, (blasint) g->p_out,
+                 beta, yn + grp * g->cog * g->p_out + lo, (blasint) g->p_out);
+}
+
+/* Weight gradient, group grp, column-matrix rows [r0, r1), transposed:
+ * wt[grp][r][co] += sum_p cols_grp[r][p] dY_grp[co][p]. With the short Co side
+ * as the GEMM's N this runs about 25% faster than dY cols^T on OpenBLAS. */
+static inline void
+dfq_conv2d_wgrad_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 r0, gint64 r1, const float *cols,
+                       const float *gyn, float *wt)
+{
+    if (r1 <= r0)
+        return;
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans,
+                 (blasint) (r1 - r0), (blasint) g->cog, (blasint) g->p_out,
+                 1.0f, cols + (grp * g->kg + r0) * g->p_out, (blasint) g->p_out,
+                 gyn + grp * g->cog * g->p_out, (blasint) g->p_out,
+                 1.0f, wt + (grp * g->kg + r0) * g->cog, (blasint) g->cog);
+}
+
+/* Column gradient, group grp, columns [lo, hi): dcols_grp (+)= W_grp^T dY_grp. */
+static inline void
+dfq_conv2d_dcol_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 lo, gint64 hi, const float *w,
+                      const float *gyn, float beta, float *dcols)
+{
+    if (hi <= lo)
+        return;
+    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans,
+                 (blasint) g->kg, (blasint) (hi - lo), (blasint) g->cog,
+                 1.0f, w + grp * g->cog * g->kg, (blasint) g->kg,
+                 gyn + grp * g->cog * g->p_out + lo, (blasint) g->p_out,
+                 beta, dcols + grp * g->kg * g->p_out + lo, (blasint) g->p_out);
+}
+
+/* y_n = W cols(x_n) (+ b) for one image, on the calling thread. */
 static void
 dfq_conv2d_gemm_image (const DfqConv2dGeom *g, const float *xn, const float *w, const float *b,
                        float *yn, float *col)
@@ -420,22 +573,41 @@ dfq_conv2d_gemm_image (const DfqConv2dGeom *g, const float *xn, const float *w, 
         dfq_conv2d_im2col (g, xn, col);
         cols = col;
     }
-    float beta = 0.0f;
-    if (b != NULL) {
-        for (gint64 co = 0; co < g->co; co++) {
-            float *restrict yr = yn + co * g->p_out;
-#pragma omp simd
-            for (gint64 k = 0; k < g->p_out; k++)
-                yr[k] = b[co];
-        }
-        beta = 1.0f;
-    }
+    if (b != NULL)
+        for (gint64 co = 0; co < g->co; co++)
+            dfq_conv2d_fill_bias (g, b, yn, co);
     for (gint64 grp = 0; grp < g->g; grp++)
-        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans,
-                     (blasint) g->cog, (blasint) g->p_out, (blasint) g->kg,
-                     1.0f, w + grp * g->cog * g->kg, (blasint) g->kg,
-                     cols + grp * g->kg * g->p_out, (blasint) g->p_out,
-                     beta, yn + grp * g->cog * g->p_out, (blasint) g->p_out);
+        dfq_conv2d_fwd_gemm (g, grp, 0, g->p_out, w, cols, b != NULL ? 1.0f : 0.0f, yn);
+}
+
+/* The same for a single image, with every step spread over the threads. */
+static void
+dfq_conv2d_gemm_single (const DfqConv2dGeom *g, const float *x, const float *w, const float *b,
+                        float *y, float *col, int n_threads)
+{
+    const float *cols = g->cols_are_x ? x : col;
+    const gint64 nb = dfq_conv2d_n_blocks (g->p_out, 256);
+#pragma omp parallel num_threads(n_threads)
+    {
+        if (!g->cols_are_x) {
+#pragma omp for schedule(static) nowait
+            for (gint64 c = 0; c < g->ci; c++)
+                dfq_conv2d_im2col_channel (g, x, col, c);
+        }
+        if (b != NULL) {
+#pragma omp for schedule(static) nowait
+            for (gint64 co = 0; co < g->co; co++)
+                dfq_conv2d_fill_bias (g, b, y, co);
+        }
+#pragma omp barrier
+#pragma omp for schedule(static) collapse(2)
+        for (gint64 grp = 0; grp < g->g; grp++)
+            for (gint64 blk = 0; blk < nb; blk++) {
+                gint64 lo, hi;
+                dfq_conv2d_block (g->p_out, nb, blk, &lo, &hi);
+                dfq_conv2d_fwd_gemm (g, grp, lo, hi, w, cols, b != NULL ? 1.0f : 0.0f, y);
+            }
+    }
 }
 
 void
@@ -455,16 +627,17 @@ dfq_op_conv2d_forward (DfqTensor *dst)
         return;
     }
 
-    const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
-    const int n_threads = g.n > 1 ? dfq_get_num_threads () : 1;
+    const int n_threads = dfq_get_num_threads ();
     const gsize col_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
-    float *ws = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, (gsize) n_threads * col_size * sizeof (float))
-                             : NULL;
-
     if (g.n == 1) {
-        dfq_conv2d_gemm_image (&g, x, w, b, y, ws); /* OpenBLAS threads the GEMM */
+        float *col = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, col_size * sizeof (float)) : NULL;
+        dfq_conv2d_gemm_single (&g, x, w, b, y, col, n_threads);
         return;
     }
+    /* One column buffer per thread (the GEMMs run single-threaded in here). */
+    const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
+    float *ws = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, (gsize) n_threads * col_size * sizeof (float))
+                             : NULL;
 #pragma omp parallel for schedule(static) num_threads(n_threads)
     for (gint64 n = 0; n < g.n; n++) {
         float *col = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * col_size : NULL;
@@ -472,36 +645,70 @@ dfq_op_conv2d_forward (DfqTensor *dst)
     }
 }
 
-/* Backward of one image: gw_part += dY_n cols(x_n)^T, then gx_n += col2im (W^T dY_n). */
+/* Backward of one image on the calling thread: wt += (cols(x_n) dY_n^T) and
+ * gx_n += col2im (W^T dY_n). @buf holds the columns, then their gradient. */
 static void
 dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const float *w,
-                                const float *gyn, float *gxn, float *gw_part, float *buf)
+                                const float *gyn, float *gxn, float *wt, float *buf)
 {
-    if (gw_part != NULL) {
+    if (wt != NULL) {
         const float *cols = xn;
         if (!g->cols_are_x) {
             dfq_conv2d_im2col (g, xn, buf);
             cols = buf;
         }
         for (gint64 grp = 0; grp < g->g; grp++)
-            cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans,
-                         (blasint) g->cog, (blasint) g->kg, (blasint) g->p_out,
-                         1.0f, gyn + grp * g->cog * g->p_out, (blasint) g->p_out,
-                         cols + grp * g->kg * g->p_out, (blasint) g->p_out,
-                         1.0f, gw_part + grp * g->cog * g->kg, (blasint) g->kg);
+            dfq_conv2d_wgrad_gemm (g, grp, 0, g->kg, cols, gyn, wt);
     }
     if (gxn != NULL) {
         /* 1x1 stride 1: the column gradient is the input gradient itself. */
-        float *dcols = g->cols_are_x ? gxn : buf;
-        float beta = g->cols_are_x ? 1.0f : 0.0f;
         for (gint64 grp = 0; grp < g->g; grp++)
-            cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans,
-                         (blasint) g->kg, (blasint) g->p_out, (blasint) g->cog,
-                         1.0f, w + grp * g->cog * g->kg, (blasint) g->kg,
-                         gyn + grp * g->cog * g->p_out, (blasint) g->p_out,
-                         beta, dcols + grp * g->kg * g->p_out, (blasint) g->p_out);
+            dfq_conv2d_dcol_gemm (g, grp, 0, g->p_out, w, gyn, g->cols_are_x ? 1.0f : 0.0f,
+                                  g->cols_are_x ? gxn : buf);
         if (!g->cols_are_x)
             dfq_conv2d_col2im (g, buf, gxn);
+    }
+}
+
+/* The same for a single image, every step spread over the threads. */
+static void
+dfq_conv2d_gemm_single_backward (const DfqConv2dGeom *g, const float *x, const float *w,
+                                 const float *gy, float *gx, float *wt, float *buf, int n_threads)
+{
+    const float *cols = g->cols_are_x ? x : buf;
+    const gint64 nb_rows = dfq_conv2d_n_blocks (g->kg, 32);
+    const gint64 nb_cols = dfq_conv2d_n_blocks (g->p_out, 256);
+#pragma omp parallel num_threads(n_threads)
+    {
+        if (wt != NULL) {
+            if (!g->cols_are_x) {
+#pragma omp for schedule(static)
+                for (gint64 c = 0; c < g->ci; c++)
+                    dfq_conv2d_im2col_channel (g, x, buf, c);
+            }
+#pragma omp for schedule(static) collapse(2)
+            for (gint64 grp = 0; grp < g->g; grp++)
+                for (gint64 blk = 0; blk < nb_rows; blk++) {
+                    gint64 r0, r1;
+                    dfq_conv2d_block (g->kg, nb_rows, blk, &r0, &r1);
+                    dfq_conv2d_wgrad_gemm (g, grp, r0, r1, cols, gy, wt);
+                }
+        }
+        if (gx != NULL) {
+#pragma omp for schedule(static) collapse(2)
+            for (gint64 grp = 0; grp < g->g; grp++)
+                for (gint64 blk = 0; blk < nb_cols; blk++) {
+                    gint64 lo, hi;
+                    dfq_conv2d_block (g->p_out, nb_cols, blk, &lo, &hi);
+                    dfq_conv2d_dcol_gemm (g, grp, lo, hi, w, gy, g->cols_are_x ? 1.0f : 0.0f,
+                                          g->cols_are_x ? gx : buf);
+                }
+            if (!g->cols_are_x) {
+#pragma omp for schedule(static)
+                for (gint64 c = 0; c < g->ci; c++)
+                    dfq_conv2d_col2im_channel (g, buf, gx, c);
+            }
+        }
     }
 }
 
@@ -529,12 +736,7 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
 #pragma omp parallel for schedule(static) if (g.co * g.n * g.p_out > 32768)
         for (gint64 co = 0; co < g.co; co++) {
             for (gint64 n = 0; n < g.n; n++) {
-                const float *restrict r = gy + (n * g.co + co) * g.p_out;
-                float sb = 0.0f;
-#pragma omp simd reduction(+:sb)
-                for (gint64 k = 0; k < g.p_out; k++)
-                    sb += r[k];
-                acc[co] += sb;
+                acc[co] += dfq_conv2d_sum (gy + (n * g.co + co) * g.p_out, g.p_out);
             }
             gb[co] += (float) acc[co];
         }
@@ -542,39 +744,47 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     if (gx == NULL && gw == NULL)
         return;
 
+    const int n_threads = dfq_get_num_threads ();
     const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
     const gint64 w_numel = g.co * g.kg;
-    /* Chunks of images for the weight gradient: a function of the shapes only. */
+    const gsize buf_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
+    /* Chunks of images, each with its own (transposed) weight-gradient partial:
+     * their number depends on the shapes only. */
     gint64 n_chunks = MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS);
     n_chunks = MAX (1, MIN (n_chunks, DFQ_CONV2D_WGRAD_BUDGET / MAX (w_numel, 1)));
     if (gw == NULL)
-        n_chunks = g.n; /* images are independent: one per task */
-    const int n_threads = n_chunks > 1 ? dfq_get_num_threads () : 1;
-    const gboolean need_buf = !g.cols_are_x;
-    const gsize buf_size = need_buf ? (gsize) (g.k_all * g.p_out) : 0;
-    float *ws = need_buf ? dfq_arena_alloc_uninit (scratch, (gsize) n_threads * buf_size * sizeof (float)) : NULL;
-    /* With one chunk, accumulate straight into gw (images in order). */
-    float *partials = gw != NULL && n_chunks > 1
-                          ? dfq_arena_alloc (scratch, (gsize) (n_chunks * w_numel) * sizeof (float))
-                          : NULL;
+        n_chunks = g.n; /* images are independent: one task each */
+    float *partials = gw != NULL ? dfq_arena_alloc (scratch, (gsize) (n_chunks * w_numel) * sizeof (float)) : NULL;
 
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (n_chunks > 1)
-    for (gint64 c = 0; c < n_chunks; c++) {
-        float *buf = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * buf_size : NULL;
-        float *gw_part = gw == NULL ? NULL : partials != NULL ? partials + c * w_numel : gw;
-        gint64 n0 = c * g.n / n_chunks, n1 = (c + 1) * g.n / n_chunks;
-        for (gint64 n = n0; n < n1; n++)
-            dfq_conv2d_gemm_image_backward (&g, x + n * x_step, w, gy + n * y_step,
-                                            gx != NULL ? gx + n * x_step : NULL, gw_part, buf);
+    if (g.n == 1) {
+        float *buf = buf_size > 0 ? dfq_arena_alloc_uninit (scratch, buf_size * sizeof (float)) : NULL;
+        dfq_conv2d_gemm_single_backward (&g, x, w, gy, gx, partials, buf, n_threads);
+    } else {
+        float *ws = buf_size > 0 ? dfq_arena_alloc_uninit (scratch, (gsize) n_threads * buf_size * sizeof (float))
+                                 : NULL;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
+        for (gint64 c = 0; c < n_chunks; c++) {
+            float *buf = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * buf_size : NULL;
+            float *wt = partials != NULL ? partials + c * w_numel : NULL;
+            gint64 n0 = c * g.n / n_chunks, n1 = (c + 1) * g.n / n_chunks;
+            for (gint64 n = n0; n < n1; n++)
+                dfq_conv2d_gemm_image_backward (&g, x + n * x_step, w, gy + n * y_step,
+                                                gx != NULL ? gx + n * x_step : NULL, wt, buf);
+        }
     }
 
     if (partials != NULL) {
-#pragma omp parallel for schedule(static) if (w_numel > 32768)
-        for (gint64 k = 0; k < w_numel; k++) {
-            float sum = partials[k];
-            for (gint64 c = 1; c < n_chunks; c++)
-                sum += partials[c * w_numel + k];
-            gw[k] += sum;
+        /* gw[grp][co][r] += sum over chunks, in chunk order, of wt[grp][r][co] */
+#pragma omp parallel for schedule(static) if (w_numel * n_chunks > 32768)
+        for (gint64 row = 0; row < g.co; row++) {
+            const gint64 grp = row / g.cog, co = row % g.cog;
+            for (gint64 r = 0; r < g.kg; r++) {
+                const gint64 k = (grp * g.kg + r) * g.cog + co;
+                float sum = partials[k];
+                for (gint64 c = 1; c < n_chunks; c++)
+                    sum += partials[c * w_numel + k];
+                gw[row * g.kg + r] += sum;
+            }
         }
     }
 }

@@ -13,8 +13,7 @@ dfq_linear (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias)
     g_return_val_if_fail (x->dtype == DFQ_DTYPE_F32 && weight->dtype == DFQ_DTYPE_F32, NULL);
     g_return_val_if_fail (x->n_dims == 2 && weight->n_dims == 2, NULL);
     g_return_val_if_fail (x->shape[1] == weight->shape[1], NULL);
-    g_return_val_if_fail (bias == NULL || (bias->dtype == DFQ_DTYPE_F32 &&
-                                           dfq_tensor_numel (bias) == weight->shape[0]), NULL);
+    g_return_val_if_fail (bias == NULL || (bias->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (bias) == weight->shape[0]), NULL);
     g_return_val_if_fail (dfq_tensor_is_contiguous (x) && dfq_tensor_is_contiguous (weight), NULL);
 
     gint64 shape[2] = { x->shape[0], weight->shape[0] };

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include <dfq/dfq.h>
-#include "params/dfq-params-private.h"
+#include "../params/dfq-params-private.h"
 
 G_DEFINE_QUARK (dfq-pipeline-error-quark, dfq_pipeline_error)
 
@@ -137,7 +137,8 @@ dfq_config_set_error (GError **error, const DfqConfigNode *node, DfqPipelineErro
     va_start (args, format);
     g_autofree char *message = g_strdup_vprintf (format, args);
     va_end (args);
-    if (node == NULL) {
+    /* No place to point at (built-in defaults, trees made in code). */
+    if (node == NULL || (node->mark.line == 0 && (node->mark.file == NULL || node->mark.file[0] == '\0'))) {
         g_set_error_literal (error, DFQ_PIPELINE_ERROR, code, message);
         return;
     }
@@ -330,9 +331,16 @@ dfq_config_apply_override (DfqConfigNode **root, const char *assignment, GError 
     }
 
     /* The value is YAML in its own right; its marks say where it came from. */
-    g_autoptr (DfqConfigNode) value = dfq_config_parse (eq + 1, -1, what, error);
-    if (value == NULL)
+    g_autoptr (GError) local = NULL;
+    g_autoptr (DfqConfigNode) value = dfq_config_parse (eq + 1, -1, "", &local);
+    if (value == NULL) {
+        /* "<input>:1:3: YAML syntax error: ..." -> "--set a.b: YAML syntax error: ..." */
+        const char *message = local->message;
+        const char *after_mark = g_str_has_prefix (message, "<input>:") ? strstr (message, ": ") : NULL;
+        dfq_config_set_error (error, NULL, (DfqPipelineError) local->code, "%s: %s", what,
+                              after_mark != NULL ? after_mark + 2 : message);
         return FALSE;
+    }
     DfqConfigMark mark = { g_intern_string (what), 0, 0 };
     dfq_priv_config_remark (value, &mark);
 
@@ -365,6 +373,14 @@ dfq_config_apply_override (DfqConfigNode **root, const char *assignment, GError 
             /* `student: ~` then --set student.quantizer.use=x: grow the path. */
             DfqConfigNode *mapping = dfq_config_node_new (DFQ_CONFIG_MAPPING, &mark);
             dfq_config_node_free (node);
+            *slot = node = mapping;
+        } else if (node->kind == DFQ_CONFIG_SCALAR) {
+            /* A feature written by name (`losses: [kd]`): --set losses[0].weight=2
+             * means {use: kd, weight: 2}. (Any other scalar then fails to bind
+             * as a mapping, with this --set's mark.) */
+            DfqConfigNode *mapping = dfq_config_node_new (DFQ_CONFIG_MAPPING, &mark);
+            g_ptr_array_add (mapping->keys, dfq_config_node_new_scalar ("use", FALSE, &node->mark));
+            g_ptr_array_add (mapping->values, node);
             *slot = node = mapping;
         } else if (node->kind != DFQ_CONFIG_MAPPING) {
             g_autofree char *got = dfq_priv_config_describe (node);

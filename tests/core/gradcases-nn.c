@@ -5,9 +5,12 @@
  * batchnorm in training (affine or not, GDFQ's eps 0.8, [N,C]) and eval. */
 #include "dfq-test-util.h"
 
+/* clang-format off */
 #define IN4(a, b, c, d, init_, grad_) { .n_dims = 4, .shape = { a, b, c, d }, .init = init_, .grad = grad_ }
 #define IN2(a, b, init_, grad_) { .n_dims = 2, .shape = { a, b }, .init = init_, .grad = grad_ }
 #define IN1(a, init_, grad_) { .n_dims = 1, .shape = { a }, .init = init_, .grad = grad_ }
+
+/* clang-format on */
 
 /* ---- linear ---- */
 static DfqTensor *
@@ -22,6 +25,7 @@ build_linear_nobias (DfqArena *arena, DfqTensor **in)
     return dfq_linear (arena, in[0], in[1], NULL);
 }
 
+/* clang-format off */
 /* ---- conv2d: in[0] x, in[1] w, in[2] b (the _nb builders pass no bias) ---- */
 #define CONV_BUILDER(tag, stride, pad, groups)                                  \
     static DfqTensor *build_conv_##tag (DfqArena *arena, DfqTensor **in)        \
@@ -45,6 +49,8 @@ CONV_BUILDER_NB (s1p1, 1, 1, 1)
 CONV_BUILDER_NB (s2p0, 2, 0, 1)
 CONV_BUILDER_NB (s2p1g2, 2, 1, 2)
 CONV_BUILDER_NB (s2p1g3, 2, 1, 3)
+
+/* clang-format on */
 
 /* ---- batchnorm: in[0] x, then gamma, beta, running mean, running var as listed ---- */
 static DfqTensor *
@@ -102,6 +108,7 @@ build_global_avg_pool (DfqArena *arena, DfqTensor **in)
     return dfq_global_avg_pool (arena, in[0]);
 }
 
+/* clang-format off */
 #define NORMAL GRAD_INIT_NORMAL
 #define POS GRAD_INIT_POSITIVE
 
@@ -133,6 +140,8 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 4, 5, 5, NORMAL, TRUE), IN4 (6, 2, 3, 3, NORMAL, TRUE), IN1 (6, NORMAL, TRUE) } },
     { .name = "conv2d/groups2-s2-nobias", .op = DFQ_OP_CONV2D, .n_inputs = 2, .build = build_conv_s2p1g2_nb,
       .inputs = { IN4 (3, 4, 5, 5, NORMAL, TRUE), IN4 (4, 2, 3, 3, NORMAL, TRUE) } },
+    { .name = "conv2d/nonsquare-1x3", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1,
+      .inputs = { IN4 (2, 2, 4, 5, NORMAL, TRUE), IN4 (3, 2, 1, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
     { .name = "conv2d/batch1", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1,
       .inputs = { IN4 (1, 3, 6, 5, NORMAL, TRUE), IN4 (2, 3, 3, 3, NORMAL, TRUE), IN1 (2, NORMAL, TRUE) } },
     { .name = "conv2d/input-grad-only", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s2p1,
@@ -147,6 +156,10 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 3, 7, 7, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE) } },
     { .name = "conv2d/depthwise-multiplier", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g4,
       .inputs = { IN4 (2, 4, 5, 5, NORMAL, TRUE), IN4 (8, 1, 3, 3, NORMAL, TRUE), IN1 (8, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise-1x1-p1", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g3,
+      .inputs = { IN4 (2, 3, 4, 4, NORMAL, TRUE), IN4 (3, 1, 1, 1, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise-batch1", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g3,
+      .inputs = { IN4 (1, 3, 5, 7, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
     { .name = "conv2d/single-input-channel", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
       .inputs = { IN4 (2, 1, 6, 6, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
 
@@ -175,3 +188,4 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 3, 3, 5, NORMAL, TRUE) } },
 };
 const guint dfq_n_gradcases_nn = G_N_ELEMENTS (dfq_gradcases_nn);
+/* clang-format on */

@@ -30,9 +30,12 @@ typedef struct _DfqDataset DfqDataset;
  * @name: "fashion-mnist", "mnist", "cifar10" or "cifar100" (fine labels;
  *   "cifar100-coarse" for the 20 superclasses).
  * @dir: (nullable) where the files are (the pipeline's data dir). If set, only
- *   @dir and its subfolder named after the dataset are searched. If NULL:
- *   $DFQ_DATA_DIR and its subfolder, then (Fashion-MNIST) the Debian package
- *   directory DFQ_DATASET_FASHION_MNIST_SYSTEM_DIR.
+ *   @dir is searched. If NULL or "": $DFQ_DATA_DIR, then (Fashion-MNIST only)
+ *   the Debian package directory DFQ_DATASET_FASHION_MNIST_SYSTEM_DIR. Below a
+ *   base directory the subfolder named after the dataset ("fashion-mnist",
+ *   "cifar10", ...) is tried first, then the usual extracted-archive and
+ *   torchvision folders ("cifar-10-batches-bin", "FashionMNIST/raw", ...), then
+ *   the base itself. IDX files may be "<name>.gz" or plain.
  *
  * Finds, reads and validates the split's files, and sets the dataset's standard
  * normalisation (Fashion-MNIST 0.2860/0.3530, MNIST 0.1307/0.3081, CIFAR as in

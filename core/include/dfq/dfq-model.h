@@ -58,7 +58,7 @@ typedef DfqTensor *(*DfqQuantizeFn) (gpointer user_data, DfqForward *fwd, const 
  * strided convs. */
 typedef DfqTensor *(*DfqConvInputFn) (gpointer user_data, DfqForward *fwd, const char *conv, int stride, DfqTensor *x);
 
-#define DFQ_FORWARD_MAX_TAP_SETS 4
+#define DFQ_FORWARD_MAX_TAP_SETS 8
 
 struct _DfqForward {
     DfqArena *arena;     /* where the step's graph lives */
@@ -146,6 +146,9 @@ DFQ_API DfqTensor *dfq_model_forward_block (DfqModel *self, DfqForward *fwd, gui
 /* Loads weights (safetensors) by name, honouring rename rules ("regex=>replacement"). */
 DFQ_API gboolean dfq_model_load (DfqModel *self, const char *path, const char *const *rename_rules, GError **error);
 DFQ_API gboolean dfq_model_save (DfqModel *self, const char *path, GHashTable *metadata, GError **error);
+/* Frozen (FALSE): no parameter requires a gradient, so forwards on inputs that
+ * need none build no graph (the teacher). TRUE restores trainability. */
+DFQ_API void dfq_model_set_trainable (DfqModel *self, gboolean trainable);
 /* Copies every parameter and buffer from @src (same architecture). */
 DFQ_API void dfq_model_copy_weights (DfqModel *dst, DfqModel *src);
 

@@ -243,6 +243,9 @@ typedef struct {
     gint range_epochs;   /* activation ranges tracked in epochs < range_epochs */
     DfqOptimParams optimizer;
     GPtrArray *losses;   /* DfqFeature * of LOSS, each with its weight; never NULL once bound */
+    gint pad;            /* dfq train: pad + random crop augmentation */
+    gboolean hflip;      /* dfq train: random horizontal flip */
+    char *save;          /* dfq train: extra path for the trained weights, or NULL */
 } DfqPipelineTrain;
 
 typedef struct {

@@ -196,11 +196,13 @@ typedef struct {
  * error no tensor of the model has changed. Names in error messages are listed
  * sorted, at most 5 of them plus a count of the rest.
  *
- * Returns: FALSE with DFQ_MODEL_ERROR_MISSING (names the model needs and the
- *   file lacks), DFQ_MODEL_ERROR_UNEXPECTED (file tensors the model does not
- *   know and @options does not ignore), DFQ_MODEL_ERROR_SHAPE (names with
- *   "file [..] vs model [..]"), or DFQ_MODEL_ERROR_FORMAT (two file tensors
- *   renamed to the same name; data that cannot convert). Checked in that order.
+ * Returns: FALSE with, checked in this order: DFQ_MODEL_ERROR_FORMAT (two file
+ *   tensors renamed to the same name), DFQ_MODEL_ERROR_MISSING (names the model
+ *   needs and the file lacks), DFQ_MODEL_ERROR_UNEXPECTED (file tensors the
+ *   model does not know and @options does not ignore; a renamed one is shown
+ *   with its file name), DFQ_MODEL_ERROR_SHAPE (names with "file [..] vs model
+ *   [..]"), DFQ_MODEL_ERROR_FORMAT (data that cannot convert, e.g. F32 into an
+ *   I32 tensor).
  */
 DFQ_API gboolean dfq_safetensors_load_into (const DfqSafetensors *self, GHashTable *expected,
                                             const DfqSafetensorsLoadOptions *options, GError **error);

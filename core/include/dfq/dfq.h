@@ -15,5 +15,12 @@
 #include <dfq/dfq-params.h>
 #include <dfq/dfq-plugin.h>
 #include <dfq/dfq-registry.h>
+#include <dfq/dfq-optim-params.h>
 #include <dfq/dfq-pipeline.h>
 #include <dfq/dfq-model.h>
+#include <dfq/dfq-evaluate.h>
+#include <dfq/dfq-step.h>
+#include <dfq/dfq-loss.h>
+#include <dfq/dfq-quantizer.h>
+#include <dfq/dfq-synthesizer.h>
+#include <dfq/dfq-runner.h>

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Regenerates the safetensors corpus: one small file per header/offset defect
-(tests/data/test-safetensors.c asserts each file's error code and message) and
-a few valid files. The same files seed the fuzzer (tests/fuzz/). Run from this
-directory: python3 make-corpus.py"""
+"""Regenerates tests/data/corpus/: one small safetensors file per header or
+offset defect (tests/data/test-safetensors.c asserts each file's error code and
+message) and a few valid files. The same files seed the fuzzer (tests/fuzz/).
+Usage: python3 tests/data/make-safetensors-corpus.py"""
 import json
+import os
 import struct
 
 
@@ -47,6 +48,8 @@ files = {
     "nul-in-header.safetensors": st(b'{"w":\x00{}}'),
     "bad-json.safetensors": st('{"w": {"dtype": "F32", '),
     "not-object.safetensors": st("[1, 2, 3]"),
+    "deep-nesting.safetensors": st("[" * 100),
+    "deep-nesting-in-entry.safetensors": st('{"w":{"dtype":"F32","shape":' + "[" * 20 + "]" * 20 + "}}"),
     "empty-header.safetensors": st(""),
     # entries
     "entry-not-object.safetensors": st({"w": 5}),
@@ -72,6 +75,8 @@ files = {
     "metadata-not-string.safetensors": st({"__metadata__": {"epoch": 3}}),
 }
 
+out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+os.makedirs(out_dir, exist_ok=True)
 for name, content in files.items():
-    with open(name, "wb") as f:
+    with open(os.path.join(out_dir, name), "wb") as f:
         f.write(content)

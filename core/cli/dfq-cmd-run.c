@@ -1,0 +1,248 @@
+/* dfq run | train | eval (core/cli): execute a pipeline. Progress goes to
+ * stderr (a live line on a terminal, one line per epoch otherwise); the last
+ * line on stdout is one JSON object with the result, so external tuners can use
+ * `dfq run` as a trial command. Ctrl-C stops after the current step and keeps
+ * the last checkpoint; running the same command again resumes. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <dfq/dfq.h>
+#include <dfq/dfq-runner.h>
+
+#include "dfq-cli.h"
+
+static volatile sig_atomic_t dfq_cmd_interrupted = 0;
+
+static void
+dfq_cmd_on_sigint (int sig)
+{
+    (void) sig;
+    dfq_cmd_interrupted = 1;
+}
+
+typedef struct {
+    GCancellable *cancellable;
+    gboolean tty;
+    gint last_epoch_printed;
+} DfqCmdProgress;
+
+static void
+dfq_cmd_format_seconds (double s, char *buf, gsize n)
+{
+    if (!isfinite (s) || s < 0) {
+        g_strlcpy (buf, "--:--", n);
+        return;
+    }
+    long t = (long) s;
+    if (t >= 3600)
+        g_snprintf (buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+    else
+        g_snprintf (buf, n, "%02ld:%02ld", t / 60, t % 60);
+}
+
+static void
+dfq_cmd_progress (const DfqProgress *p, gpointer data)
+{
+    DfqCmdProgress *cp = data;
+    if (dfq_cmd_interrupted && !g_cancellable_is_cancelled (cp->cancellable)) {
+        g_cancellable_cancel (cp->cancellable);
+        fprintf (stderr, "\ndfq: interrupted, stopping after this step (the last checkpoint is kept)\n");
+    }
+    char eta[32], el[32];
+    dfq_cmd_format_seconds (p->eta, eta, sizeof eta);
+    dfq_cmd_format_seconds (p->elapsed, el, sizeof el);
+    if (cp->tty) {
+        int width = 24, filled = p->iters > 0 ? (int) ((double) (p->iter + 1) / p->iters * width) : 0;
+        char bar[32];
+        for (int i = 0; i < width; i++)
+            bar[i] = i < filled ? '#' : '.';
+        bar[width] = '\0';
+        fprintf (stderr, "\r%-6s epoch %d/%d [%s] loss %.4f", p->phase, p->epoch + 1, p->epochs, bar, p->loss);
+        if (p->gen_loss != 0.0)
+            fprintf (stderr, " gen %.4f", p->gen_loss);
+        if (isfinite (p->top1))
+            fprintf (stderr, " top1 %.2f%%", p->top1);
+        fprintf (stderr, " %s ETA %s   ", el, eta);
+        if (g_str_equal (p->phase, "done"))
+            fprintf (stderr, "\n");
+        fflush (stderr);
+    } else if (g_str_equal (p->phase, "eval") && p->epoch != cp->last_epoch_printed) {
+        cp->last_epoch_printed = p->epoch;
+        fprintf (stderr, "epoch %d/%d loss %.4f%s elapsed %s ETA %s\n", p->epoch + 1, p->epochs, p->loss,
+                 p->gen_loss != 0.0 ? "" : "", el, eta);
+    } else if (g_str_equal (p->phase, "done")) {
+        fprintf (stderr, "done: top1 %.2f%% after %s\n", p->top1, el);
+    }
+}
+
+static gboolean
+dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **error)
+{
+    g_auto (GStrv) sets = NULL;
+    g_autofree char *run_dir = NULL;
+    gboolean restart = FALSE, help = FALSE;
+    gint eval_limit = 0, stop_after = 0;
+    const GOptionEntry entries[] = {
+        { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "Override a key: a.b.c=value (repeatable)", "KEY=VALUE" },
+        { "run-dir", 0, 0, G_OPTION_ARG_FILENAME, &run_dir, "Run directory (default <output_dir>/<name>-s<seed>)", "DIR" },
+        { "restart", 0, 0, G_OPTION_ARG_NONE, &restart, "Start over instead of resuming from the checkpoint", NULL },
+        { "eval-limit", 0, 0, G_OPTION_ARG_INT, &eval_limit, "Evaluate on the first N images only (smoke tests)", "N" },
+        { "stop-after", 0, 0, G_OPTION_ARG_INT, &stop_after, "Stop after N epochs of this invocation (resume later)", "N" },
+        { NULL }
+    };
+    const char *name = train ? "train" : "run";
+    const char *summary = train ? "Train a model (a teacher) on real data" : "Run a quantization pipeline";
+    if (!dfq_cli_parse (cli, name, "PIPELINE.yaml", summary,
+                        "Writes the run directory (config.yaml, manifest.json, metrics.jsonl, checkpoint, "
+                        "result.json, weights) and resumes from its checkpoint when run again.",
+                        entries, &argc, &argv, &help, error))
+        return FALSE;
+    if (help)
+        return TRUE;
+    if (argc != 2) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "%s: expected one pipeline file (see --help)", name);
+        return FALSE;
+    }
+    DfqRegistry *registry = dfq_cli_get_registry (cli);
+    g_autoptr (DfqPipeline) pipeline = dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) sets, error);
+    if (pipeline == NULL)
+        return FALSE;
+    g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+    DfqCmdProgress cp = { cancellable, isatty (STDERR_FILENO), -1 };
+    DfqRunOptions opts = { 0 };
+    opts.run_dir = run_dir;
+    opts.restart = restart;
+    opts.eval_limit = (guint) MAX (eval_limit, 0);
+    opts.stop_after_epochs = stop_after;
+    opts.progress = dfq_cmd_progress;
+    opts.progress_data = &cp;
+    opts.cancellable = cancellable;
+    struct sigaction sa = { 0 }, old;
+    sa.sa_handler = dfq_cmd_on_sigint;
+    sigaction (SIGINT, &sa, &old);
+    DfqRunResult result;
+    gboolean ok = train ? dfq_runner_train (registry, pipeline, &opts, &result, error)
+                        : dfq_runner_run (registry, pipeline, &opts, &result, error);
+    sigaction (SIGINT, &old, NULL);
+    if (cp.tty)
+        fprintf (stderr, "\n");
+    if (ok) {
+        printf ("run directory: %s\n", result.run_dir);
+        printf ("FP top-1 %.2f %%, last top-1 %.2f %%, best top-1 %.2f %% (epoch %d, selected on the %s split), "
+                "%.0f s\n",
+                result.fp_top1, result.last_top1, result.best_top1, result.best_epoch + 1, result.best_split,
+                result.wall_seconds);
+        printf ("{\"status\": \"%s\", \"run_dir\": \"%s\", \"fp_top1\": %.4f, \"last_top1\": %.4f, "
+                "\"best_top1\": %.4f, \"wall_seconds\": %.1f}\n",
+                result.status, result.run_dir, result.fp_top1, result.last_top1, result.best_top1, result.wall_seconds);
+    } else if (result.run_dir != NULL) {
+        fprintf (stderr, "dfq: run directory %s (rerun the same command to resume)\n", result.run_dir);
+    }
+    dfq_run_result_clear (&result);
+    return ok;
+}
+
+gboolean
+dfq_cmd_run (DfqCli *cli, int argc, char **argv, GError **error)
+{
+    return dfq_cmd_execute (cli, argc, argv, FALSE, error);
+}
+
+gboolean
+dfq_cmd_train (DfqCli *cli, int argc, char **argv, GError **error)
+{
+    return dfq_cmd_execute (cli, argc, argv, TRUE, error);
+}
+
+gboolean
+dfq_cmd_eval (DfqCli *cli, int argc, char **argv, GError **error)
+{
+    g_auto (GStrv) sets = NULL;
+    g_autofree char *weights = NULL, *confusion = NULL, *split = NULL;
+    gboolean help = FALSE, json = FALSE;
+    gint limit = 0;
+    const GOptionEntry entries[] = {
+        { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "Override a key: a.b.c=value (repeatable)", "KEY=VALUE" },
+        { "weights", 'w', 0, G_OPTION_ARG_FILENAME, &weights, "Weights to evaluate (default: teacher.weights)", "FILE" },
+        { "split", 0, 0, G_OPTION_ARG_STRING, &split, "test or train (default: eval.split)", "SPLIT" },
+        { "confusion", 0, 0, G_OPTION_ARG_FILENAME, &confusion, "Write the confusion matrix as CSV", "FILE" },
+        { "limit", 0, 0, G_OPTION_ARG_INT, &limit, "Evaluate the first N images only", "N" },
+        { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print the result as JSON", NULL },
+        { NULL }
+    };
+    if (!dfq_cli_parse (cli, "eval", "PIPELINE.yaml", "Evaluate a model's weights on a dataset split",
+                        "Uses the pipeline's teacher.model, data and eval sections. Prints top-1, top-5 and "
+                        "per-class accuracy.",
+                        entries, &argc, &argv, &help, error))
+        return FALSE;
+    if (help)
+        return TRUE;
+    if (argc != 2) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "eval: expected one pipeline file (see --help)");
+        return FALSE;
+    }
+    DfqRegistry *registry = dfq_cli_get_registry (cli);
+    g_autoptr (DfqPipeline) pipeline = dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) sets, error);
+    if (pipeline == NULL)
+        return FALSE;
+    const DfqPipelineConfig *cfg = dfq_pipeline_get_config (pipeline);
+    DfqModel *model = (DfqModel *) cfg->teacher.model;
+    const char *path = weights ? weights : cfg->teacher.weights;
+    if (path == NULL) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED,
+                     "eval: no weights: give --weights FILE or set teacher.weights in the pipeline");
+        return FALSE;
+    }
+    if (!dfq_model_load (model, path, weights ? NULL : (const char *const *) cfg->teacher.rename, error))
+        return FALSE;
+    DfqDatasetSplit sp = (DfqDatasetSplit) cfg->eval.split;
+    if (split != NULL) {
+        if (g_str_equal (split, "test"))
+            sp = DFQ_DATASET_SPLIT_TEST;
+        else if (g_str_equal (split, "train"))
+            sp = DFQ_DATASET_SPLIT_TRAIN;
+        else {
+            g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "eval: --split must be test or train, not '%s'", split);
+            return FALSE;
+        }
+    }
+    dfq_set_num_threads (MAX (cfg->threads, 1));
+    g_autoptr (DfqDataset) ds = dfq_dataset_open (dfq_pipeline_dataset_names[cfg->data.dataset], sp, cfg->data.dir, error);
+    if (ds == NULL)
+        return FALSE;
+    DfqEvalResult r;
+    if (!dfq_evaluate (model, NULL, ds, (guint) cfg->eval.batch, (guint) MAX (limit, 0), &r, error))
+        return FALSE;
+    g_autofree double *per_class = g_new0 (double, r.classes);
+    dfq_eval_result_per_class (&r, per_class);
+    if (json) {
+        printf ("{\"weights\": \"%s\", \"dataset\": \"%s\", \"split\": \"%s\", \"n\": %u, \"top1\": %.4f, "
+                "\"top5\": %.4f, \"loss\": %.6f, \"per_class\": [",
+                path, dfq_dataset_get_name (ds), dfq_pipeline_split_names[sp], r.n, r.top1, r.top5, r.loss);
+        for (guint k = 0; k < r.classes; k++)
+            printf ("%s%.2f", k ? ", " : "", per_class[k]);
+        printf ("]}\n");
+    } else {
+        printf ("%s on %s/%s (%u images, %.1f s)\n", path, dfq_dataset_get_name (ds), dfq_pipeline_split_names[sp],
+                r.n, r.seconds);
+        printf ("top-1 %.2f %%  top-5 %.2f %%  loss %.4f\n", r.top1, r.top5, r.loss);
+        printf ("per class:");
+        for (guint k = 0; k < r.classes; k++)
+            printf (" %u:%.1f", k, per_class[k]);
+        printf ("\n");
+    }
+    gboolean ok = TRUE;
+    if (confusion != NULL) {
+        g_autofree char *csv = dfq_eval_result_confusion_csv (&r);
+        GError *e = NULL;
+        if (!g_file_set_contents (confusion, csv, -1, &e)) {
+            g_propagate_prefixed_error (error, e, "eval: ");
+            ok = FALSE;
+        }
+    }
+    dfq_eval_result_clear (&r);
+    return ok;
+}

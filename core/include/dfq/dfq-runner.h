@@ -1,0 +1,72 @@
+/* The runner: executes a pipeline and writes its run directory. Two entry
+ * points: dfq_runner_run() (quantization: teacher -> quantized student ->
+ * synthesizer -> student training -> evaluation on real data) and
+ * dfq_runner_train() (full-precision training of a model on real data, used to
+ * make teachers). Both checkpoint every epoch and resume after an interruption
+ * with the same final result as an uninterrupted run. */
+#pragma once
+
+#include <glib.h>
+#include <gio/gio.h>
+#include <dfq/dfq-macros.h>
+#include <dfq/dfq-registry.h>
+#include <dfq/dfq-pipeline.h>
+
+G_BEGIN_DECLS
+
+/* Progress of a run, reported through DfqRunOptions.progress. */
+typedef struct {
+    const char *phase;     /* "train", "warmup", "eval", "done" */
+    gint epoch;            /* 0-based */
+    gint epochs;
+    gint iter;             /* within the epoch, 0-based */
+    gint iters;
+    double loss;           /* last student (or model) loss */
+    double gen_loss;       /* last generator loss (online synthesizers) */
+    double top1;           /* last evaluation, percent (NaN before the first) */
+    double elapsed;        /* seconds since this process started the run */
+    double eta;            /* seconds, estimated (NaN when unknown) */
+} DfqProgress;
+
+typedef void (*DfqProgressFn) (const DfqProgress *progress, gpointer user_data);
+
+typedef struct {
+    const char *run_dir;        /* NULL: <output_dir>/<name>-s<seed> */
+    gboolean restart;           /* ignore an existing checkpoint and start over */
+    guint eval_limit;           /* evaluate on the first N test images only (0 = all; tests) */
+    DfqProgressFn progress;
+    gpointer progress_data;
+    GCancellable *cancellable;  /* cancelled: stop after the current step, keep the checkpoint */
+    gint stop_after_epochs;     /* > 0: stop (as if interrupted) after this many epochs of this call; tests */
+} DfqRunOptions;
+
+typedef struct {
+    char *run_dir;
+    char *status;        /* "finished", "diverged", "cancelled" */
+    double fp_top1;      /* the teacher on the evaluation split */
+    double last_top1;
+    double best_top1;
+    gint best_epoch;
+    char *best_split;    /* the split that selected best_top1 */
+    gint epochs_done;
+    double wall_seconds; /* over all sessions of the run */
+} DfqRunResult;
+
+DFQ_API void dfq_run_result_clear (DfqRunResult *result);
+
+/**
+ * dfq_runner_run:
+ * Errors: DFQ_MODEL_ERROR_* (weights), DFQ_DATA_ERROR_* (dataset),
+ * DFQ_RUN_ERROR_DIVERGED (a NaN/Inf loss: the last good checkpoint is kept and
+ * result.json says "diverged"), DFQ_RUN_ERROR_CANCELLED, DFQ_RUN_ERROR_IO,
+ * DFQ_RUN_ERROR_STATE (a checkpoint of another config in the run directory).
+ */
+DFQ_API gboolean dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options,
+                                 DfqRunResult *result, GError **error);
+DFQ_API gboolean dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options,
+                                   DfqRunResult *result, GError **error);
+
+/* The run directory a pipeline writes to with these options. (transfer full) */
+DFQ_API char *dfq_runner_get_run_dir (DfqPipeline *pipeline, const DfqRunOptions *options);
+
+G_END_DECLS

@@ -1,0 +1,52 @@
+/* Synthesizers: feature kind SYNTHESIZER. They make the images the student is
+ * trained or calibrated on, from the teacher alone. Online synthesizers (gdfq,
+ * bag, adadfq, qimera) train a generator alongside the student: each step
+ * updates the generator and hands back a batch. Offline ones (zeroq, genie-d)
+ * produce a fixed set before calibration (same vfunc, called repeatedly). */
+#pragma once
+
+#include <glib.h>
+#include <dfq/dfq-macros.h>
+#include <dfq/dfq-plugin.h>
+#include <dfq/dfq-step.h>
+
+G_BEGIN_DECLS
+
+typedef struct _DfqSynthesizer DfqSynthesizer;
+typedef struct _DfqSynthesizerClass DfqSynthesizerClass;
+
+struct _DfqSynthesizer {
+    DfqFeature parent;
+    DfqArena *arena; /* generator parameters and optimizer state: created by the plugin's init(), freed by its finalize() */
+    gpointer reserved[4];
+};
+
+typedef struct {
+    DfqTensor *images;      /* [B,C,H,W], detached (no gradient) */
+    DfqTensor *labels;      /* I32 [B] or NULL */
+    DfqTensor *soft_labels; /* F32 [B,K] or NULL */
+    double loss;            /* the generator's weighted loss this step (for metrics) */
+    double loss_terms[8];   /* unweighted values of its loss list, in order */
+    guint n_loss_terms;
+} DfqSynthBatch;
+
+struct _DfqSynthesizerClass {
+    DfqFeatureClass parent;
+    /* Builds the generator for ctx->classes and ctx->image_shape. */
+    gboolean (*prepare) (DfqSynthesizer *self, DfqStepContext *ctx, GError **error);
+    /* Called at the start of each epoch (learning-rate schedules). */
+    void (*start_epoch) (DfqSynthesizer *self, DfqStepContext *ctx);
+    /* One generator update (online) and a batch for the student step. */
+    gboolean (*step) (DfqSynthesizer *self, DfqStepContext *ctx, DfqSynthBatch *out, GError **error);
+    /* Tensors to checkpoint (generator weights and buffers, optimizer state),
+     * each uniquely named, appended to @state. */
+    void (*get_state) (DfqSynthesizer *self, GPtrArray *state);
+    /* After a restore of get_state()'s tensors: the optimizer step count. */
+    gint64 (*get_optim_step) (DfqSynthesizer *self);
+    void (*set_optim_step) (DfqSynthesizer *self, gint64 step);
+    gpointer reserved[4];
+};
+
+#define DFQ_SYNTHESIZER_CLASS(s) ((const DfqSynthesizerClass *) ((DfqFeature *) (s))->klass)
+
+G_END_DECLS
