@@ -320,6 +320,10 @@ dfq_config_apply_override (DfqConfigNode **root, const char *assignment, GError 
     }
     g_autofree char *path = g_strndup (assignment, (gsize) (eq - assignment));
     g_strstrip (path);
+    if (!g_utf8_validate (path, -1, NULL)) {
+        dfq_config_set_error (error, NULL, DFQ_PIPELINE_ERROR_SYNTAX, "--set: the key is not UTF-8 text");
+        return FALSE;
+    }
     g_autofree char *what = g_strdup_printf ("--set %s", path);
     g_autoptr (GArray) segments = dfq_config_parse_path (path, what, error);
     if (segments == NULL)

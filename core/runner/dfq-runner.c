@@ -408,6 +408,34 @@ dfq_run_eval (DfqRun *r, double *top1, GError **error)
     return TRUE;
 }
 
+/* student-quantized.safetensors: every weight through the quantizer's weight
+ * hook (values on the k-bit grid), everything else as is. */
+static gboolean
+dfq_run_save_quantized (DfqRun *r, GError **error)
+{
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    g_autoptr (GHashTable) out = g_hash_table_new (g_str_hash, g_str_equal);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, a, FALSE);
+    gboolean prev = dfq_set_grad_enabled (FALSE);
+    GHashTableIter it;
+    gpointer key, value;
+    g_hash_table_iter_init (&it, r->student->by_name);
+    while (g_hash_table_iter_next (&it, &key, &value)) {
+        const char *name = key;
+        DfqTensor *t = value;
+        g_hash_table_insert (out, (gpointer) name, t);
+        if (!g_str_has_suffix (name, ".weight") || t->n_dims < 2)
+            continue; /* conv and linear weights are the weight sites */
+        g_autofree char *site = g_strndup (name, strlen (name) - strlen (".weight"));
+        DfqTensor *q = DFQ_QUANTIZER_CLASS (r->quantizer)->quantize_weight (r->quantizer, &fwd, site, t);
+        g_hash_table_insert (out, (gpointer) name, q);
+    }
+    dfq_set_grad_enabled (prev);
+    g_autofree char *path = g_build_filename (r->run_dir, "student-quantized.safetensors", NULL);
+    return dfq_safetensors_save (path, out, NULL, error);
+}
+
 gboolean
 dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options, DfqRunResult *result,
                 GError **error)
@@ -568,6 +596,8 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
             ctx.iter = it;
             ctx.step = (gint64) epoch * cfg->train.iters + it;
             dfq_arena_reset (r.scratch);
+            g_debug ("step %" G_GINT64_FORMAT ": scratch arena %" G_GSIZE_FORMAT " MiB reserved, %u system allocations",
+                     ctx.step, dfq_arena_capacity (r.scratch) >> 20, dfq_arena_n_system_allocs (r.scratch));
             DfqSynthBatch batch = { 0 };
             if (!DFQ_SYNTHESIZER_CLASS (r.synth)->step (r.synth, &ctx, &batch, &e))
                 goto diverged_or_fail;
@@ -583,6 +613,12 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
                                                     batch.soft_labels, values, &e);
             if (loss == NULL)
                 goto diverged_or_fail;
+            if (!isfinite (dfq_tensor_f32 (loss)[0])) {
+                g_set_error (&e, DFQ_RUN_ERROR, DFQ_RUN_ERROR_DIVERGED,
+                             "student loss is %g at epoch %d, iteration %d: training diverged",
+                             dfq_tensor_f32 (loss)[0], epoch, it);
+                goto diverged_or_fail;
+            }
             if (update_student) {
                 dfq_backward (loss, r.scratch);
                 dfq_optim_step (r.optim);
@@ -666,10 +702,12 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
         }
     }
 
-    /* finished: final weights and result */
+    /* finished: final weights (float shadows, and as the quantizer sees them) and result */
     {
         g_autofree char *wpath = g_build_filename (r.run_dir, "student.safetensors", NULL);
         if (!dfq_model_save (r.student, wpath, NULL, &e))
+            goto out;
+        if (r.quantizer != NULL && !dfq_run_save_quantized (&r, &e))
             goto out;
     }
     result->status = g_strdup ("finished");

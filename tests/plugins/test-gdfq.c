@@ -335,6 +335,68 @@ test_defaults (GdfqFixture *f G_GNUC_UNUSED, gconstpointer data G_GNUC_UNUSED)
 }
 
 static void
+test_optimizer_override (void)
+{
+    g_test_summary ("Keys written under optimizer: merge over gdfq's own defaults (Adam, betas (0.5, 0.999))");
+    g_autoptr (DfqFeature) feature = make_feature (DFQ_FEATURE_SYNTHESIZER,
+                                                   "use: gdfq\noptimizer: {milestones: [10, 20]}\nbn_eps_inner: 1e-5\n");
+    g_autoptr (DfqConfigNode) cfg = dfq_params_to_config (feature->klass->params, feature->klass->n_params, feature);
+    g_autofree char *yaml = dfq_config_to_yaml (cfg);
+    g_assert_nonnull (strstr (yaml, "use: adam"));
+    g_assert_nonnull (strstr (yaml, "betas: [0.5, 0.999]"));
+    g_assert_nonnull (strstr (yaml, "milestones: [10, 20]"));
+    g_assert_nonnull (strstr (yaml, "lr: 0.001"));
+    g_assert_nonnull (strstr (yaml, "bn_eps_inner: 1e-05"));
+}
+
+/* Copies of the trainable tensors of get_state. */
+static GPtrArray *
+snapshot_params (DfqSynthesizer *s, DfqArena *keep)
+{
+    g_autoptr (GPtrArray) state = g_ptr_array_new ();
+    DFQ_SYNTHESIZER_CLASS (s)->get_state (s, state);
+    GPtrArray *out = g_ptr_array_new ();
+    for (guint i = 0; i < state->len; i++) {
+        DfqTensor *t = state->pdata[i];
+        if (t->flags & DFQ_TENSOR_FLAG_PARAM)
+            g_ptr_array_add (out, dfq_tensor_dup (keep, t));
+    }
+    return out;
+}
+
+static float
+max_param_change (GPtrArray *a, GPtrArray *b)
+{
+    float worst = 0.0f;
+    for (guint i = 0; i < a->len; i++)
+        worst = MAX (worst, dfq_tensor_max_abs_diff (a->pdata[i], b->pdata[i]));
+    return worst;
+}
+
+static void
+test_schedule (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
+{
+    g_test_summary ("start_epoch applies the multistep schedule by epoch: with gamma 0 after epoch 1 "
+                    "the generator stops moving");
+    g_autoptr (DfqFeature) feature = (DfqFeature *) make_gdfq (f, "{use: gdfq, optimizer: {milestones: [1], gamma: 0}}");
+    DfqSynthesizer *s = (DfqSynthesizer *) feature;
+    g_autoptr (DfqArena) keep = dfq_arena_new (0);
+    DfqSynthBatch out;
+    f->ctx.epoch = 0;
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    g_autoptr (GPtrArray) p0 = snapshot_params (s, keep);
+    run_step (f, s, 0, &out);
+    g_autoptr (GPtrArray) p1 = snapshot_params (s, keep);
+    g_assert_cmpfloat (max_param_change (p0, p1), >, 0.0f);
+    f->ctx.epoch = 1;
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    run_step (f, s, 1, &out);
+    g_autoptr (GPtrArray) p2 = snapshot_params (s, keep);
+    g_assert_cmpfloat (max_param_change (p1, p2), ==, 0.0f);
+    g_assert_cmpint (DFQ_SYNTHESIZER_CLASS (s)->get_optim_step (s), ==, 2);
+}
+
+static void
 test_bad_shape (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
     g_test_summary ("A teacher input that is not 4 * init_size is a DFQ_MODEL_ERROR_SHAPE at prepare()");
@@ -378,8 +440,10 @@ main (int argc, char **argv)
     ADD ("/plugin/gdfq/state-names", &teacher_28, test_state_names);
     ADD ("/plugin/gdfq/defaults", &teacher_28, test_defaults);
     ADD ("/plugin/gdfq/bad-shape", &teacher_28, test_bad_shape);
+    ADD ("/plugin/gdfq/schedule", &teacher_28, test_schedule);
 #undef ADD
     g_test_add_func ("/plugin/gdfq/empty-losses", test_empty_losses);
+    g_test_add_func ("/plugin/gdfq/optimizer-override", test_optimizer_override);
     int rc = g_test_run ();
     dfq_registry_free (registry);
     return rc;

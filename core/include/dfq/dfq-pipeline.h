@@ -162,8 +162,10 @@ DFQ_API char *dfq_config_to_yaml (const DfqConfigNode *node);
  * dfq_params_bind:
  * @registry: resolves FEATURE and FEATURE_LIST params (`use:` names).
  * @node: (nullable) a MAPPING (or NULL/NULL-kind: every param at its default).
- * @context: how messages name the owner: "synthesizer 'zeroq'", "'train'".
- * @path: (nullable) the dotted path of @node ("train"), for feature labels.
+ * @context: how messages name the owner, after the key: "for synthesizer
+ *   'zeroq'", "in 'train'", "in the pipeline".
+ * @path: (nullable) the dotted path of @node ("train"): messages about values
+ *   start with "train.batch: ", features are labelled "train.losses[1] (kd)".
  *
  * Binds every key of @node into the struct at @base by the offsets of @specs,
  * then fills the absent params from their default text, parsed and checked by

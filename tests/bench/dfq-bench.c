@@ -1,0 +1,636 @@
+/* dfq-bench (tests/bench): the engine benchmark of DESIGN.md section 5 and
+ * issue 8. It times the workloads of shared/reference/torch_resnet20_bench.py
+ * with the same shapes:
+ *
+ *   resnet20-train  ResNet-20 (resnet-cifar plugin) train step at batch 128:
+ *                   forward (train-mode BN), cross-entropy, backward, SGD
+ *                   (lr 0.1, momentum 0.9) step
+ *   resnet20-infer  the same network in eval mode, no graph, batch 128
+ *   gdfq-gen        one GDFQ generator step at batch 32: the generator of the
+ *                   reference script built inline from ops, the teacher forward
+ *                   in train mode, cross-entropy, backward through the teacher
+ *                   to the image and through the generator, Adam (lr 1e-3);
+ *                   as in the reference the teacher's parameters also get
+ *                   gradients
+ *
+ * on 1x28x28 and 3x32x32 inputs. Each figure is the median over --reps timed
+ * steps after --warmup untimed training steps (the reference's PyTorch speed
+ * depends on the state of the network, so both sides warm up the same way).
+ *
+ * Inputs: by default real Fashion-MNIST training images (normalised; for
+ * 3x32x32 zero-padded by 2 pixels and repeated over 3 channels), or N(0,1)
+ * noise with --data noise. Weights: the model plugin's initialisation
+ * (PyTorch's default rule) with init_seed 0, and the same rule for the
+ * generator. --dump DIR writes all of it (inputs, labels, latents, weights) to
+ * DIR/bench-CxHxW.safetensors so that tools/bench_torch.py feeds PyTorch the
+ * very same bits.
+ *
+ * Every workload prints one "RESULT key=value ..." line: images/s, ms per
+ * step, the conv/linear FLOPs of one step (counted on the recorded graph:
+ * forward 2*MACs, plus as much again for each weight gradient and each input
+ * gradient actually computed), achieved GFLOP/s, the fraction of the OpenBLAS
+ * sgemm peak measured in the same process on the same threads (--sgemm N, an
+ * N^3 sgemm), the scratch arena of one step and the process's peak RSS so far
+ * (run one workload per process, --only, for a per-workload peak).
+ *
+ * Not a test: it is not registered with test(). tools/bench-vs-torch.sh runs
+ * it next to PyTorch and prints the ratios; docs/performance.md has results. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <cblas.h>
+
+#include <dfq/dfq.h>
+
+#define BENCH_CLASSES 10
+#define BENCH_LATENT 100
+#define BENCH_TRAIN_BATCH 128
+#define BENCH_GEN_BATCH 32
+#define BENCH_FMNIST_MEAN 0.2860f
+#define BENCH_FMNIST_STD 0.3530f
+
+typedef struct {
+    int threads;
+    int reps;
+    int warmup;
+    int sgemm_n;
+    const char *only;
+    const char *data;
+    const char *dump_dir;
+    const char *plugin_path;
+} BenchOptions;
+
+static BenchOptions opts = {
+    .threads = 2,
+    .reps = 7,
+    .warmup = 5,
+    .sgemm_n = 2048,
+    .only = NULL,
+    .data = "fmnist",
+    .dump_dir = NULL,
+    .plugin_path = NULL,
+};
+
+static double sgemm_peak_gflops = 0.0;
+
+/* ------------------------------------------------------------------ helpers */
+
+static double
+bench_now (void)
+{
+    return (double) g_get_monotonic_time () * 1e-6;
+}
+
+static int
+bench_cmp_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return (x > y) - (x < y);
+}
+
+static double
+bench_median (double *v, int n)
+{
+    qsort (v, (gsize) n, sizeof (double), bench_cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double
+bench_maxrss_mib (void)
+{
+    struct rusage ru;
+    getrusage (RUSAGE_SELF, &ru);
+    return (double) ru.ru_maxrss / 1024.0; /* KiB on Linux */
+}
+
+static gboolean
+bench_selected (const char *id)
+{
+    return opts.only == NULL || strstr (id, opts.only) != NULL || g_pattern_match_simple (opts.only, id);
+}
+
+/* The best of a few N^3 sgemms on the current threads: the physical limit the
+ * engine's GFLOP/s are compared with. */
+static double
+bench_sgemm_peak (int n)
+{
+    gsize numel = (gsize) n * (gsize) n;
+    float *a = g_aligned_alloc (numel, sizeof (float), 64);
+    float *b = g_aligned_alloc (numel, sizeof (float), 64);
+    float *c = g_aligned_alloc (numel, sizeof (float), 64);
+    for (gsize i = 0; i < numel; i++) {
+        a[i] = dfq_rand_uniform_at (1, 1, i) - 0.5f;
+        b[i] = dfq_rand_uniform_at (1, 2, i) - 0.5f;
+    }
+    double best = G_MAXDOUBLE;
+    for (int r = 0; r < 4; r++) {
+        double t0 = bench_now ();
+        cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double t = bench_now () - t0;
+        if (r > 0)
+            best = MIN (best, t);
+    }
+    g_aligned_free (a);
+    g_aligned_free (b);
+    g_aligned_free (c);
+    return 2.0 * (double) n * n * n / best * 1e-9;
+}
+
+/* Conv and linear FLOPs of the graph that ends in @root: forward 2*MACs for
+ * every node, and the same again for each gradient the backward computes (the
+ * weight gradient when the weight requires one, the input gradient when the
+ * input does). Inference figures use @fwd_only. */
+static void
+bench_count_flops (DfqTensor *root, double *fwd_flops, double *train_flops)
+{
+    g_autoptr (GPtrArray) stack = g_ptr_array_new ();
+    g_autoptr (GHashTable) seen = g_hash_table_new (NULL, NULL);
+    *fwd_flops = *train_flops = 0.0;
+    g_ptr_array_add (stack, root);
+    while (stack->len > 0) {
+        DfqTensor *t = g_ptr_array_steal_index_fast (stack, stack->len - 1);
+        if (t == NULL || g_hash_table_contains (seen, t))
+            continue;
+        g_hash_table_add (seen, t);
+        double macs = 0.0;
+        if (t->op == DFQ_OP_CONV2D) {
+            const DfqTensor *w = t->src[1];
+            macs = (double) t->shape[0] * t->shape[1] * t->shape[2] * t->shape[3] * w->shape[1] * w->shape[2] *
+                   w->shape[3];
+        } else if (t->op == DFQ_OP_LINEAR) {
+            macs = (double) t->shape[0] * t->shape[1] * t->src[1]->shape[1];
+        }
+        if (macs > 0.0) {
+            double f = 2.0 * macs;
+            *fwd_flops += f;
+            *train_flops += f;
+            if (dfq_tensor_requires_grad (t->src[0]))
+                *train_flops += f;
+            if (dfq_tensor_requires_grad (t->src[1]))
+                *train_flops += f;
+        }
+        for (int i = 0; i < DFQ_MAX_SRC; i++)
+            if (t->src[i] != NULL)
+                g_ptr_array_add (stack, t->src[i]);
+    }
+}
+
+static void
+bench_report (const char *workload, int cin, int hw, int batch, double *times, int n,
+              double flops, gsize arena_bytes)
+{
+    double med = bench_median (times, n);
+    double gflops = flops / med * 1e-9;
+    double frac = sgemm_peak_gflops > 0.0 ? gflops / sgemm_peak_gflops : 0.0;
+    printf ("RESULT side=dfqlab workload=%s in=%dx%dx%d batch=%d img_s=%.1f ms=%.2f min_ms=%.2f max_ms=%.2f "
+            "gflop=%.3f gflops=%.1f sgemm_gflops=%.1f frac_peak=%.3f arena_mib=%.1f maxrss_mib=%.1f\n",
+            workload, cin, hw, hw, batch, batch / med, med * 1e3, times[0] * 1e3, times[n - 1] * 1e3,
+            flops * 1e-9, gflops, sgemm_peak_gflops, frac, (double) arena_bytes / (1024.0 * 1024.0),
+            bench_maxrss_mib ());
+    fflush (stdout);
+}
+
+/* ------------------------------------------------------------------ inputs */
+
+static DfqModel *
+bench_make_model (DfqRegistry *registry, int cin, int hw)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *yaml = g_strdup_printf ("use: resnet-cifar\ndepth: 20\nin_channels: %d\nimage_size: %d\n"
+                                             "classes: %d\ninit_seed: 0\n",
+                                             cin, hw, BENCH_CLASSES);
+    DfqConfigNode *node = dfq_config_parse (yaml, -1, "dfq-bench", &error);
+    if (node == NULL)
+        g_error ("%s", error->message);
+    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_MODEL, "resnet-cifar");
+    if (klass == NULL)
+        g_error ("the resnet-cifar plugin was not found (--plugin-path, DFQ_PLUGIN_PATH)");
+    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, "model", &error);
+    dfq_config_node_free (node);
+    if (f == NULL)
+        g_error ("%s", error->message);
+    return (DfqModel *) f;
+}
+
+/* Fashion-MNIST training images 0..n-1, normalised; a 32x32 size pads by 2 with
+ * the normalised background, extra channels repeat the first. */
+static gboolean
+bench_fill_fmnist (DfqTensor *x, DfqTensor *y, GError **error)
+{
+    DfqDataset *ds = dfq_dataset_open ("fashion-mnist", DFQ_DATASET_SPLIT_TRAIN, NULL, error);
+    if (ds == NULL)
+        return FALSE;
+    const gint64 n = x->shape[0], c = x->shape[1], h = x->shape[2], w = x->shape[3];
+    const gint64 off = (h - 28) / 2;
+    float *px = dfq_tensor_f32 (x);
+    for (gint64 i = 0; i < n; i++) {
+        const guint8 *pix = dfq_dataset_get_pixels (ds, (guint) i);
+        for (gint64 ch = 0; ch < c; ch++)
+            for (gint64 r = 0; r < h; r++)
+                for (gint64 k = 0; k < w; k++) {
+                    gint64 rr = r - off, kk = k - off;
+                    float v = (rr >= 0 && rr < 28 && kk >= 0 && kk < 28) ? pix[rr * 28 + kk] / 255.0f : 0.0f;
+                    px[((i * c + ch) * h + r) * w + k] = (v - BENCH_FMNIST_MEAN) / BENCH_FMNIST_STD;
+                }
+        dfq_tensor_i32 (y)[i] = (gint32) dfq_dataset_get_label (ds, (guint) i);
+    }
+    dfq_dataset_free (ds);
+    return TRUE;
+}
+
+/* The generator of the reference script (GDFQ-style, conditional), from ops. */
+typedef struct {
+    DfqArena *arena;
+    int ch, init;
+    DfqTensor *emb, *l1_w, *l1_b;
+    DfqTensor *b0[4], *c1_w, *c1_b, *b1[4], *c2_w, *c2_b, *b2[4], *c3_w, *c3_b, *b3[4];
+    GPtrArray *params;  /* trainable */
+    GPtrArray *named;   /* every tensor, for --dump */
+} BenchGen;
+
+static DfqTensor *
+bench_gen_tensor (BenchGen *g, const char *name, int n_dims, const gint64 *shape, gboolean param)
+{
+    DfqTensor *t = dfq_tensor_new (g->arena, DFQ_DTYPE_F32, n_dims, shape);
+    dfq_tensor_set_name (t, "gen.%s", name);
+    if (param) {
+        dfq_tensor_set_param (t);
+        g_ptr_array_add (g->params, t);
+    }
+    g_ptr_array_add (g->named, t);
+    return t;
+}
+
+/* PyTorch's default init of Linear/Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). */
+static void
+bench_gen_uniform (DfqTensor *t, guint64 stream, double fan_in)
+{
+    float bound = (float) (1.0 / sqrt (fan_in));
+    dfq_rand_uniform_fill (t, 7, stream, -bound, bound);
+}
+
+static void
+bench_gen_bn (BenchGen *g, DfqTensor *bn[4], const char *name, gint64 c, gboolean affine)
+{
+    gint64 shape[1] = { c };
+    char buf[64];
+    bn[0] = bn[1] = NULL;
+    if (affine) {
+        g_snprintf (buf, sizeof buf, "%s.weight", name);
+        bn[0] = bench_gen_tensor (g, buf, 1, shape, TRUE);
+        dfq_tensor_fill (bn[0], 1.0f);
+        g_snprintf (buf, sizeof buf, "%s.bias", name);
+        bn[1] = bench_gen_tensor (g, buf, 1, shape, TRUE);
+    }
+    g_snprintf (buf, sizeof buf, "%s.running_mean", name);
+    bn[2] = bench_gen_tensor (g, buf, 1, shape, FALSE);
+    g_snprintf (buf, sizeof buf, "%s.running_var", name);
+    bn[3] = bench_gen_tensor (g, buf, 1, shape, FALSE);
+    dfq_tensor_fill (bn[3], 1.0f);
+}
+
+static void
+bench_gen_init (BenchGen *g, int ch, int size)
+{
+    memset (g, 0, sizeof *g);
+    g->arena = dfq_arena_new (0);
+    g->params = g_ptr_array_new ();
+    g->named = g_ptr_array_new ();
+    g->ch = ch;
+    g->init = size / 4;
+    const gint64 s2 = (gint64) g->init * g->init;
+    g->emb = bench_gen_tensor (g, "emb.weight", 2, (gint64[]) { BENCH_CLASSES, BENCH_LATENT }, TRUE);
+    dfq_rand_normal_fill (g->emb, 7, 1, 0.0f, 1.0f);
+    g->l1_w = bench_gen_tensor (g, "l1.weight", 2, (gint64[]) { 128 * s2, BENCH_LATENT }, TRUE);
+    g->l1_b = bench_gen_tensor (g, "l1.bias", 1, (gint64[]) { 128 * s2 }, TRUE);
+    bench_gen_uniform (g->l1_w, 2, BENCH_LATENT);
+    bench_gen_uniform (g->l1_b, 3, BENCH_LATENT);
+    bench_gen_bn (g, g->b0, "b0", 128, TRUE);
+    g->c1_w = bench_gen_tensor (g, "c1.weight", 4, (gint64[]) { 128, 128, 3, 3 }, TRUE);
+    g->c1_b = bench_gen_tensor (g, "c1.bias", 1, (gint64[]) { 128 }, TRUE);
+    bench_gen_uniform (g->c1_w, 4, 128 * 9);
+    bench_gen_uniform (g->c1_b, 5, 128 * 9);
+    bench_gen_bn (g, g->b1, "b1", 128, TRUE);
+    g->c2_w = bench_gen_tensor (g, "c2.weight", 4, (gint64[]) { 64, 128, 3, 3 }, TRUE);
+    g->c2_b = bench_gen_tensor (g, "c2.bias", 1, (gint64[]) { 64 }, TRUE);
+    bench_gen_uniform (g->c2_w, 6, 128 * 9);
+    bench_gen_uniform (g->c2_b, 7, 128 * 9);
+    bench_gen_bn (g, g->b2, "b2", 64, TRUE);
+    g->c3_w = bench_gen_tensor (g, "c3.weight", 4, (gint64[]) { ch, 64, 3, 3 }, TRUE);
+    g->c3_b = bench_gen_tensor (g, "c3.bias", 1, (gint64[]) { ch }, TRUE);
+    bench_gen_uniform (g->c3_w, 8, 64 * 9);
+    bench_gen_uniform (g->c3_b, 9, 64 * 9);
+    bench_gen_bn (g, g->b3, "b3", ch, FALSE);
+}
+
+static void
+bench_gen_clear (BenchGen *g)
+{
+    g_ptr_array_unref (g->params);
+    g_ptr_array_unref (g->named);
+    dfq_arena_free (g->arena);
+}
+
+static DfqTensor *
+bench_gen_forward (BenchGen *g, DfqArena *a, DfqTensor *z, DfqTensor *y)
+{
+    DfqTensor *h = dfq_mul (a, z, dfq_embedding (a, g->emb, y));
+    h = dfq_linear (a, h, g->l1_w, g->l1_b);
+    h = dfq_reshape (a, h, 4, (gint64[]) { z->shape[0], 128, g->init, g->init });
+    h = dfq_batchnorm (a, h, g->b0[0], g->b0[1], g->b0[2], g->b0[3], TRUE, 0.1f, 1e-5f);
+    h = dfq_upsample_nearest (a, h, 2);
+    h = dfq_conv2d (a, h, g->c1_w, g->c1_b, 1, 1, 1);
+    h = dfq_batchnorm (a, h, g->b1[0], g->b1[1], g->b1[2], g->b1[3], TRUE, 0.1f, 0.8f);
+    h = dfq_leaky_relu (a, h, 0.2f);
+    h = dfq_upsample_nearest (a, h, 2);
+    h = dfq_conv2d (a, h, g->c2_w, g->c2_b, 1, 1, 1);
+    h = dfq_batchnorm (a, h, g->b2[0], g->b2[1], g->b2[2], g->b2[3], TRUE, 0.1f, 0.8f);
+    h = dfq_leaky_relu (a, h, 0.2f);
+    h = dfq_conv2d (a, h, g->c3_w, g->c3_b, 1, 1, 1);
+    h = dfq_tanh (a, h);
+    return dfq_batchnorm (a, h, NULL, NULL, g->b3[2], g->b3[3], TRUE, 0.1f, 1e-5f);
+}
+
+/* ------------------------------------------------------------------ workloads */
+
+typedef struct {
+    int cin, hw;
+    DfqModel *model;
+    DfqOptim *sgd;
+    DfqTensor *x, *y;     /* batch 128 */
+    DfqTensor *z, *yl;    /* generator batch 32 */
+    BenchGen gen;
+    DfqOptim *adam;
+    DfqArena *inputs;
+    DfqArena *scratch;
+} BenchCase;
+
+static DfqTensor *
+bench_train_step (BenchCase *c)
+{
+    dfq_arena_reset (c->scratch);
+    dfq_optim_zero_grad (c->sgd);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, c->scratch, TRUE);
+    DfqTensor *logits = dfq_model_forward (c->model, &fwd, c->x);
+    DfqTensor *loss = dfq_cross_entropy (c->scratch, logits, c->y);
+    dfq_backward (loss, c->scratch);
+    dfq_optim_step (c->sgd);
+    return loss;
+}
+
+static void
+bench_infer_step (BenchCase *c)
+{
+    dfq_arena_reset (c->scratch);
+    gboolean prev = dfq_set_grad_enabled (FALSE);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, c->scratch, FALSE);
+    dfq_model_forward (c->model, &fwd, c->x);
+    dfq_set_grad_enabled (prev);
+}
+
+static DfqTensor *
+bench_gen_step (BenchCase *c)
+{
+    dfq_arena_reset (c->scratch);
+    dfq_optim_zero_grad (c->adam);
+    /* The reference never zeroes the teacher's gradients; zeroing them here
+     * costs the same and keeps them bounded. */
+    for (guint i = 0; i < c->model->params->len; i++)
+        dfq_tensor_zero_grad (c->model->params->pdata[i]);
+    DfqTensor *img = bench_gen_forward (&c->gen, c->scratch, c->z, c->yl);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, c->scratch, TRUE);
+    DfqTensor *logits = dfq_model_forward (c->model, &fwd, img);
+    DfqTensor *loss = dfq_cross_entropy (c->scratch, logits, c->yl);
+    dfq_backward (loss, c->scratch);
+    dfq_optim_step (c->adam);
+    return loss;
+}
+
+static void
+bench_case_init (BenchCase *c, DfqRegistry *registry, int cin, int hw)
+{
+    memset (c, 0, sizeof *c);
+    c->cin = cin;
+    c->hw = hw;
+    c->model = bench_make_model (registry, cin, hw);
+    DfqOptimConfig cfg;
+    dfq_optim_config_init (&cfg, DFQ_OPTIM_SGD);
+    cfg.lr = 0.1;
+    cfg.momentum = 0.9;
+    c->sgd = dfq_optim_new (&cfg);
+    for (guint i = 0; i < c->model->params->len; i++)
+        dfq_optim_add_param (c->sgd, c->model->params->pdata[i]);
+
+    c->inputs = dfq_arena_new (0);
+    c->scratch = dfq_arena_new (0);
+    c->x = dfq_tensor_new_4d (c->inputs, DFQ_DTYPE_F32, BENCH_TRAIN_BATCH, cin, hw, hw);
+    c->y = dfq_tensor_new_1d (c->inputs, DFQ_DTYPE_I32, BENCH_TRAIN_BATCH);
+    dfq_tensor_set_name (c->x, "x");
+    dfq_tensor_set_name (c->y, "y");
+    g_autoptr (GError) error = NULL;
+    if (g_str_equal (opts.data, "noise") || !bench_fill_fmnist (c->x, c->y, &error)) {
+        if (error != NULL)
+            g_error ("--data fmnist: %s (use --data noise)", error->message);
+        dfq_rand_normal_fill (c->x, 11, (guint64) cin, 0.0f, 1.0f);
+        dfq_rand_int_fill (c->y, 11, 100 + (guint64) cin, BENCH_CLASSES);
+    }
+
+    bench_gen_init (&c->gen, cin, hw);
+    dfq_optim_config_init (&cfg, DFQ_OPTIM_ADAM);
+    cfg.lr = 1e-3;
+    c->adam = dfq_optim_new (&cfg);
+    for (guint i = 0; i < c->gen.params->len; i++)
+        dfq_optim_add_param (c->adam, c->gen.params->pdata[i]);
+    c->z = dfq_tensor_new_2d (c->inputs, DFQ_DTYPE_F32, BENCH_GEN_BATCH, BENCH_LATENT);
+    c->yl = dfq_tensor_new_1d (c->inputs, DFQ_DTYPE_I32, BENCH_GEN_BATCH);
+    dfq_tensor_set_name (c->z, "z");
+    dfq_tensor_set_name (c->yl, "yl");
+    dfq_rand_normal_fill (c->z, 13, (guint64) cin, 0.0f, 1.0f);
+    dfq_rand_int_fill (c->yl, 13, 100 + (guint64) cin, BENCH_CLASSES);
+}
+
+static void
+bench_case_clear (BenchCase *c)
+{
+    dfq_optim_free (c->sgd);
+    dfq_optim_free (c->adam);
+    bench_gen_clear (&c->gen);
+    dfq_feature_free ((DfqFeature *) c->model);
+    dfq_arena_free (c->inputs);
+    dfq_arena_free (c->scratch);
+}
+
+static void
+bench_case_dump (BenchCase *c)
+{
+    g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+    g_autoptr (GPtrArray) tensors = g_ptr_array_new ();
+    DfqTensor *inputs[] = { c->x, c->y, c->z, c->yl };
+    for (guint i = 0; i < G_N_ELEMENTS (inputs); i++) {
+        g_ptr_array_add (names, g_strdup (inputs[i]->name));
+        g_ptr_array_add (tensors, inputs[i]);
+    }
+    GPtrArray *lists[] = { c->model->params, c->model->buffers };
+    for (guint l = 0; l < G_N_ELEMENTS (lists); l++)
+        for (guint i = 0; i < lists[l]->len; i++) {
+            DfqTensor *t = lists[l]->pdata[i];
+            g_ptr_array_add (names, g_strdup_printf ("teacher.%s", t->name));
+            g_ptr_array_add (tensors, t);
+        }
+    for (guint i = 0; i < c->gen.named->len; i++) {
+        DfqTensor *t = c->gen.named->pdata[i];
+        g_ptr_array_add (names, g_strdup (t->name));
+        g_ptr_array_add (tensors, t);
+    }
+    g_autofree char *file = g_strdup_printf ("bench-%dx%dx%d.safetensors", c->cin, c->hw, c->hw);
+    g_autofree char *path = g_build_filename (opts.dump_dir, file, NULL);
+    g_autoptr (GError) error = NULL;
+    g_mkdir_with_parents (opts.dump_dir, 0755);
+    if (!dfq_safetensors_save_list (path, (const char *const *) names->pdata, (DfqTensor *const *) tensors->pdata,
+                                    names->len, NULL, &error))
+        g_error ("%s", error->message);
+    printf ("# wrote %s (%u tensors, data %s)\n", path, names->len, opts.data);
+}
+
+static void
+bench_case_run (BenchCase *c)
+{
+    char id[64];
+    double *times = g_new (double, opts.reps);
+    double fwd_flops, train_flops;
+    const int cin = c->cin, hw = c->hw;
+
+    g_snprintf (id, sizeof id, "resnet20-train-%dx%dx%d", cin, hw, hw);
+    gboolean want_train = bench_selected (id);
+    g_snprintf (id, sizeof id, "resnet20-infer-%dx%dx%d", cin, hw, hw);
+    gboolean want_infer = bench_selected (id);
+    g_snprintf (id, sizeof id, "gdfq-gen-%dx%dx%d", cin, hw, hw);
+    gboolean want_gen = bench_selected (id);
+    if (!want_train && !want_infer && !want_gen)
+        goto out;
+
+    /* Warm-up: the same untimed training steps for every workload of this shape. */
+    for (int i = 0; i < opts.warmup; i++)
+        bench_train_step (c);
+
+    DfqTensor *loss = bench_train_step (c);
+    bench_count_flops (loss, &fwd_flops, &train_flops);
+    if (want_train) {
+        for (int r = 0; r < opts.reps; r++) {
+            double t0 = bench_now ();
+            loss = bench_train_step (c);
+            times[r] = bench_now () - t0;
+        }
+        if (!isfinite (dfq_tensor_f32 (loss)[0]))
+            g_warning ("resnet20-train %dx%dx%d: the loss is not finite", cin, hw, hw);
+        bench_report ("resnet20-train", cin, hw, BENCH_TRAIN_BATCH, times, opts.reps, train_flops,
+                      dfq_arena_capacity (c->scratch));
+    }
+    if (want_infer) {
+        bench_infer_step (c); /* untimed: sizes the arena for eval */
+        for (int r = 0; r < opts.reps; r++) {
+            double t0 = bench_now ();
+            bench_infer_step (c);
+            times[r] = bench_now () - t0;
+        }
+        bench_report ("resnet20-infer", cin, hw, BENCH_TRAIN_BATCH, times, opts.reps, fwd_flops,
+                      dfq_arena_capacity (c->scratch));
+    }
+    if (want_gen) {
+        loss = bench_gen_step (c); /* untimed, as the reference's first call */
+        bench_count_flops (loss, &fwd_flops, &train_flops);
+        for (int r = 0; r < opts.reps; r++) {
+            double t0 = bench_now ();
+            loss = bench_gen_step (c);
+            times[r] = bench_now () - t0;
+        }
+        if (!isfinite (dfq_tensor_f32 (loss)[0]))
+            g_warning ("gdfq-gen %dx%dx%d: the loss is not finite", cin, hw, hw);
+        bench_report ("gdfq-gen", cin, hw, BENCH_GEN_BATCH, times, opts.reps, train_flops,
+                      dfq_arena_capacity (c->scratch));
+    }
+out:
+    g_free (times);
+}
+
+/* ------------------------------------------------------------------ main */
+
+int
+main (int argc, char **argv)
+{
+    GOptionEntry entries[] = {
+        { "threads", 't', 0, G_OPTION_ARG_INT, &opts.threads, "Threads for the engine and OpenBLAS (2)", "N" },
+        { "reps", 'r', 0, G_OPTION_ARG_INT, &opts.reps, "Timed repetitions; the median is reported (7)", "N" },
+        { "warmup", 'w', 0, G_OPTION_ARG_INT, &opts.warmup, "Untimed training steps first (5)", "N" },
+        { "sgemm", 0, 0, G_OPTION_ARG_INT, &opts.sgemm_n, "Size of the peak sgemm, 0 to skip (2048)", "N" },
+        { "only", 'o', 0, G_OPTION_ARG_STRING, &opts.only,
+          "Workloads whose id (e.g. resnet20-train-1x28x28) contains or glob-matches this", "PATTERN" },
+        { "data", 'd', 0, G_OPTION_ARG_STRING, &opts.data, "fmnist (real images) or noise (N(0,1))", "KIND" },
+        { "dump", 0, 0, G_OPTION_ARG_FILENAME, &opts.dump_dir, "Write inputs and weights for PyTorch to DIR and exit", "DIR" },
+        { "plugin-path", 0, 0, G_OPTION_ARG_FILENAME, &opts.plugin_path, "Where the model plugins are", "DIR" },
+        { NULL },
+    };
+    g_autoptr (GOptionContext) ctx = g_option_context_new ("- dfqlab engine benchmark (ResNet-20, GDFQ generator)");
+    g_option_context_add_main_entries (ctx, entries, NULL);
+    g_autoptr (GError) error = NULL;
+    if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+        g_printerr ("dfq-bench: %s\n", error->message);
+        return 2;
+    }
+    if (opts.threads < 1 || opts.reps < 1 || opts.warmup < 0) {
+        g_printerr ("dfq-bench: --threads and --reps must be >= 1, --warmup >= 0\n");
+        return 2;
+    }
+    if (!g_str_equal (opts.data, "fmnist") && !g_str_equal (opts.data, "noise")) {
+        g_printerr ("dfq-bench: --data is fmnist or noise\n");
+        return 2;
+    }
+    dfq_set_num_threads (opts.threads);
+
+    const char *plugin_path = opts.plugin_path;
+#ifdef DFQ_BENCH_PLUGIN_DIR
+    if (plugin_path == NULL && g_getenv ("DFQ_PLUGIN_PATH") == NULL)
+        plugin_path = DFQ_BENCH_PLUGIN_DIR;
+#endif
+    DfqRegistry *registry = dfq_registry_new ();
+    dfq_registry_scan (registry, plugin_path, NULL);
+
+    printf ("# dfq-bench: threads %d, reps %d, warm-up %d training steps, data %s, OPENBLAS_CORETYPE=%s, "
+            "OMP_WAIT_POLICY=%s\n",
+            opts.threads, opts.reps, opts.warmup, opts.data, g_getenv ("OPENBLAS_CORETYPE") ?: "(unset)",
+            g_getenv ("OMP_WAIT_POLICY") ?: "(unset)");
+    if (opts.dump_dir == NULL && opts.sgemm_n > 0) {
+        sgemm_peak_gflops = bench_sgemm_peak (opts.sgemm_n);
+        printf ("RESULT side=dfqlab workload=sgemm n=%d gflops=%.1f\n", opts.sgemm_n, sgemm_peak_gflops);
+    }
+
+    static const int shapes[][2] = { { 1, 28 }, { 3, 32 } };
+    for (guint s = 0; s < G_N_ELEMENTS (shapes); s++) {
+        BenchCase c;
+        char tag[32];
+        g_snprintf (tag, sizeof tag, "-%dx%dx%d", shapes[s][0], shapes[s][1], shapes[s][1]);
+        if (opts.only != NULL && opts.dump_dir == NULL && !bench_selected (tag + 1)) {
+            /* cheap skip when the pattern names the other shape */
+            char ids[3][64];
+            g_snprintf (ids[0], 64, "resnet20-train%s", tag);
+            g_snprintf (ids[1], 64, "resnet20-infer%s", tag);
+            g_snprintf (ids[2], 64, "gdfq-gen%s", tag);
+            if (!bench_selected (ids[0]) && !bench_selected (ids[1]) && !bench_selected (ids[2]))
+                continue;
+        }
+        bench_case_init (&c, registry, shapes[s][0], shapes[s][1]);
+        if (opts.dump_dir != NULL)
+            bench_case_dump (&c);
+        else
+            bench_case_run (&c);
+        bench_case_clear (&c);
+    }
+    dfq_registry_free (registry);
+    return 0;
+}

@@ -1,0 +1,256 @@
+/* End-to-end pipelines (tests/pipelines): a tiny teacher trained by dfq train
+ * on Fashion-MNIST, then the GDFQ smoke pipeline on it: the student beats
+ * chance and its quantized weights lie on the 4-bit grid; a run interrupted
+ * after one epoch and resumed ends bit-identical to an uninterrupted one; a
+ * diverging run stops with DFQ_RUN_ERROR_DIVERGED and keeps its checkpoint; a
+ * run directory of another configuration is refused. */
+#include <math.h>
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+#include "dfq-test-util.h"
+#include <dfq/dfq.h>
+
+static DfqRegistry *registry;
+static char *tmpdir;
+static char *teacher_weights; /* NULL when Fashion-MNIST is absent */
+
+static char *
+pipeline_path (const char *name)
+{
+    return g_test_build_filename (G_TEST_DIST, "..", "pipelines", name, NULL);
+}
+
+static DfqPipeline *
+load (const char *name, const char *const *extra)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = pipeline_path (name);
+    g_autoptr (GPtrArray) sets = g_ptr_array_new_with_free_func (g_free);
+    if (teacher_weights != NULL && g_str_equal (name, "smoke-gdfq.yaml"))
+        g_ptr_array_add (sets, g_strdup_printf ("teacher.weights=%s", teacher_weights));
+    for (guint i = 0; extra != NULL && extra[i] != NULL; i++)
+        g_ptr_array_add (sets, g_strdup (extra[i]));
+    g_ptr_array_add (sets, NULL);
+    DfqPipeline *p = dfq_pipeline_new_from_file (registry, path, (const char *const *) sets->pdata, &error);
+    g_assert_no_error (error);
+    return p;
+}
+
+static gboolean
+need_teacher (void)
+{
+    if (teacher_weights == NULL) {
+        g_test_skip ("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void
+setup_teacher (void)
+{
+    g_autoptr (GError) error = NULL;
+    g_autoptr (DfqDataset) probe = dfq_dataset_open ("fashion-mnist", DFQ_DATASET_SPLIT_TEST, NULL, &error);
+    if (probe == NULL)
+        return;
+    g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
+    g_autofree char *dir = g_build_filename (tmpdir, "teacher", NULL);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000 };
+    DfqRunResult r;
+    g_assert_true (dfq_runner_train (registry, p, &o, &r, &error));
+    g_assert_no_error (error);
+    g_test_message ("tiny teacher: %.1f %% on 1000 test images", r.last_top1);
+    g_assert_cmpfloat (r.best_top1, >, 30.0);
+    teacher_weights = g_build_filename (dir, "model.safetensors", NULL);
+    dfq_run_result_clear (&r);
+}
+
+static void
+test_smoke_gdfq (void)
+{
+    g_test_summary ("GDFQ smoke: the W4A4 student beats chance and its weights are on the 4-bit grid");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", NULL);
+    g_autofree char *dir = g_build_filename (tmpdir, "smoke", NULL);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000 };
+    DfqRunResult r;
+    g_assert_true (dfq_runner_run (registry, p, &o, &r, &error));
+    g_assert_no_error (error);
+    g_test_message ("smoke gdfq: FP %.1f %%, student last %.1f %% best %.1f %%", r.fp_top1, r.last_top1, r.best_top1);
+    g_assert_cmpstr (r.status, ==, "finished");
+    g_assert_cmpfloat (r.last_top1, >, 20.0); /* chance is 10 % */
+    for (const char *f = "config.yaml\0manifest.json\0metrics.jsonl\0result.json\0student.safetensors\0"; *f;
+         f += strlen (f) + 1) {
+        g_autofree char *path = g_build_filename (dir, f, NULL);
+        g_assert_true (g_file_test (path, G_FILE_TEST_EXISTS));
+    }
+    /* quantized weights: at most 16 distinct values per output channel */
+    g_autofree char *qpath = g_build_filename (dir, "student-quantized.safetensors", NULL);
+    g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (qpath, &error);
+    g_assert_no_error (error);
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    guint checked = 0;
+    for (guint i = 0; i < dfq_safetensors_get_n_tensors (st); i++) {
+        const DfqSafetensorsInfo *info = dfq_safetensors_get_info (st, i);
+        if (!g_str_has_suffix (info->name, ".weight") || info->n_dims < 2)
+            continue;
+        DfqTensor *t = dfq_safetensors_get_tensor (st, info->name, a, &error);
+        g_assert_no_error (error);
+        gint64 inner = dfq_tensor_numel (t) / t->shape[0];
+        for (gint64 c = 0; c < t->shape[0]; c++) {
+            g_autoptr (GHashTable) seen = g_hash_table_new (g_int_hash, g_int_equal);
+            const float *w = dfq_tensor_f32 (t) + c * inner;
+            for (gint64 k = 0; k < inner; k++)
+                g_hash_table_add (seen, (gpointer) &w[k]);
+            g_assert_cmpuint (g_hash_table_size (seen), <=, 16);
+        }
+        checked++;
+    }
+    g_assert_cmpuint (checked, ==, 3); /* conv1, conv2, fc */
+    dfq_run_result_clear (&r);
+}
+
+static char *
+read_file (const char *dir, const char *name)
+{
+    g_autofree char *path = g_build_filename (dir, name, NULL);
+    char *text = NULL;
+    g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
+    return text;
+}
+
+static void
+test_resume (void)
+{
+    g_test_summary ("Interrupted after one epoch and resumed: same weights, metrics and result as an uninterrupted run");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *a_dir = g_build_filename (tmpdir, "uninterrupted", NULL);
+    g_autofree char *b_dir = g_build_filename (tmpdir, "interrupted", NULL);
+    DfqRunResult ra, rb;
+    {
+        g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", NULL);
+        DfqRunOptions o = { .run_dir = a_dir, .eval_limit = 300 };
+        g_assert_true (dfq_runner_run (registry, p, &o, &ra, &error));
+        g_assert_no_error (error);
+    }
+    {
+        g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", NULL);
+        DfqRunOptions o = { .run_dir = b_dir, .eval_limit = 300, .stop_after_epochs = 1 };
+        g_assert_false (dfq_runner_run (registry, p, &o, &rb, &error));
+        g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+        g_clear_error (&error);
+        dfq_run_result_clear (&rb);
+    }
+    {
+        g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", NULL);
+        DfqRunOptions o = { .run_dir = b_dir, .eval_limit = 300 };
+        g_assert_true (dfq_runner_run (registry, p, &o, &rb, &error));
+        g_assert_no_error (error);
+    }
+    g_assert_cmpfloat (ra.last_top1, ==, rb.last_top1);
+    g_assert_cmpfloat (ra.best_top1, ==, rb.best_top1);
+    g_autofree char *wa = read_file (a_dir, "student.safetensors");
+    g_autofree char *wb = read_file (b_dir, "student.safetensors");
+    g_assert_cmpstr (wa, ==, wb);
+    gsize la, lb;
+    g_autofree char *pa = g_build_filename (a_dir, "student.safetensors", NULL);
+    g_autofree char *pb = g_build_filename (b_dir, "student.safetensors", NULL);
+    g_autofree char *ba = NULL, *bb = NULL;
+    g_assert_true (g_file_get_contents (pa, &ba, &la, NULL));
+    g_assert_true (g_file_get_contents (pb, &bb, &lb, NULL));
+    g_assert_cmpmem (ba, la, bb, lb);
+    /* the same epochs in metrics.jsonl (a resumed run does not repeat lines) */
+    g_autofree char *ma = read_file (a_dir, "metrics.jsonl");
+    g_autofree char *mb = read_file (b_dir, "metrics.jsonl");
+    g_auto (GStrv) la_lines = g_strsplit (ma, "\n", -1);
+    g_auto (GStrv) lb_lines = g_strsplit (mb, "\n", -1);
+    g_assert_cmpuint (g_strv_length (la_lines), ==, g_strv_length (lb_lines));
+    dfq_run_result_clear (&ra);
+    dfq_run_result_clear (&rb);
+}
+
+static void
+test_diverge (void)
+{
+    g_test_summary ("A NaN loss stops the run with DFQ_RUN_ERROR_DIVERGED; result.json says so; the checkpoint stays");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    const char *sets[] = { "train.optimizer.lr=10", "train.losses.0.weight=1e9", NULL };
+    g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", sets);
+    g_autofree char *dir = g_build_filename (tmpdir, "diverge", NULL);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 100 };
+    DfqRunResult r;
+    g_assert_false (dfq_runner_run (registry, p, &o, &r, &error));
+    g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_DIVERGED);
+    g_test_message ("%s", error->message);
+    g_assert_cmpstr (r.status, ==, "diverged");
+    g_autofree char *result = read_file (dir, "result.json");
+    g_assert_nonnull (strstr (result, "\"diverged\""));
+    g_autofree char *ckpt = g_build_filename (dir, "checkpoint.safetensors", NULL);
+    g_assert_true (g_file_test (ckpt, G_FILE_TEST_EXISTS));
+    dfq_run_result_clear (&r);
+}
+
+static void
+test_other_config (void)
+{
+    g_test_summary ("A run directory holding another configuration's checkpoint is refused (DFQ_RUN_ERROR_STATE)");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *dir = g_build_filename (tmpdir, "smoke", NULL); /* written by /pipelines/smoke-gdfq */
+    const char *sets[] = { "seed=7", NULL };
+    g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", sets);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 100 };
+    DfqRunResult r;
+    g_assert_false (dfq_runner_run (registry, p, &o, &r, &error));
+    g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE);
+    dfq_run_result_clear (&r);
+}
+
+static void
+rm_rf (const char *path)
+{
+    if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
+        GDir *d = g_dir_open (path, 0, NULL);
+        const char *n;
+        while (d != NULL && (n = g_dir_read_name (d)) != NULL) {
+            g_autofree char *child = g_build_filename (path, n, NULL);
+            rm_rf (child);
+        }
+        if (d != NULL)
+            g_dir_close (d);
+        g_rmdir (path);
+    } else {
+        g_unlink (path);
+    }
+}
+
+int
+main (int argc, char **argv)
+{
+    g_test_init (&argc, &argv, NULL);
+    registry = dfq_registry_new ();
+    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
+    dfq_registry_scan (registry, NULL, failures);
+    g_assert_cmpuint (failures->len, ==, 0);
+    tmpdir = g_dir_make_tmp ("dfq-pipelines-XXXXXX", NULL);
+    setup_teacher ();
+    g_test_add_func ("/pipelines/smoke-gdfq", test_smoke_gdfq);
+    g_test_add_func ("/pipelines/resume", test_resume);
+    g_test_add_func ("/pipelines/diverge", test_diverge);
+    g_test_add_func ("/pipelines/other-config", test_other_config);
+    int rc = g_test_run ();
+    rm_rf (tmpdir);
+    g_free (tmpdir);
+    g_free (teacher_weights);
+    dfq_registry_free (registry);
+    return rc;
+}

@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""The PyTorch side of tools/bench-vs-torch.sh (docs/performance.md).
+
+The workloads, models and step sequence of shared/reference/torch_resnet20_bench.py
+(ResNet-20 train step and inference at batch 128, one GDFQ generator step at
+batch 32, on 1x28x28 and 3x32x32), fed the very inputs and initial weights that
+`dfq-bench --dump DIR` wrote, and timed the way dfq-bench times them: --warmup
+untimed training steps, then the median of --reps timed steps. Parameter names
+follow dfqlab's resnet-cifar plugin (the layout of tests/interop/make-torch-fixtures.py).
+
+Prints "RESULT side=torch ..." lines in dfq-bench's format.
+Run with Debian's python3 (python3-torch), not the first python3 on PATH:
+    /usr/bin/python3 tools/bench_torch.py --dir DIR [--threads 2] [--only PATTERN]"""
+import argparse, fnmatch, json, resource, statistics, struct, time
+import torch, torch.nn as nn, torch.nn.functional as F
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    base, out = 8 + n, {}
+    types = {"F32": torch.float32, "I32": torch.int32, "I64": torch.int64}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        lo, hi = info["data_offsets"]
+        t = torch.frombuffer(bytearray(data[base + lo:base + hi]), dtype=types[info["dtype"]])
+        out[name] = t.reshape(info["shape"]).clone()
+    return out
+
+
+class Unit(nn.Module):
+    def __init__(s, cin, cout, stride):
+        super().__init__()
+        s.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); s.bn1 = nn.BatchNorm2d(cout)
+        s.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); s.bn2 = nn.BatchNorm2d(cout)
+        s.down = None
+        if stride != 1 or cin != cout:
+            s.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(s, x):
+        y = s.bn2(s.conv2(F.relu(s.bn1(s.conv1(x)))))
+        return F.relu(y + (x if s.down is None else s.down(x)))
+
+
+class ResNet20(nn.Module):  # the reference's ResNet20, with dfqlab's parameter names
+    def __init__(s, cin, classes=10, width=16):
+        super().__init__()
+        s.conv = nn.Conv2d(cin, width, 3, 1, 1, bias=False); s.bn = nn.BatchNorm2d(width)
+        layers, c = [], width
+        for stage in range(3):
+            for i in range(3):
+                cout = width << stage
+                layers.append(Unit(c, cout, 2 if (i == 0 and stage > 0) else 1)); c = cout
+        s.layers = nn.Sequential(*layers)
+        s.fc = nn.Linear(c, classes)
+
+    def forward(s, x):
+        x = s.layers(F.relu(s.bn(s.conv(x))))
+        return s.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class Generator(nn.Module):  # exactly the reference's GDFQ-style generator
+    def __init__(s, nz=100, ncls=10, size=32, ch=1):
+        super().__init__()
+        s.init = size // 4; s.emb = nn.Embedding(ncls, nz)
+        s.l1 = nn.Linear(nz, 128 * s.init ** 2)
+        s.b0 = nn.BatchNorm2d(128); s.c1 = nn.Conv2d(128, 128, 3, 1, 1); s.b1 = nn.BatchNorm2d(128, 0.8)
+        s.c2 = nn.Conv2d(128, 64, 3, 1, 1); s.b2 = nn.BatchNorm2d(64, 0.8)
+        s.c3 = nn.Conv2d(64, ch, 3, 1, 1); s.b3 = nn.BatchNorm2d(ch, affine=False)
+
+    def forward(s, z, y):
+        x = s.l1(z * s.emb(y)).view(z.size(0), 128, s.init, s.init)
+        x = F.interpolate(s.b0(x), scale_factor=2)
+        x = F.leaky_relu(s.b1(s.c1(x)), 0.2)
+        x = F.interpolate(x, scale_factor=2)
+        x = F.leaky_relu(s.b2(s.c2(x)), 0.2)
+        return s.b3(torch.tanh(s.c3(x)))
+
+
+def load_into(module, tensors, prefix):
+    state = module.state_dict()
+    for k in state:
+        if k.endswith("num_batches_tracked"):
+            continue
+        state[k] = tensors[prefix + k].reshape(state[k].shape)
+    module.load_state_dict(state)
+
+
+class FlopCounter:
+    """Conv/linear FLOPs with dfq-bench's rule: forward 2*MACs, plus as much for
+    the weight gradient and for the input gradient when they are computed."""
+    def __init__(s, *modules):
+        s.fwd = s.train = 0.0
+        s.handles = [m.register_forward_hook(s.hook) for mod in modules for m in mod.modules()
+                     if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+    def hook(s, m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            macs = out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            macs = out.numel() * m.in_features
+        f = 2.0 * macs
+        s.fwd += f
+        s.train += f
+        if torch.is_grad_enabled() and m.weight.requires_grad:
+            s.train += f
+        if torch.is_grad_enabled() and inp[0].requires_grad:
+            s.train += f
+
+    def remove(s):
+        for h in s.handles:
+            h.remove()
+
+
+def maxrss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def timed(fn, reps):
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return times
+
+
+def report(workload, shape, batch, times, flops, peak):
+    med = statistics.median(times)
+    g = flops / med * 1e-9
+    print(f"RESULT side=torch workload={workload} in={shape} batch={batch} img_s={batch / med:.1f} "
+          f"ms={med * 1e3:.2f} min_ms={min(times) * 1e3:.2f} max_ms={max(times) * 1e3:.2f} "
+          f"gflop={flops * 1e-9:.3f} gflops={g:.1f} sgemm_gflops={peak:.1f} "
+          f"frac_peak={g / peak if peak else 0:.3f} maxrss_mib={maxrss_mib():.1f}", flush=True)
+
+
+def sgemm_peak(n):
+    a = torch.rand(n, n) - 0.5; b = torch.rand(n, n) - 0.5
+    best = 1e9
+    for r in range(4):
+        t = time.perf_counter(); torch.mm(a, b); dt = time.perf_counter() - t
+        if r > 0:
+            best = min(best, dt)
+    return 2.0 * n ** 3 / best * 1e-9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dir", required=True, help="where dfq-bench --dump wrote bench-CxHxW.safetensors")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--sgemm", type=int, default=2048)
+    ap.add_argument("--only", default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+
+    def selected(i):
+        return a.only is None or a.only in i or fnmatch.fnmatch(i, a.only)
+
+    print(f"# bench_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, reps {a.reps}, "
+          f"warm-up {a.warmup} training steps, inputs and weights from {a.dir}")
+    peak = 0.0
+    if a.sgemm > 0:
+        peak = sgemm_peak(a.sgemm)
+        print(f"RESULT side=torch workload=sgemm n={a.sgemm} gflops={peak:.1f}")
+    for cin, hw in [(1, 28), (3, 32)]:
+        shape = f"{cin}x{hw}x{hw}"
+        ids = [f"resnet20-train-{shape}", f"resnet20-infer-{shape}", f"gdfq-gen-{shape}"]
+        if not any(selected(i) for i in ids):
+            continue
+        d = load_safetensors(f"{a.dir}/bench-{shape}.safetensors")
+        x, y = d["x"], d["y"].long()
+        z, yl = d["z"], d["yl"].long()
+        m = ResNet20(cin); load_into(m, d, "teacher.")
+        g = Generator(size=hw if hw % 4 == 0 else 28, ch=cin); load_into(g, d, "gen.")
+        opt = torch.optim.SGD(m.parameters(), 0.1, momentum=0.9)
+        gopt = torch.optim.Adam(g.parameters(), 1e-3)
+
+        def train():
+            opt.zero_grad(); F.cross_entropy(m(x), y).backward(); opt.step()
+
+        def gstep():
+            gopt.zero_grad(); m.zero_grad(); F.cross_entropy(m(g(z, yl)), yl).backward(); gopt.step()
+
+        m.train()
+        for _ in range(a.warmup):
+            train()
+        fc = FlopCounter(m); train(); fc.remove()
+        if selected(ids[0]):
+            report("resnet20-train", shape, 128, timed(train, a.reps), fc.train, peak)
+        if selected(ids[1]):
+            m.eval()
+            with torch.no_grad():
+                m(x)
+                report("resnet20-infer", shape, 128, timed(lambda: m(x), a.reps), fc.fwd, peak)
+            m.train()
+        if selected(ids[2]):
+            fc = FlopCounter(m, g); gstep(); fc.remove()
+            report("gdfq-gen", shape, 32, timed(gstep, a.reps), fc.train, peak)
+
+
+if __name__ == "__main__":
+    main()
