@@ -1,0 +1,218 @@
+/* Conformance of every feature of every plugin in the build tree (STYLE.md B.11):
+ * each parameter has a description and a default inside its range, the feature
+ * instantiates with its defaults, runs one step on a toy setup (a tiny CNN,
+ * batch 4), gives finite results, and gives identical results twice with the
+ * same seed. A new plugin is covered without writing a test. */
+#include <math.h>
+#include <string.h>
+
+#include "dfq-test-util.h"
+#include <dfq/dfq.h>
+
+static DfqRegistry *registry;
+
+static gboolean
+conformance_default_in_range (const DfqParamSpec *spec, gconstpointer base)
+{
+    const guint8 *p = (const guint8 *) base + spec->offset;
+    switch (spec->type) {
+    case DFQ_PARAM_TYPE_INT:
+        return *(const gint *) p >= spec->min && *(const gint *) p <= spec->max;
+    case DFQ_PARAM_TYPE_DOUBLE:
+        return *(const gdouble *) p >= spec->min && *(const gdouble *) p <= spec->max;
+    case DFQ_PARAM_TYPE_INT_LIST:
+    case DFQ_PARAM_TYPE_DOUBLE_LIST: {
+        const DfqNumberList *l = (const DfqNumberList *) p;
+        for (guint i = 0; i < l->n; i++)
+            if (l->v[i] < spec->min || l->v[i] > spec->max)
+                return FALSE;
+        return TRUE;
+    }
+    default:
+        return TRUE;
+    }
+}
+
+static void
+conformance_check_specs (const char *owner, const DfqParamSpec *specs, guint n, gconstpointer base)
+{
+    for (guint i = 0; i < n; i++) {
+        const DfqParamSpec *s = &specs[i];
+        if (s->description == NULL || s->description[0] == '\0')
+            g_test_fail_printf ("%s: parameter '%s' has no description", owner, s->name);
+        if (!(s->flags & DFQ_PARAM_FLAG_REQUIRED) && !conformance_default_in_range (s, base))
+            g_test_fail_printf ("%s: the default of '%s' is outside its range", owner, s->name);
+        if (s->type == DFQ_PARAM_TYPE_STRUCT)
+            conformance_check_specs (owner, s->sub_params, s->n_sub_params, (const guint8 *) base + s->offset);
+    }
+}
+
+static DfqModel *
+conformance_tiny_model (void)
+{
+    g_autoptr (GError) error = NULL;
+    const DfqFeatureClass *k = dfq_registry_find (registry, DFQ_FEATURE_MODEL, "tiny-cnn");
+    g_assert_nonnull (k);
+    DfqFeature *f = dfq_feature_new_default (registry, k, &error);
+    g_assert_no_error (error);
+    return (DfqModel *) f;
+}
+
+static void
+conformance_ctx (DfqStepContext *ctx, DfqArena *arena, DfqModel *teacher, DfqModel *student, guint64 seed)
+{
+    memset (ctx, 0, sizeof *ctx);
+    ctx->arena = arena;
+    ctx->teacher = teacher;
+    ctx->student = student;
+    ctx->seed = seed;
+    ctx->epochs = 2;
+    ctx->batch = 4;
+    ctx->classes = teacher->classes;
+    ctx->image_shape[0] = teacher->in_channels;
+    ctx->image_shape[1] = teacher->height;
+    ctx->image_shape[2] = teacher->width;
+}
+
+/* One run of the feature's step on the toy setup; returns a checksum of its
+ * output (for the same-seed comparison) and asserts finiteness. */
+static double
+conformance_run (const DfqFeatureClass *klass, guint64 seed)
+{
+    g_autoptr (GError) error = NULL;
+    g_autoptr (DfqArena) arena = dfq_arena_new (0);
+    DfqFeature *f = dfq_feature_new_default (registry, klass, &error);
+    g_assert_no_error (error);
+    g_assert_nonnull (f);
+    conformance_check_specs (klass->name, klass->params, klass->n_params, f);
+    double sum = 0.0;
+    DfqTensor *out = NULL;
+    switch (klass->kind) {
+    case DFQ_FEATURE_MODEL: {
+        DfqModel *m = (DfqModel *) f;
+        g_assert_cmpint (m->classes, >, 1);
+        DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 2, m->in_channels, m->height, m->width);
+        dfq_rand_normal_fill (x, seed, 1, 0.0f, 1.0f);
+        DfqForward fwd;
+        dfq_forward_init (&fwd, arena, FALSE);
+        out = dfq_model_forward (m, &fwd, x);
+        g_assert_cmpint (out->shape[1], ==, m->classes);
+        break;
+    }
+    case DFQ_FEATURE_QUANTIZER: {
+        DfqModel *student = conformance_tiny_model ();
+        DfqQuantizer *q = (DfqQuantizer *) f;
+        g_assert_true (dfq_quantizer_attach (q, student, &error));
+        g_assert_no_error (error);
+        dfq_quantizer_set_calibrating (q, TRUE);
+        DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 4, 1, 28, 28);
+        dfq_rand_normal_fill (x, seed, 1, 0.0f, 1.0f);
+        DfqForward fwd;
+        dfq_forward_init (&fwd, arena, FALSE);
+        dfq_quantizer_hook (q, &fwd);
+        out = dfq_model_forward (student, &fwd, x);
+        dfq_feature_free ((DfqFeature *) student);
+        student = NULL;
+        break;
+    }
+    case DFQ_FEATURE_LOSS: {
+        DfqModel *teacher = conformance_tiny_model ();
+        DfqModel *student = conformance_tiny_model ();
+        DfqStepContext ctx;
+        conformance_ctx (&ctx, arena, teacher, student, seed);
+        DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 4, 1, 28, 28);
+        dfq_rand_normal_fill (x, seed, 1, 0.0f, 1.0f);
+        DfqTensor *y = dfq_tensor_new_1d (arena, DFQ_DTYPE_I32, 4);
+        dfq_rand_int_fill (y, seed, 2, 10);
+        g_autoptr (GPtrArray) list = g_ptr_array_new ();
+        g_ptr_array_add (list, f);
+        double v = 0;
+        out = dfq_step_eval_losses (&ctx, list, x, y, NULL, &v, &error);
+        g_assert_no_error (error);
+        g_assert_cmpuint (dfq_tensor_numel (out), ==, 1);
+        sum += v;
+        out = dfq_tensor_dup (arena, out);
+        dfq_feature_free (f);
+        f = NULL;
+        dfq_feature_free ((DfqFeature *) teacher);
+        dfq_feature_free ((DfqFeature *) student);
+        break;
+    }
+    case DFQ_FEATURE_SYNTHESIZER: {
+        DfqModel *teacher = conformance_tiny_model ();
+        DfqModel *student = conformance_tiny_model ();
+        dfq_model_set_trainable (teacher, FALSE);
+        DfqSynthesizer *s = (DfqSynthesizer *) f;
+        const DfqSynthesizerClass *sk = DFQ_SYNTHESIZER_CLASS (s);
+        DfqStepContext ctx;
+        conformance_ctx (&ctx, arena, teacher, student, seed);
+        g_assert_true (sk->prepare (s, &ctx, &error));
+        g_assert_no_error (error);
+        if (sk->start_epoch != NULL)
+            sk->start_epoch (s, &ctx);
+        DfqSynthBatch batch = { 0 };
+        g_assert_true (sk->step (s, &ctx, &batch, &error));
+        g_assert_no_error (error);
+        g_assert_true (isfinite (batch.loss));
+        g_assert_cmpint (batch.images->shape[0], ==, 4);
+        g_assert_cmpint (batch.images->shape[1], ==, 1);
+        g_assert_cmpint (batch.images->shape[2], ==, 28);
+        out = dfq_tensor_dup (arena, batch.images);
+        sum += batch.loss;
+        dfq_feature_free (f);
+        f = NULL;
+        dfq_feature_free ((DfqFeature *) teacher);
+        dfq_feature_free ((DfqFeature *) student);
+        break;
+    }
+    case DFQ_FEATURE_TRANSFORM:
+    default:
+        break;
+    }
+    if (out != NULL) {
+        g_assert_true (dfq_tensor_all_finite (out));
+        const float *d = dfq_tensor_f32 (out);
+        for (gint64 i = 0; i < dfq_tensor_numel (out); i++)
+            sum += d[i] * (1.0 + (i % 7));
+    }
+    if (f != NULL)
+        dfq_feature_free (f);
+    return sum;
+}
+
+static void
+test_conformance (gconstpointer data)
+{
+    const DfqFeatureClass *klass = data;
+    double a = conformance_run (klass, 11);
+    double b = conformance_run (klass, 11);
+    g_test_message ("%s %s: checksum %.9g", dfq_feature_kind_name (klass->kind), klass->name, a);
+    g_assert_true (isfinite (a));
+    g_assert_cmpfloat (a, ==, b);
+}
+
+int
+main (int argc, char **argv)
+{
+    g_test_init (&argc, &argv, NULL);
+    dfq_set_num_threads (2);
+    registry = dfq_registry_new ();
+    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
+    guint n = dfq_registry_scan (registry, NULL, failures);
+    g_assert_cmpuint (failures->len, ==, 0);
+    g_assert_cmpuint (n, >, 0);
+    guint features = 0;
+    for (int k = 0; k < DFQ_FEATURE_KIND_COUNT; k++) {
+        g_autoptr (GPtrArray) list = dfq_registry_list (registry, (DfqFeatureKind) k);
+        for (guint i = 0; i < list->len; i++) {
+            const DfqFeatureClass *klass = list->pdata[i];
+            g_autofree char *path = g_strdup_printf ("/conformance/%s/%s", dfq_feature_kind_name (klass->kind), klass->name);
+            g_test_add_data_func (path, klass, test_conformance);
+            features++;
+        }
+    }
+    g_assert_cmpuint (features, >=, 8);
+    int rc = g_test_run ();
+    dfq_registry_free (registry);
+    return rc;
+}
