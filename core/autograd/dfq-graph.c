@@ -55,12 +55,10 @@ dfq_get_num_threads (void)
 #endif
 }
 
-DfqTensor *
-dfq_priv_op_new (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
-                 int n_src, DfqTensor *const *srcs)
+static DfqTensor *
+dfq_graph_op_link (DfqTensor *t, DfqOp op, int n_src, DfqTensor *const *srcs)
 {
     g_assert (n_src <= DFQ_MAX_SRC);
-    DfqTensor *t = dfq_tensor_new (arena, dtype, n_dims, shape);
     t->op = op;
     gboolean needs = FALSE;
     for (int i = 0; i < n_src; i++) {
@@ -71,6 +69,20 @@ dfq_priv_op_new (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gi
     if (needs && dfq_grad_enabled ())
         t->flags |= DFQ_TENSOR_FLAG_REQUIRES_GRAD;
     return t;
+}
+
+DfqTensor *
+dfq_priv_op_new (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
+                 int n_src, DfqTensor *const *srcs)
+{
+    return dfq_graph_op_link (dfq_tensor_new (arena, dtype, n_dims, shape), op, n_src, srcs);
+}
+
+DfqTensor *
+dfq_priv_op_new_uninit (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
+                        int n_src, DfqTensor *const *srcs)
+{
+    return dfq_graph_op_link (dfq_priv_tensor_new_uninit (arena, dtype, n_dims, shape), op, n_src, srcs);
 }
 
 DfqTensor *

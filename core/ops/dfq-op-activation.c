@@ -14,7 +14,7 @@ dfq_op_activation_new (DfqArena *arena, DfqOp op, DfqTensor *x)
     g_return_val_if_fail (arena != NULL, NULL);
     g_return_val_if_fail (x != NULL && x->dtype == DFQ_DTYPE_F32, NULL);
     DfqTensor *srcs[1] = { x };
-    return dfq_priv_op_new (arena, op, DFQ_DTYPE_F32, x->n_dims, x->shape, 1, srcs);
+    return dfq_priv_op_new_uninit (arena, op, DFQ_DTYPE_F32, x->n_dims, x->shape, 1, srcs);
 }
 
 /* ---- relu ---- */

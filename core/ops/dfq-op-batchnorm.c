@@ -75,7 +75,7 @@ dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
     g_return_val_if_fail (eps >= 0.0f && momentum >= 0.0f && momentum <= 1.0f, NULL);
 
     DfqTensor *srcs[5] = { x, gamma, beta, running_mean, running_var };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_BATCHNORM, DFQ_DTYPE_F32, x->n_dims, x->shape, 5, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_BATCHNORM, DFQ_DTYPE_F32, x->n_dims, x->shape, 5, srcs);
     t->op_params[0] = training || running_mean == NULL;
     t->op_params[1] = training ? 1 : 0;
     t->op_fparams[0] = momentum;

@@ -294,7 +294,7 @@ dfq_conv2d (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias,
         (x->shape[3] + 2 * padding - weight->shape[3]) / stride + 1,
     };
     DfqTensor *srcs[3] = { x, weight, bias };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_CONV2D, DFQ_DTYPE_F32, 4, shape, 3, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_CONV2D, DFQ_DTYPE_F32, 4, shape, 3, srcs);
     t->op_params[0] = stride;
     t->op_params[1] = padding;
     t->op_params[2] = groups;

@@ -12,7 +12,7 @@ dfq_op_unary (DfqArena *arena, DfqOp op, DfqTensor *x)
 {
     g_return_val_if_fail (x != NULL && x->dtype == DFQ_DTYPE_F32, NULL);
     DfqTensor *srcs[1] = { x };
-    return dfq_priv_op_new (arena, op, DFQ_DTYPE_F32, x->n_dims, x->shape, 1, srcs);
+    return dfq_priv_op_new_uninit (arena, op, DFQ_DTYPE_F32, x->n_dims, x->shape, 1, srcs);
 }
 
 static DfqTensor *
@@ -22,7 +22,7 @@ dfq_op_binary (DfqArena *arena, DfqOp op, DfqTensor *a, DfqTensor *b)
     g_return_val_if_fail (a->dtype == DFQ_DTYPE_F32 && b->dtype == DFQ_DTYPE_F32, NULL);
     g_return_val_if_fail (dfq_tensor_same_shape (a, b), NULL);
     DfqTensor *srcs[2] = { a, b };
-    return dfq_priv_op_new (arena, op, DFQ_DTYPE_F32, a->n_dims, a->shape, 2, srcs);
+    return dfq_priv_op_new_uninit (arena, op, DFQ_DTYPE_F32, a->n_dims, a->shape, 2, srcs);
 }
 
 /* ---- add ---- */
@@ -272,7 +272,7 @@ dfq_channel_affine (DfqArena *arena, DfqTensor *x, DfqTensor *scale, DfqTensor *
     g_return_val_if_fail (scale == NULL || dfq_tensor_numel (scale) == c, NULL);
     g_return_val_if_fail (shift == NULL || dfq_tensor_numel (shift) == c, NULL);
     DfqTensor *srcs[3] = { x, scale, shift };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_CHANNEL_AFFINE, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_CHANNEL_AFFINE, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
     return dfq_priv_op_run (t);
 }
 

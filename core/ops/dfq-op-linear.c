@@ -18,7 +18,7 @@ dfq_linear (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias)
 
     gint64 shape[2] = { x->shape[0], weight->shape[0] };
     DfqTensor *srcs[3] = { x, weight, bias };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_LINEAR, DFQ_DTYPE_F32, 2, shape, 3, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_LINEAR, DFQ_DTYPE_F32, 2, shape, 3, srcs);
     return dfq_priv_op_run (t);
 }
 
@@ -32,7 +32,9 @@ dfq_op_linear_forward (DfqTensor *dst)
     if (n == 0 || out == 0)
         return;
     if (in == 0) {
-        /* an empty sum: y = b (the result arrived zero-filled) */
+        /* an empty sum: y = b */
+        for (gint64 i = 0; i < n * out; i++)
+            y[i] = 0.0f;
     } else {
         cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (blasint) n, (blasint) out, (blasint) in,
                      1.0f, dfq_tensor_f32 (xt), (blasint) in, dfq_tensor_f32 (wt), (blasint) in,

@@ -18,7 +18,7 @@ dfq_avg_pool (DfqArena *arena, DfqTensor *x, int kernel, int stride)
     gint64 shape[4] = { x->shape[0], x->shape[1],
                         (x->shape[2] - kernel) / stride + 1, (x->shape[3] - kernel) / stride + 1 };
     DfqTensor *srcs[1] = { x };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_AVG_POOL, DFQ_DTYPE_F32, 4, shape, 1, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_AVG_POOL, DFQ_DTYPE_F32, 4, shape, 1, srcs);
     t->op_params[0] = kernel;
     t->op_params[1] = stride;
     return dfq_priv_op_run (t);
@@ -92,7 +92,7 @@ dfq_global_avg_pool (DfqArena *arena, DfqTensor *x)
 
     gint64 shape[2] = { x->shape[0], x->shape[1] };
     DfqTensor *srcs[1] = { x };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_GLOBAL_AVG_POOL, DFQ_DTYPE_F32, 2, shape, 1, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_GLOBAL_AVG_POOL, DFQ_DTYPE_F32, 2, shape, 1, srcs);
     return dfq_priv_op_run (t);
 }
 

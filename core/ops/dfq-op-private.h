@@ -26,6 +26,10 @@ const DfqOpInfo *dfq_priv_op_info (DfqOp op);
  * sets op_params and then calls dfq_priv_op_run(). */
 DfqTensor *dfq_priv_op_new (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
                             int n_src, DfqTensor *const *srcs);
+/* The same without zero-filling the result: for ops whose forward writes every
+ * element of it (most do; the saving is one pass over every activation). */
+DfqTensor *dfq_priv_op_new_uninit (DfqArena *arena, DfqOp op, DfqDType dtype, int n_dims, const gint64 *shape,
+                                   int n_src, DfqTensor *const *srcs);
 /* Runs the forward of dst->op. If no gradient is needed, the tensor is turned
  * into a leaf (op and sources cleared) so nothing keeps the graph alive. */
 DfqTensor *dfq_priv_op_run (DfqTensor *dst);

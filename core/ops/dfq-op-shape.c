@@ -27,7 +27,7 @@ dfq_upsample_nearest (DfqArena *arena, DfqTensor *x, int scale)
     g_return_val_if_fail (scale >= 1, NULL);
     gint64 shape[4] = { x->shape[0], x->shape[1], x->shape[2] * scale, x->shape[3] * scale };
     DfqTensor *srcs[1] = { x };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_UPSAMPLE_NEAREST, DFQ_DTYPE_F32, 4, shape, 1, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_UPSAMPLE_NEAREST, DFQ_DTYPE_F32, 4, shape, 1, srcs);
     t->op_params[0] = scale;
     return dfq_priv_op_run (t);
 }
@@ -92,7 +92,7 @@ dfq_reflect_pad (DfqArena *arena, DfqTensor *x, int pad)
     g_return_val_if_fail (pad >= 0 && pad < x->shape[2] && pad < x->shape[3], NULL);
     gint64 shape[4] = { x->shape[0], x->shape[1], x->shape[2] + 2 * pad, x->shape[3] + 2 * pad };
     DfqTensor *srcs[1] = { x };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_REFLECT_PAD, DFQ_DTYPE_F32, 4, shape, 1, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_REFLECT_PAD, DFQ_DTYPE_F32, 4, shape, 1, srcs);
     t->op_params[0] = pad;
     return dfq_priv_op_run (t);
 }
@@ -150,7 +150,7 @@ dfq_crop (DfqArena *arena, DfqTensor *x, int top, int left, int height, int widt
     g_return_val_if_fail (top + height <= x->shape[2] && left + width <= x->shape[3], NULL);
     gint64 shape[4] = { x->shape[0], x->shape[1], height, width };
     DfqTensor *srcs[1] = { x };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_CROP, DFQ_DTYPE_F32, 4, shape, 1, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_CROP, DFQ_DTYPE_F32, 4, shape, 1, srcs);
     t->op_params[0] = top;
     t->op_params[1] = left;
     return dfq_priv_op_run (t);
@@ -206,7 +206,7 @@ dfq_embedding (DfqArena *arena, DfqTensor *weight, DfqTensor *indices)
         g_return_val_if_fail (idx[i] >= 0 && idx[i] < weight->shape[0], NULL);
     gint64 shape[2] = { indices->shape[0], weight->shape[1] };
     DfqTensor *srcs[2] = { weight, indices };
-    return dfq_priv_op_run (dfq_priv_op_new (arena, DFQ_OP_EMBEDDING, DFQ_DTYPE_F32, 2, shape, 2, srcs));
+    return dfq_priv_op_run (dfq_priv_op_new_uninit (arena, DFQ_OP_EMBEDDING, DFQ_DTYPE_F32, 2, shape, 2, srcs));
 }
 
 void
@@ -302,7 +302,7 @@ dfq_concat (DfqArena *arena, DfqTensor *a, DfqTensor *b)
     }
     shape[1] = a->shape[1] + b->shape[1];
     DfqTensor *srcs[2] = { a, b };
-    return dfq_priv_op_run (dfq_priv_op_new (arena, DFQ_OP_CONCAT, DFQ_DTYPE_F32, a->n_dims, shape, 2, srcs));
+    return dfq_priv_op_run (dfq_priv_op_new_uninit (arena, DFQ_OP_CONCAT, DFQ_DTYPE_F32, a->n_dims, shape, 2, srcs));
 }
 
 void

@@ -63,6 +63,16 @@ dfq_tensor_new (DfqArena *arena, DfqDType dtype, int n_dims, const gint64 *shape
 }
 
 DfqTensor *
+dfq_priv_tensor_new_uninit (DfqArena *arena, DfqDType dtype, int n_dims, const gint64 *shape)
+{
+    DfqTensor *t = dfq_priv_tensor_new_header (arena, dtype, n_dims, shape);
+    if (t == NULL)
+        return NULL;
+    t->data = dfq_arena_alloc_uninit (arena, (gsize) dfq_tensor_numel (t) * dfq_tensor_dtype_size (dtype));
+    return t;
+}
+
+DfqTensor *
 dfq_tensor_new_1d (DfqArena *arena, DfqDType dtype, gint64 n0)
 {
     gint64 shape[1] = { n0 };

@@ -5,6 +5,11 @@
 # Uses the build tree's dfq and the fixture plugins of tests/fixtures/bad-plugins.
 #   test-cli.sh DFQ FIXTURE_DIR
 set -u
+# Under meson's valgrind setup the wrapper runs this shell, whose own leaks
+# would fail the test: skip (the CLI is checked under valgrind separately).
+case $(readlink /proc/$$/exe 2>/dev/null) in *memcheck*|*valgrind*)
+    echo "1..0 # SKIP under valgrind: dash itself leaks; run dfq under valgrind directly"; exit 0 ;;
+esac
 dfq=$1 fixtures=$2
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/dfq-cli-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
