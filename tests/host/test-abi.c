@@ -60,6 +60,13 @@ static const AbiCheck abi_checks[] = {
     OFFSET (DfqNumberList, n, 0),
     OFFSET (DfqNumberList, v, 8),
 
+    /* get_bits took reserved[0]: same size, reserved moved by one pointer. */
+    SIZE (DfqQuantizerClass, 168),
+    OFFSET (DfqQuantizerClass, add_site, 96),
+    OFFSET (DfqQuantizerClass, get_state, 128),
+    OFFSET (DfqQuantizerClass, get_bits, 136),
+    OFFSET (DfqQuantizerClass, reserved, 144),
+
     SIZE (DfqOptimParams, 344),
     OFFSET (DfqOptimParams, use, 0),
     OFFSET (DfqOptimParams, lr, 8),
@@ -71,7 +78,7 @@ static const AbiCheck abi_checks[] = {
 static void
 test_abi_layout (void)
 {
-    g_test_summary ("DfqPluginDesc, DfqFeatureClass, DfqFeature, DfqParamSpec, DfqNumberList and "
+    g_test_summary ("DfqPluginDesc, DfqFeatureClass, DfqFeature, DfqParamSpec, DfqNumberList, DfqQuantizerClass and "
                     "DfqOptimParams keep their LP64 size and field offsets");
     if (sizeof (gpointer) != 8) {
         g_test_skip ("the expected layout is for LP64");

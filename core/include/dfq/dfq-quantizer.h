@@ -42,7 +42,12 @@ struct _DfqQuantizerClass {
     /* Tensors that must be checkpointed (ranges, scales...), appended to @state
      * (DfqTensor *, each uniquely named). Optional. */
     void (*get_state) (DfqQuantizer *self, GPtrArray *state);
-    gpointer reserved[4];
+    /* The default bits of sites of @kind (before per-site overrides), or 0 when
+     * the quantizer has no such notion. Optional (NULL: unknown). Used by
+     * features that follow the student's bit-width (BAG's generator). Takes a
+     * former reserved slot: the class layout is unchanged. */
+    gint (*get_bits) (DfqQuantizer *self, DfqSiteKind kind);
+    gpointer reserved[3];
 };
 
 #define DFQ_QUANTIZER_CLASS(q) ((const DfqQuantizerClass *) ((DfqFeature *) (q))->klass)

@@ -498,6 +498,15 @@ uniform_get_state (DfqQuantizer *q, GPtrArray *state)
     }
 }
 
+/* The defaults w_bits / a_bits, before overrides (32 = full precision): what
+ * "the student's bit-width" means to features that follow it (BAG). */
+static gint
+uniform_get_bits (DfqQuantizer *q, DfqSiteKind kind)
+{
+    Uniform *self = (Uniform *) q;
+    return kind == DFQ_SITE_WEIGHT ? self->w_bits : self->a_bits;
+}
+
 /* ------------------------------------------------------------ lifetime */
 
 static void
@@ -549,6 +558,7 @@ static const DfqQuantizerClass uniform_class = {
     .quantize_act = uniform_quantize_act,
     .get_params = uniform_get_params,
     .get_state = uniform_get_state,
+    .get_bits = uniform_get_bits,
 };
 
 static gboolean

@@ -1,54 +1,29 @@
 /* Synthesizer plugin: GDFQ's conditional generator (Xu et al., ECCV 2020;
  * METHODS.md 2.1, main.py Generator) trained online against the teacher with
- * its own loss list (default L_G = CE(T(x), y) + 0.1 BNS, METHODS.md 2.2) and
- * Adam. Each step draws (z, y), makes x = G(z, y), updates G on x and hands the
- * same x, detached, to the student step (trainer.py train()). The generator
- * is a set of parameter tensors in the synthesizer's arena, named like the
- * PyTorch module's state_dict under "generator.". */
+ * its own loss list and Adam. Each step draws (z, y), makes x = G(z, y),
+ * updates G on x and hands the same x, detached, to the student step
+ * (trainer.py train()). The generator is a set of parameter tensors in the
+ * synthesizer's arena, named like the PyTorch module's state_dict under
+ * "generator.". One generator, three features: `gdfq` (default L_G = CE(T(x), y)
+ * + 0.1 BNS, METHODS.md 2.2), `adadfq` (L_G = L_m + L_bal + BNS, METHODS.md 4)
+ * and `bag` (bag.c: the generator fake-quantized at the student's bit-width,
+ * METHODS.md 5.2). */
 #include <math.h>
 #include <string.h>
 
 #include <dfq/dfq.h>
 
-#define GDFQ_HIDDEN 128     /* channels after l1 and conv_blocks1 */
-#define GDFQ_HIDDEN2 64     /* channels after conv_blocks2.0 */
+#include "gdfq-private.h"
+
 #define GDFQ_BN_EPS 1e-5f   /* conv_blocks0.0 and the output BN */
 #define GDFQ_BN_MOMENTUM 0.1f
 #define GDFQ_LEAKY_SLOPE 0.2f
-#define GDFQ_MAX_TENSORS 24
 
 /* Per-step draws: (run seed, stream, element). Streams of z and y are disjoint
  * for every step and far from the name-hash streams of the initialisation. */
 #define GDFQ_STREAM_BASE G_GUINT64_CONSTANT (0x6764667100000000)
 #define GDFQ_DRAW_Z 0
 #define GDFQ_DRAW_Y 1
-
-typedef struct {
-    DfqSynthesizer parent;
-    /* params */
-    gint latent;
-    GPtrArray *losses;        /* DfqFeature * of kind LOSS, with weights */
-    DfqOptimParams optimizer;
-    gdouble bn_eps_inner;
-    /* built by prepare() */
-    gboolean owns_arena;
-    gint classes;
-    gint channels;
-    gint init_h, init_w;      /* image size / 4 */
-    DfqTensor *emb;           /* label_emb.weight [classes, latent] */
-    DfqTensor *l1_w, *l1_b;   /* l1.0 [128*h*w, latent] */
-    DfqTensor *bn0[4];        /* conv_blocks0.0: weight, bias, running_mean, running_var */
-    DfqTensor *c1_w, *c1_b;   /* conv_blocks1.0 128->128 */
-    DfqTensor *bn1[4];        /* conv_blocks1.1, eps bn_eps_inner */
-    DfqTensor *c2_w, *c2_b;   /* conv_blocks2.0 128->64 */
-    DfqTensor *bn2[4];        /* conv_blocks2.1, eps bn_eps_inner */
-    DfqTensor *c3_w, *c3_b;   /* conv_blocks2.3 64->C */
-    DfqTensor *bn3[4];        /* conv_blocks2.5, affine=False: [2], [3] only */
-    DfqTensor *tensors[GDFQ_MAX_TENSORS]; /* every parameter then every buffer, for get_state */
-    guint n_tensors;
-    DfqOptim *optim;
-    DfqSchedule schedule;
-} Gdfq;
 
 /* The GDFQ generator's Adam (trainer.py: lr_G 1e-3, betas (0.5, 0.999), no
  * weight decay) with the CIFAR multistep schedule ([100, 200, 300] x 0.1). */
@@ -67,10 +42,25 @@ static const DfqParamSpec gdfq_params[] = {
                       0, 10, 0.8),
 };
 
-static gboolean
-gdfq_init (DfqFeature *feature, GError **error)
+/* AdaDFQ (METHODS.md 4): the same generator and Adam; L_G = L_m + beta L_bal
+ * + gamma BNS with beta = gamma = 1 (the BNS weight is 1, not GDFQ's 0.1).
+ * adadfq-balance carries alpha_ds and alpha_as itself. */
+static const DfqParamSpec adadfq_params[] = {
+    DFQ_PARAM_INT (Gdfq, latent, "Dimension of the noise z and of the label embedding", 1, 4096, 100),
+    DFQ_PARAM_FEATURE_LIST (Gdfq, losses,
+                            "Generator loss list (weighted sum); default AdaDFQ L_G = margin + balance + BNS "
+                            "(beta = gamma = 1)",
+                            DFQ_FEATURE_LOSS, "[{use: adadfq-margin}, {use: adadfq-balance}, {use: bns, weight: 1}]"),
+    DFQ_PARAM_OPTIMIZER (Gdfq, optimizer, "Generator optimizer; the schedule counts epochs",
+                         .default_value = GDFQ_OPTIMIZER_DEFAULT),
+    DFQ_PARAM_DOUBLE (Gdfq, bn_eps_inner,
+                      "eps of the two inner BNs: 0.8 as in the official code (BatchNorm2d(n, 0.8)), 1e-5 intended",
+                      0, 10, 0.8),
+};
+
+gboolean
+gdfq_init_common (Gdfq *self, GError **error)
 {
-    Gdfq *self = (Gdfq *) feature;
     guint max = G_N_ELEMENTS (((DfqSynthBatch *) NULL)->loss_terms);
     if (self->losses == NULL || self->losses->len == 0 || self->losses->len > max) {
         g_set_error (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_BAD_VALUE,
@@ -80,11 +70,28 @@ gdfq_init (DfqFeature *feature, GError **error)
     return TRUE;
 }
 
-static void
+static gboolean
+gdfq_init (DfqFeature *feature, GError **error)
+{
+    Gdfq *self = (Gdfq *) feature;
+    self->method = "gdfq";
+    return gdfq_init_common (self, error);
+}
+
+static gboolean
+adadfq_init (DfqFeature *feature, GError **error)
+{
+    Gdfq *self = (Gdfq *) feature;
+    self->method = "adadfq";
+    return gdfq_init_common (self, error);
+}
+
+void
 gdfq_finalize (DfqFeature *feature)
 {
     Gdfq *self = (Gdfq *) feature;
     g_clear_pointer (&self->optim, dfq_optim_free);
+    g_clear_pointer (&self->frozen, g_ptr_array_unref);
     if (self->owns_arena)
         g_clear_pointer (&self->parent.arena, dfq_arena_free);
     self->n_tensors = 0;
@@ -135,6 +142,12 @@ gdfq_add_conv (Gdfq *self, const char *name, int cin, int cout, guint64 seed, Df
     gdfq_init_uniform (*b, seed, cin * 9.0);
 }
 
+DfqTensor *
+gdfq_add_buffer (Gdfq *self, const char *name, int n_dims, const gint64 *shape)
+{
+    return gdfq_add_tensor (self, name, n_dims, shape, FALSE);
+}
+
 /* BN: weight 1, bias 0 (when affine), running mean 0 and var 1. */
 static void
 gdfq_add_bn (Gdfq *self, const char *name, int channels, gboolean affine, DfqTensor *bn[4])
@@ -156,7 +169,7 @@ gdfq_add_bn (Gdfq *self, const char *name, int channels, gboolean affine, DfqTen
     dfq_tensor_fill (bn[3], 1.0f);
 }
 
-static gboolean
+gboolean
 gdfq_prepare (DfqSynthesizer *synth, DfqStepContext *ctx, GError **error)
 {
     Gdfq *self = (Gdfq *) synth;
@@ -164,9 +177,9 @@ gdfq_prepare (DfqSynthesizer *synth, DfqStepContext *ctx, GError **error)
     const gint64 c = ctx->image_shape[0], h = ctx->image_shape[1], w = ctx->image_shape[2];
     if (c < 1 || h < 4 || w < 4 || h % 4 != 0 || w % 4 != 0 || ctx->classes < 1) {
         g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
-                     "gdfq makes images of size 4*init_size (two x2 upsamplings): the teacher's input "
+                     "%s makes images of size 4*init_size (two x2 upsamplings): the teacher's input "
                      "%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT " (%d classes) is not one",
-                     c, h, w, ctx->classes);
+                     self->method, c, h, w, ctx->classes);
         return FALSE;
     }
     self->classes = ctx->classes;
@@ -196,6 +209,9 @@ gdfq_prepare (DfqSynthesizer *synth, DfqStepContext *ctx, GError **error)
     gdfq_add_bn (self, "conv_blocks2.1", GDFQ_HIDDEN2, TRUE, self->bn2);
     gdfq_add_conv (self, "conv_blocks2.3", GDFQ_HIDDEN2, self->channels, seed, &self->c3_w, &self->c3_b);
     gdfq_add_bn (self, "conv_blocks2.5", self->channels, FALSE, self->bn3);
+    if (self->quantize && !bag_prepare_quant (self, ctx, error))
+        return FALSE;
+    self->frozen = g_ptr_array_new ();
 
     DfqOptimConfig config;
     dfq_optim_params_to_config (&self->optimizer, ctx->epochs, &config, &self->schedule);
@@ -203,9 +219,10 @@ gdfq_prepare (DfqSynthesizer *synth, DfqStepContext *ctx, GError **error)
     for (guint i = 0; i < self->n_tensors; i++)
         if (self->tensors[i]->flags & DFQ_TENSOR_FLAG_PARAM)
             dfq_optim_add_param (self->optim, self->tensors[i]);
-    g_debug ("gdfq: generator for %d classes, %dx%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
-             " images, latent %d, inner BN eps %g",
-             self->classes, self->channels, h, w, self->latent, self->bn_eps_inner);
+    g_debug ("%s: generator for %d classes, %dx%" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+             " images, latent %d, inner BN eps %g, weights %d bits, activations %d bits (0 = float)",
+             self->method, self->classes, self->channels, h, w, self->latent, self->bn_eps_inner,
+             self->w_bits_used, self->a_bits_used);
     return TRUE;
 }
 
@@ -217,27 +234,95 @@ gdfq_bn (DfqArena *a, DfqTensor *x, DfqTensor *const bn[4], float eps)
     return dfq_batchnorm (a, x, bn[0], bn[1], bn[2], bn[3], TRUE, GDFQ_BN_MOMENTUM, eps);
 }
 
-/* x = G(z, y), METHODS.md 2.1. */
+/* A layer's weight as the forward uses it: the float tensor, or (bag) its
+ * fake-quantized image, whose straight-through gradient reaches the float
+ * shadow that Adam updates. */
+static DfqTensor *
+gdfq_weight (Gdfq *self, DfqArena *a, guint layer, DfqTensor *w)
+{
+    DfqTensor *used = self->w_bits_used > 0 ? bag_weight (self, a, w) : w;
+    self->used_weights[layer] = used;
+    return used;
+}
+
+static DfqTensor *
+gdfq_act (Gdfq *self, DfqArena *a, guint site, DfqTensor *x)
+{
+    x = dfq_leaky_relu (a, x, GDFQ_LEAKY_SLOPE);
+    return self->a_bits_used > 0 ? bag_act (self, a, site, x) : x;
+}
+
+/* x = G(z, y), METHODS.md 2.1. The embedding, the BNs and the final
+ * tanh -> BN stay in float under bag too (METHODS.md 5.2). */
 static DfqTensor *
 gdfq_generate (Gdfq *self, DfqArena *a, DfqTensor *z, DfqTensor *y)
 {
     const float eps_inner = (float) self->bn_eps_inner;
     DfqTensor *h = dfq_mul (a, dfq_embedding (a, self->emb, y), z);
-    h = dfq_linear (a, h, self->l1_w, self->l1_b);
+    h = dfq_linear (a, h, gdfq_weight (self, a, GDFQ_LAYER_L1, self->l1_w), self->l1_b);
     const gint64 shape[4] = { z->shape[0], GDFQ_HIDDEN, self->init_h, self->init_w };
     h = dfq_reshape (a, h, 4, shape);
     h = gdfq_bn (a, h, self->bn0, GDFQ_BN_EPS);
     h = dfq_upsample_nearest (a, h, 2);
-    h = dfq_conv2d (a, h, self->c1_w, self->c1_b, 1, 1, 1);
-    h = dfq_leaky_relu (a, gdfq_bn (a, h, self->bn1, eps_inner), GDFQ_LEAKY_SLOPE);
+    h = dfq_conv2d (a, h, gdfq_weight (self, a, GDFQ_LAYER_CONV1, self->c1_w), self->c1_b, 1, 1, 1);
+    h = gdfq_act (self, a, GDFQ_ACT_1, gdfq_bn (a, h, self->bn1, eps_inner));
     h = dfq_upsample_nearest (a, h, 2);
-    h = dfq_conv2d (a, h, self->c2_w, self->c2_b, 1, 1, 1);
-    h = dfq_leaky_relu (a, gdfq_bn (a, h, self->bn2, eps_inner), GDFQ_LEAKY_SLOPE);
-    h = dfq_conv2d (a, h, self->c3_w, self->c3_b, 1, 1, 1);
+    h = dfq_conv2d (a, h, gdfq_weight (self, a, GDFQ_LAYER_CONV2, self->c2_w), self->c2_b, 1, 1, 1);
+    h = gdfq_act (self, a, GDFQ_ACT_2, gdfq_bn (a, h, self->bn2, eps_inner));
+    h = dfq_conv2d (a, h, gdfq_weight (self, a, GDFQ_LAYER_CONV3, self->c3_w), self->c3_b, 1, 1, 1);
     return gdfq_bn (a, dfq_tanh (a, h), self->bn3, GDFQ_BN_EPS);
 }
 
+/* Does a loss of the generator's list run the student (AdaDFQ's margin and
+ * balance terms)? */
+static gboolean
+gdfq_losses_need_student (Gdfq *self)
+{
+    for (guint i = 0; i < self->losses->len; i++) {
+        DfqLoss *loss = self->losses->pdata[i];
+        const DfqLossClass *klass = DFQ_LOSS_CLASS (loss);
+        if ((klass->needs_student != NULL && klass->needs_student (loss)) || klass->student_tap_patterns != NULL)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+/* A generator loss that runs the student back-propagates through it (STE)
+ * into x, but the generator step has no use for the student's own gradients:
+ * the runner zeroes them before the student step (AdaDFQ: zero_grad in
+ * backward_S). Clearing REQUIRES_GRAD on the student's (and the quantizer's
+ * learnable) parameters for the duration of the step skips computing them:
+ * the convolutions then back-propagate to their input only. */
 static void
+gdfq_freeze_student (Gdfq *self, DfqStepContext *ctx)
+{
+    g_ptr_array_set_size (self->frozen, 0);
+    if (ctx->student == NULL || !gdfq_losses_need_student (self))
+        return;
+    for (guint i = 0; i < ctx->student->params->len; i++)
+        g_ptr_array_add (self->frozen, ctx->student->params->pdata[i]);
+    if (ctx->quantizer != NULL && DFQ_QUANTIZER_CLASS (ctx->quantizer)->get_params != NULL)
+        DFQ_QUANTIZER_CLASS (ctx->quantizer)->get_params (ctx->quantizer, self->frozen);
+    guint kept = 0;
+    for (guint i = 0; i < self->frozen->len; i++) {
+        DfqTensor *t = self->frozen->pdata[i];
+        if (dfq_tensor_requires_grad (t)) {
+            t->flags &= ~(guint32) DFQ_TENSOR_FLAG_REQUIRES_GRAD;
+            self->frozen->pdata[kept++] = t;
+        }
+    }
+    g_ptr_array_set_size (self->frozen, kept);
+}
+
+static void
+gdfq_thaw_student (Gdfq *self)
+{
+    for (guint i = 0; i < self->frozen->len; i++)
+        ((DfqTensor *) self->frozen->pdata[i])->flags |= DFQ_TENSOR_FLAG_REQUIRES_GRAD;
+    g_ptr_array_set_size (self->frozen, 0);
+}
+
+void
 gdfq_start_epoch (DfqSynthesizer *synth, DfqStepContext *ctx)
 {
     Gdfq *self = (Gdfq *) synth;
@@ -246,7 +331,7 @@ gdfq_start_epoch (DfqSynthesizer *synth, DfqStepContext *ctx)
     dfq_optim_set_lr (self->optim, dfq_schedule_lr (&self->schedule, ctx->epoch));
 }
 
-static gboolean
+gboolean
 gdfq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GError **error)
 {
     Gdfq *self = (Gdfq *) synth;
@@ -265,16 +350,19 @@ gdfq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErro
 
     gboolean grad_was = dfq_set_grad_enabled (TRUE);
     DfqTensor *x = gdfq_generate (self, a, z, y);
+    gdfq_freeze_student (self, ctx);
     DfqTensor *loss = dfq_step_eval_losses (ctx, self->losses, x, y, NULL, out->loss_terms, error);
     if (loss == NULL) {
+        gdfq_thaw_student (self);
         dfq_set_grad_enabled (grad_was);
-        g_prefix_error (error, "gdfq generator step: ");
+        g_prefix_error (error, "%s generator step: ", self->method);
         return FALSE;
     }
     /* trainer.py backward_G: zero_grad, backward, step. */
     dfq_optim_zero_grad (self->optim);
     dfq_backward (loss, a);
     dfq_optim_step (self->optim);
+    gdfq_thaw_student (self);
     dfq_set_grad_enabled (grad_was);
 
     /* The student trains on the images made before the update (images.detach()). */
@@ -286,7 +374,7 @@ gdfq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErro
     return TRUE;
 }
 
-static void
+void
 gdfq_get_state (DfqSynthesizer *synth, GPtrArray *state)
 {
     Gdfq *self = (Gdfq *) synth;
@@ -299,7 +387,7 @@ gdfq_get_state (DfqSynthesizer *synth, GPtrArray *state)
         g_ptr_array_add (state, optim_state->pdata[i]);
 }
 
-static gint64
+gint64
 gdfq_get_optim_step (DfqSynthesizer *synth)
 {
     Gdfq *self = (Gdfq *) synth;
@@ -307,7 +395,7 @@ gdfq_get_optim_step (DfqSynthesizer *synth)
     return dfq_optim_get_step (self->optim);
 }
 
-static void
+void
 gdfq_set_optim_step (DfqSynthesizer *synth, gint64 step)
 {
     Gdfq *self = (Gdfq *) synth;
@@ -327,10 +415,27 @@ static const DfqSynthesizerClass gdfq_class = {
     .set_optim_step = gdfq_set_optim_step,
 };
 
+static const DfqSynthesizerClass adadfq_class = {
+    .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_SYNTHESIZER, "adadfq",
+                                           "AdaDFQ: the GDFQ generator trained on the margin, balance (through the "
+                                           "quantized student) and BNS losses",
+                                           Gdfq, adadfq_params, adadfq_init, gdfq_finalize),
+    .prepare = gdfq_prepare,
+    .start_epoch = gdfq_start_epoch,
+    .step = gdfq_step,
+    .get_state = gdfq_get_state,
+    .get_optim_step = gdfq_get_optim_step,
+    .set_optim_step = gdfq_set_optim_step,
+};
+
 static gboolean
 gdfq_register (DfqRegistry *registry, GError **error)
 {
-    return dfq_registry_add_feature (registry, &gdfq_class.parent, error);
+    return dfq_registry_add_feature (registry, &gdfq_class.parent, error) &&
+           dfq_registry_add_feature (registry, &adadfq_class.parent, error) &&
+           dfq_registry_add_feature (registry, &bag_class.parent, error);
 }
 
-DFQ_PLUGIN_DEFINE (gdfq, "GDFQ generator (Xu et al., ECCV 2020)", gdfq_register)
+DFQ_PLUGIN_DEFINE (gdfq, "GDFQ generator and its variants: gdfq (Xu et al., ECCV 2020), adadfq (Qian et al., "
+                         "CVPR 2023), bag (Baek et al., JKSCI 2024)",
+                   gdfq_register)
