@@ -31,10 +31,6 @@ enum {
 
 static const char *const bag_act_site_names[GDFQ_N_ACTS] = { "conv_blocks1.2", "conv_blocks2.2" };
 
-/* Same optimizer default as gdfq.c (GDFQ_OPTIMIZER_DEFAULT there). */
-#define BAG_OPTIMIZER_DEFAULT \
-    "{use: adam, lr: 1e-3, betas: [0.5, 0.999], weight_decay: 0, schedule: multistep, milestones: [100, 200, 300], gamma: 0.1}"
-
 static const DfqParamSpec bag_params[] = {
     DFQ_PARAM_INT (Gdfq, latent, "Dimension of the noise z and of the label embedding", 1, 4096, 100),
     DFQ_PARAM_FEATURE_LIST (Gdfq, losses,
@@ -42,7 +38,7 @@ static const DfqParamSpec bag_params[] = {
                             "AdaDFQ's objectives: [{use: adadfq-margin}, {use: adadfq-balance}, {use: bns, weight: 1}]",
                             DFQ_FEATURE_LOSS, "[{use: ce, target: teacher}, {use: bns, weight: 0.1}]"),
     DFQ_PARAM_OPTIMIZER (Gdfq, optimizer, "Generator optimizer (updates the float shadow weights); the schedule counts epochs",
-                         .default_value = BAG_OPTIMIZER_DEFAULT),
+                         .default_value = GDFQ_OPTIMIZER_DEFAULT),
     DFQ_PARAM_DOUBLE (Gdfq, bn_eps_inner,
                       "eps of the two inner BNs: 0.8 as in the official code (BatchNorm2d(n, 0.8)), 1e-5 intended",
                       0, 10, 0.8),

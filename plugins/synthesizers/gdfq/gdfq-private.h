@@ -16,6 +16,12 @@ G_BEGIN_DECLS
 #define GDFQ_HIDDEN2 64     /* channels after conv_blocks2.0 */
 #define GDFQ_MAX_TENSORS 28 /* 15 parameters, 8 BN buffers, 2 activation ranges */
 
+/* The GDFQ generator's Adam (trainer.py: lr_G 1e-3, betas (0.5, 0.999), no
+ * weight decay) with the CIFAR multistep schedule ([100, 200, 300] x 0.1), the
+ * default of every feature (AdaDFQ's is the same). */
+#define GDFQ_OPTIMIZER_DEFAULT \
+    "{use: adam, lr: 1e-3, betas: [0.5, 0.999], weight_decay: 0, schedule: multistep, milestones: [100, 200, 300], gamma: 0.1}"
+
 /* The generator's quantizable layers, in forward order (bag): l1.0,
  * conv_blocks1.0, conv_blocks2.0, conv_blocks2.3. */
 enum {

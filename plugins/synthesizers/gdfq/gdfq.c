@@ -25,11 +25,6 @@
 #define GDFQ_DRAW_Z 0
 #define GDFQ_DRAW_Y 1
 
-/* The GDFQ generator's Adam (trainer.py: lr_G 1e-3, betas (0.5, 0.999), no
- * weight decay) with the CIFAR multistep schedule ([100, 200, 300] x 0.1). */
-#define GDFQ_OPTIMIZER_DEFAULT \
-    "{use: adam, lr: 1e-3, betas: [0.5, 0.999], weight_decay: 0, schedule: multistep, milestones: [100, 200, 300], gamma: 0.1}"
-
 static const DfqParamSpec gdfq_params[] = {
     DFQ_PARAM_INT (Gdfq, latent, "Dimension of the noise z and of the label embedding", 1, 4096, 100),
     DFQ_PARAM_FEATURE_LIST (Gdfq, losses,
