@@ -120,17 +120,22 @@ def maxrss_mib():
 
 
 def timed(fn, reps):
-    times = []
+    """Wall and process CPU time (all threads) of each of reps calls."""
+    times, cpu = [], []
     for _ in range(reps):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return times
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        times.append(time.perf_counter() - t); cpu.append(time.process_time() - c)
+    return times, cpu
 
 
-def report(workload, shape, batch, times, flops, peak):
+def report(workload, shape, batch, timing, flops, peak):
+    times, cpu = timing
     med = statistics.median(times)
     g = flops / med * 1e-9
     print(f"RESULT side=torch workload={workload} in={shape} batch={batch} img_s={batch / med:.1f} "
           f"ms={med * 1e3:.2f} min_ms={min(times) * 1e3:.2f} max_ms={max(times) * 1e3:.2f} "
+          f"cpu_ms={statistics.median(cpu) * 1e3:.2f} "
           f"gflop={flops * 1e-9:.3f} gflops={g:.1f} sgemm_gflops={peak:.1f} "
           f"frac_peak={g / peak if peak else 0:.3f} maxrss_mib={maxrss_mib():.1f}", flush=True)
 

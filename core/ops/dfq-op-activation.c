@@ -25,30 +25,51 @@ dfq_relu (DfqArena *arena, DfqTensor *x)
     return t ? dfq_priv_op_run (t) : NULL;
 }
 
+DFQ_PRIV_SIMD_CLONES static void
+dfq_relu_forward_chunk (const float *restrict x, float *restrict y, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+/* gx += gy where x > 0: written as an unconditional add of a select, which
+ * vectorises (a conditional store does not, without masked stores). */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_relu_backward_chunk (const float *restrict x, const float *restrict gy, float *restrict gx, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        gx[i] += x[i] > 0.0f ? gy[i] : 0.0f;
+}
+
 void
 dfq_op_relu_forward (DfqTensor *dst)
 {
-    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
-    float *restrict y = dfq_tensor_f32 (dst);
-    gint64 n = dfq_tensor_numel (dst);
-#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    const float *x = dfq_tensor_f32 (dst->src[0]);
+    float *y = dfq_tensor_f32 (dst);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
+#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_relu_forward_chunk (x + lo, y + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+    }
 }
 
 void
 dfq_op_relu_backward (DfqTensor *dst, DfqArena *scratch)
 {
-    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
     if (gx == NULL)
         return;
-    const float *restrict gy = dfq_tensor_f32 (dst->grad);
-    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
-    gint64 n = dfq_tensor_numel (dst);
-#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        if (x[i] > 0.0f)
-            gx[i] += gy[i];
+    const float *gy = dfq_tensor_f32 (dst->grad);
+    const float *x = dfq_tensor_f32 (dst->src[0]);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
+#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_relu_backward_chunk (x + lo, gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+    }
 }
 
 /* ---- relu6: min(max(x, 0), 6) (MobileNet) ---- */
@@ -65,7 +86,7 @@ dfq_op_relu6_forward (DfqTensor *dst)
     const float *restrict x = dfq_tensor_f32 (dst->src[0]);
     float *restrict y = dfq_tensor_f32 (dst);
     gint64 n = dfq_tensor_numel (dst);
-#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
     for (gint64 i = 0; i < n; i++)
         y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
 }
@@ -80,7 +101,7 @@ dfq_op_relu6_backward (DfqTensor *dst, DfqArena *scratch)
     const float *restrict x = dfq_tensor_f32 (dst->src[0]);
     gint64 n = dfq_tensor_numel (dst);
     /* PyTorch's hardtanh rule: the gradient passes strictly inside (0, 6). */
-#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
     for (gint64 i = 0; i < n; i++)
         if (x[i] > 0.0f && x[i] < 6.0f)
             gx[i] += gy[i];
@@ -97,31 +118,52 @@ dfq_leaky_relu (DfqArena *arena, DfqTensor *x, float slope)
     return dfq_priv_op_run (t);
 }
 
+DFQ_PRIV_SIMD_CLONES static void
+dfq_leaky_relu_forward_chunk (const float *restrict x, float *restrict y, float slope, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+}
+
+DFQ_PRIV_SIMD_CLONES static void
+dfq_leaky_relu_backward_chunk (const float *restrict x, const float *restrict gy, float *restrict gx,
+                               float slope, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        gx[i] += x[i] > 0.0f ? gy[i] : slope * gy[i];
+}
+
 void
 dfq_op_leaky_relu_forward (DfqTensor *dst)
 {
-    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
-    float *restrict y = dfq_tensor_f32 (dst);
+    const float *x = dfq_tensor_f32 (dst->src[0]);
+    float *y = dfq_tensor_f32 (dst);
     float slope = dst->op_fparams[0];
-    gint64 n = dfq_tensor_numel (dst);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
 #pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_leaky_relu_forward_chunk (x + lo, y + lo, slope, MIN (n - lo, DFQ_PRIV_CHUNK));
+    }
 }
 
 void
 dfq_op_leaky_relu_backward (DfqTensor *dst, DfqArena *scratch)
 {
-    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
     if (gx == NULL)
         return;
-    const float *restrict gy = dfq_tensor_f32 (dst->grad);
-    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
+    const float *gy = dfq_tensor_f32 (dst->grad);
+    const float *x = dfq_tensor_f32 (dst->src[0]);
     float slope = dst->op_fparams[0];
-    gint64 n = dfq_tensor_numel (dst);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
 #pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        gx[i] += x[i] > 0.0f ? gy[i] : slope * gy[i];
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_leaky_relu_backward_chunk (x + lo, gy + lo, gx + lo, slope, MIN (n - lo, DFQ_PRIV_CHUNK));
+    }
 }
 
 /* ---- tanh; backward reads the saved output: 1 - y^2 ---- */

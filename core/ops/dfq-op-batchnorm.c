@@ -22,7 +22,7 @@
 /* sum(a) and sum(a*b) (or sum(a*a) when b == NULL) over n floats, in double.
  * Lanes keep independent accumulators so the loop vectorises without reordering
  * any sum (the compiler may not reassociate): same result every run. */
-static inline void
+DFQ_PRIV_SIMD_CLONES static void
 dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double *sa, double *sab)
 {
     double la[DFQ_BN_LANES] = { 0 }, lab[DFQ_BN_LANES] = { 0 };
@@ -56,6 +56,25 @@ dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double 
         *sa += la[l];
         *sab += lab[l];
     }
+}
+
+/* y = (x - m) a + b over one plane. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_normalize_plane (const float *restrict xp, float *restrict yp, gint64 n, float m, float a, float b)
+{
+#pragma omp simd
+    for (gint64 k = 0; k < n; k++)
+        yp[k] = (xp[k] - m) * a + b;
+}
+
+/* gx += a (gy - mdy) - kx (x - m) over one plane. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_backward_plane (const float *restrict xp, const float *restrict gyp, float *restrict gxp, gint64 n,
+                       float m, float a, float mdy, float kx)
+{
+#pragma omp simd
+    for (gint64 k = 0; k < n; k++)
+        gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - m);
 }
 
 DfqTensor *
@@ -101,7 +120,7 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
     float *mean_out = dst->op_aux, *istd_out = (float *) dst->op_aux + c;
     float *y = dfq_tensor_f32 (dst);
 
-#pragma omp parallel for schedule(static) if (n * c * inner > DFQ_BN_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
     for (gint64 j = 0; j < c; j++) {
         double mean, var;
         if (batch_stats) {
@@ -133,13 +152,8 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
         istd_out[j] = istd;
         const float a = gamma ? gamma[j] * istd : istd;
         const float b = beta ? beta[j] : 0.0f;
-        for (gint64 i = 0; i < n; i++) {
-            const float *restrict xp = x + (i * c + j) * inner;
-            float *restrict yp = y + (i * c + j) * inner;
-#pragma omp simd
-            for (gint64 k = 0; k < inner; k++)
-                yp[k] = (xp[k] - fm) * a + b;
-        }
+        for (gint64 i = 0; i < n; i++)
+            dfq_bn_normalize_plane (x + (i * c + j) * inner, y + (i * c + j) * inner, inner, fm, a, b);
     }
 }
 
@@ -160,7 +174,7 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
 
     if (m == 0)
         return;
-#pragma omp parallel for schedule(static) if (n * c * inner > DFQ_BN_PAR_MIN)
+#pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
     for (gint64 j = 0; j < c; j++) {
         /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
         double sdy = 0.0, sdyx = 0.0;
@@ -180,13 +194,8 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
          * constants: dx = a dy. */
         const float mdy = batch_stats ? (float) (sdy / (double) m) : 0.0f;
         const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
-        for (gint64 i = 0; i < n; i++) {
-            const float *restrict xp = x + (i * c + j) * inner;
-            const float *restrict gyp = gy + (i * c + j) * inner;
-            float *restrict gxp = gx + (i * c + j) * inner;
-#pragma omp simd
-            for (gint64 k = 0; k < inner; k++)
-                gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - fm);
-        }
+        for (gint64 i = 0; i < n; i++)
+            dfq_bn_backward_plane (x + (i * c + j) * inner, gy + (i * c + j) * inner, gx + (i * c + j) * inner,
+                                   inner, fm, a, mdy, kx);
     }
 }

@@ -8,6 +8,9 @@
  * runs on one thread with the OpenMP OpenBLAS we link, so only one threading
  * layer is ever active. A single image splits each step (im2col by channel,
  * GEMMs by blocks of columns or rows) over the threads instead.
+ * With OpenBLAS's AVX-512 cores the per-image GEMMs are cut into column blocks
+ * small enough for its unpacked "small matrix" kernels (see
+ * dfq_conv2d_small_gemm_blocks).
  * Backward: dW from the same columns (recomputed), dX as W^T dY then col2im;
  * 1x1 stride-1 convs use x itself as the column matrix and skip both copies.
  *
@@ -29,6 +32,7 @@
  * fixed by the shapes), each chunk into its own partial buffer, and the
  * partials are added in chunk order. Bias gradients are double sums in a fixed
  * order. tests/core/test-ops-reference.c checks 1 vs 2 threads bit for bit. */
+#include <math.h>
 #include <string.h>
 
 #include <cblas.h>
@@ -354,7 +358,7 @@ dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *
                            const float *b, float *y)
 {
     const gint64 kk = g->kh * g->kw;
-#pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1)
+#pragma omp parallel for collapse(2) schedule(guided) if (g->n * g->co > 1)
     for (gint64 n = 0; n < g->n; n++)
         for (gint64 co = 0; co < g->co; co++)
             dfq_conv2d_direct_plane (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w,
@@ -486,6 +490,16 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
     }
 }
 
+/* y += a over n floats (the weight-gradient reduction). */
+#define DFQ_CONV2D_REDUCE_BLOCK 4096
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_conv2d_acc (const float *restrict a, float *restrict y, gint64 n)
+{
+#pragma omp simd
+    for (gint64 k = 0; k < n; k++)
+        y[k] += a[k];
+}
+
 /* ---- im2col + GEMM ----
  *
  * Each GEMM step takes a block (a range of columns of the output, or of rows of
@@ -538,7 +552,7 @@ dfq_conv2d_fwd_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 lo, gint64 hi, c
  * as the GEMM's N this runs about 25% faster than dY cols^T on OpenBLAS. */
 static inline void
 dfq_conv2d_wgrad_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 r0, gint64 r1, const float *cols,
-                       const float *gyn, float *wt)
+                       const float *gyn, float beta, float *wt)
 {
     if (r1 <= r0)
         return;
@@ -546,7 +560,7 @@ dfq_conv2d_wgrad_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 r0, gint64 r1,
                  (blasint) (r1 - r0), (blasint) g->cog, (blasint) g->p_out,
                  1.0f, cols + (grp * g->kg + r0) * g->p_out, (blasint) g->p_out,
                  gyn + grp * g->cog * g->p_out, (blasint) g->p_out,
-                 1.0f, wt + (grp * g->kg + r0) * g->cog, (blasint) g->cog);
+                 beta, wt + (grp * g->kg + r0) * g->cog, (blasint) g->cog);
 }
 
 /* Column gradient, group grp, columns [lo, hi): dcols_grp (+)= W_grp^T dY_grp. */
@@ -563,6 +577,45 @@ dfq_conv2d_dcol_gemm (const DfqConv2dGeom *g, gint64 grp, gint64 lo, gint64 hi, 
                  beta, dcols + grp * g->kg * g->p_out + lo, (blasint) g->p_out);
 }
 
+/* OpenBLAS (0.3.21) has "small matrix" sgemm kernels for its AVX-512 cores
+ * (SkylakeX, CooperLake, SapphireRapids) that work on the operands in place,
+ * without packing them, and it takes them when M*N*K <= 1e6 (NN and TN here).
+ * The per-image GEMMs of a small conv are just above that (16x784x144 for the
+ * first stage of a ResNet-20 on 28x28), so cutting their columns in two or
+ * three blocks that fit runs them at about 1.5x the speed (tests/bench). Other
+ * cores have no such kernels: there a cut only adds calls. The number of blocks
+ * depends on the shapes and the BLAS core only, never on the thread count. */
+#define DFQ_CONV2D_SMALL_GEMM_MNK 950000.0 /* a margin under 1e6: block edges round to 16 */
+#define DFQ_CONV2D_SMALL_GEMM_MIN_COLS 64
+
+static gboolean
+dfq_conv2d_blas_has_small_kernels (void)
+{
+    static gsize once = 0;
+    static gboolean has = FALSE;
+    if (g_once_init_enter (&once)) {
+        const char *core = openblas_get_corename ();
+        g_autofree char *lower = g_ascii_strdown (core != NULL ? core : "", -1);
+        has = strstr (lower, "skylakex") != NULL || strstr (lower, "cooperlake") != NULL ||
+              strstr (lower, "sapphirerapids") != NULL;
+        g_once_init_leave (&once, 1);
+    }
+    return has;
+}
+
+/* How many blocks to cut the @cols columns of a rows x cols x k GEMM into. */
+static gint64
+dfq_conv2d_small_gemm_blocks (gint64 rows, gint64 cols, gint64 k)
+{
+    if (!dfq_conv2d_blas_has_small_kernels ())
+        return 1;
+    double mnk = (double) rows * (double) cols * (double) k;
+    gint64 nb = (gint64) ceil (mnk / DFQ_CONV2D_SMALL_GEMM_MNK);
+    if (nb <= 1 || cols / nb < DFQ_CONV2D_SMALL_GEMM_MIN_COLS)
+        return 1;
+    return nb;
+}
+
 /* y_n = W cols(x_n) (+ b) for one image, on the calling thread. */
 static void
 dfq_conv2d_gemm_image (const DfqConv2dGeom *g, const float *xn, const float *w, const float *b,
@@ -576,8 +629,13 @@ dfq_conv2d_gemm_image (const DfqConv2dGeom *g, const float *xn, const float *w, 
     if (b != NULL)
         for (gint64 co = 0; co < g->co; co++)
             dfq_conv2d_fill_bias (g, b, yn, co);
+    const gint64 nb = dfq_conv2d_small_gemm_blocks (g->cog, g->p_out, g->kg);
     for (gint64 grp = 0; grp < g->g; grp++)
-        dfq_conv2d_fwd_gemm (g, grp, 0, g->p_out, w, cols, b != NULL ? 1.0f : 0.0f, yn);
+        for (gint64 blk = 0; blk < nb; blk++) {
+            gint64 lo, hi;
+            dfq_conv2d_block (g->p_out, nb, blk, &lo, &hi);
+            dfq_conv2d_fwd_gemm (g, grp, lo, hi, w, cols, b != NULL ? 1.0f : 0.0f, yn);
+        }
 }
 
 /* The same for a single image, with every step spread over the threads. */
@@ -638,18 +696,18 @@ dfq_op_conv2d_forward (DfqTensor *dst)
     const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
     float *ws = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, (gsize) n_threads * col_size * sizeof (float))
                              : NULL;
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (gint64 n = 0; n < g.n; n++) {
         float *col = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * col_size : NULL;
         dfq_conv2d_gemm_image (&g, x + n * x_step, w, b, y + n * y_step, col);
     }
 }
 
-/* Backward of one image on the calling thread: wt += (cols(x_n) dY_n^T) and
- * gx_n += col2im (W^T dY_n). @buf holds the columns, then their gradient. */
+/* Backward of one image on the calling thread: wt = wbeta wt + (cols(x_n) dY_n^T)
+ * and gx_n += col2im (W^T dY_n). @buf holds the columns, then their gradient. */
 static void
 dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const float *w,
-                                const float *gyn, float *gxn, float *wt, float *buf)
+                                const float *gyn, float *gxn, float *wt, float wbeta, float *buf)
 {
     if (wt != NULL) {
         const float *cols = xn;
@@ -658,13 +716,18 @@ dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const f
             cols = buf;
         }
         for (gint64 grp = 0; grp < g->g; grp++)
-            dfq_conv2d_wgrad_gemm (g, grp, 0, g->kg, cols, gyn, wt);
+            dfq_conv2d_wgrad_gemm (g, grp, 0, g->kg, cols, gyn, wbeta, wt);
     }
     if (gxn != NULL) {
         /* 1x1 stride 1: the column gradient is the input gradient itself. */
+        const gint64 nb = dfq_conv2d_small_gemm_blocks (g->kg, g->p_out, g->cog);
         for (gint64 grp = 0; grp < g->g; grp++)
-            dfq_conv2d_dcol_gemm (g, grp, 0, g->p_out, w, gyn, g->cols_are_x ? 1.0f : 0.0f,
-                                  g->cols_are_x ? gxn : buf);
+            for (gint64 blk = 0; blk < nb; blk++) {
+                gint64 lo, hi;
+                dfq_conv2d_block (g->p_out, nb, blk, &lo, &hi);
+                dfq_conv2d_dcol_gemm (g, grp, lo, hi, w, gyn, g->cols_are_x ? 1.0f : 0.0f,
+                                      g->cols_are_x ? gxn : buf);
+            }
         if (!g->cols_are_x)
             dfq_conv2d_col2im (g, buf, gxn);
     }
@@ -691,7 +754,7 @@ dfq_conv2d_gemm_single_backward (const DfqConv2dGeom *g, const float *x, const f
                 for (gint64 blk = 0; blk < nb_rows; blk++) {
                     gint64 r0, r1;
                     dfq_conv2d_block (g->kg, nb_rows, blk, &r0, &r1);
-                    dfq_conv2d_wgrad_gemm (g, grp, r0, r1, cols, gy, wt);
+                    dfq_conv2d_wgrad_gemm (g, grp, r0, r1, cols, gy, 1.0f, wt);
                 }
         }
         if (gx != NULL) {
@@ -754,7 +817,13 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     n_chunks = MAX (1, MIN (n_chunks, DFQ_CONV2D_WGRAD_BUDGET / MAX (w_numel, 1)));
     if (gw == NULL)
         n_chunks = g.n; /* images are independent: one task each */
-    float *partials = gw != NULL ? dfq_arena_alloc (scratch, (gsize) (n_chunks * w_numel) * sizeof (float)) : NULL;
+    /* The first image of a chunk overwrites its partial (beta 0): only the
+     * single-image path, which accumulates into it, needs it zeroed. */
+    float *partials = NULL;
+    if (gw != NULL) {
+        gsize bytes = (gsize) (n_chunks * w_numel) * sizeof (float);
+        partials = g.n == 1 ? dfq_arena_alloc (scratch, bytes) : dfq_arena_alloc_uninit (scratch, bytes);
+    }
 
     if (g.n == 1) {
         float *buf = buf_size > 0 ? dfq_arena_alloc_uninit (scratch, buf_size * sizeof (float)) : NULL;
@@ -769,22 +838,30 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
             gint64 n0 = c * g.n / n_chunks, n1 = (c + 1) * g.n / n_chunks;
             for (gint64 n = n0; n < n1; n++)
                 dfq_conv2d_gemm_image_backward (&g, x + n * x_step, w, gy + n * y_step,
-                                                gx != NULL ? gx + n * x_step : NULL, wt, buf);
+                                                gx != NULL ? gx + n * x_step : NULL, wt, n == n0 ? 0.0f : 1.0f,
+                                                buf);
         }
     }
 
     if (partials != NULL) {
-        /* gw[grp][co][r] += sum over chunks, in chunk order, of wt[grp][r][co] */
+        /* gw[grp][co][r] += sum over chunks, in chunk order, of wt[grp][r][co]:
+         * first the chunks into the first partial (contiguous, vectorised, one
+         * block of elements per iteration: every element is summed in chunk
+         * order whatever the thread count), then one transposed pass. */
+        const gint64 nblk = (w_numel + DFQ_CONV2D_REDUCE_BLOCK - 1) / DFQ_CONV2D_REDUCE_BLOCK;
+        if (n_chunks > 1) {
 #pragma omp parallel for schedule(static) if (w_numel * n_chunks > 32768)
+            for (gint64 b = 0; b < nblk; b++) {
+                const gint64 lo = b * DFQ_CONV2D_REDUCE_BLOCK, len = MIN (w_numel - lo, DFQ_CONV2D_REDUCE_BLOCK);
+                for (gint64 c = 1; c < n_chunks; c++)
+                    dfq_conv2d_acc (partials + c * w_numel + lo, partials + lo, len);
+            }
+        }
+#pragma omp parallel for schedule(static) if (w_numel > 32768)
         for (gint64 row = 0; row < g.co; row++) {
             const gint64 grp = row / g.cog, co = row % g.cog;
-            for (gint64 r = 0; r < g.kg; r++) {
-                const gint64 k = (grp * g.kg + r) * g.cog + co;
-                float sum = partials[k];
-                for (gint64 c = 1; c < n_chunks; c++)
-                    sum += partials[c * w_numel + k];
-                gw[row * g.kg + r] += sum;
-            }
+            for (gint64 r = 0; r < g.kg; r++)
+                gw[row * g.kg + r] += partials[(grp * g.kg + r) * g.cog + co];
         }
     }
 }

@@ -33,30 +33,51 @@ dfq_add (DfqArena *arena, DfqTensor *a, DfqTensor *b)
     return t ? dfq_priv_op_run (t) : NULL;
 }
 
+DFQ_PRIV_SIMD_CLONES static void
+dfq_add_chunk (const float *restrict a, const float *restrict b, float *restrict y, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        y[i] = a[i] + b[i];
+}
+
+/* y += a; @y may not alias @a. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_acc_chunk (const float *restrict a, float *restrict y, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        y[i] += a[i];
+}
+
 void
 dfq_op_add_forward (DfqTensor *dst)
 {
-    const float *restrict a = dfq_tensor_f32 (dst->src[0]);
-    const float *restrict b = dfq_tensor_f32 (dst->src[1]);
-    float *restrict y = dfq_tensor_f32 (dst);
-    gint64 n = dfq_tensor_numel (dst);
-#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        y[i] = a[i] + b[i];
+    const float *a = dfq_tensor_f32 (dst->src[0]);
+    const float *b = dfq_tensor_f32 (dst->src[1]);
+    float *y = dfq_tensor_f32 (dst);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
+#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_add_chunk (a + lo, b + lo, y + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+    }
 }
 
 void
 dfq_op_add_backward (DfqTensor *dst, DfqArena *scratch)
 {
-    const float *restrict gy = dfq_tensor_f32 (dst->grad);
-    gint64 n = dfq_tensor_numel (dst);
+    const float *gy = dfq_tensor_f32 (dst->grad);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
     for (int s = 0; s < 2; s++) {
-        float *restrict gx = dfq_priv_grad_of (dst->src[s], scratch);
+        float *gx = dfq_priv_grad_of (dst->src[s], scratch);
         if (gx == NULL)
             continue;
-#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-        for (gint64 i = 0; i < n; i++)
-            gx[i] += gy[i];
+#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
+        for (gint64 c = 0; c < nc; c++) {
+            gint64 lo = c * DFQ_PRIV_CHUNK;
+            dfq_acc_chunk (gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+        }
     }
 }
 

@@ -48,6 +48,30 @@ dfq_priv_inner_size (const DfqTensor *t, int axis)
     return inner;
 }
 
+/* Hot elementwise kernels are plain C loops that the compiler vectorises. The
+ * default build targets baseline x86-64 (SSE2), so such a kernel is also
+ * compiled for AVX2/FMA (x86-64-v3) and the loader picks the best one for the
+ * CPU (GCC function multiversioning). Put the attribute on a static function
+ * that an OpenMP loop calls on a chunk: the outlined body of a parallel loop
+ * itself is not cloned. The clones may round differently (FMA contraction):
+ * results stay bit-identical run to run and for any thread count on one
+ * machine. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define DFQ_PRIV_SIMD_CLONES __attribute__ ((target_clones ("arch=x86-64-v3", "default")))
+#else
+#define DFQ_PRIV_SIMD_CLONES
+#endif
+
+/* Elementwise loops go over fixed chunks of this many elements, one chunk per
+ * OpenMP iteration (the chunks depend on the size only). */
+#define DFQ_PRIV_CHUNK 8192
+
+static inline gint64
+dfq_priv_n_chunks (gint64 n)
+{
+    return (n + DFQ_PRIV_CHUNK - 1) / DFQ_PRIV_CHUNK;
+}
+
 /* Forward and backward of every op, grouped by file. */
 #define DFQ_PRIV_OP_DECL(name)                      \
     void dfq_op_##name##_forward (DfqTensor *dst); \

@@ -190,6 +190,17 @@ bench_count_flops (DfqTensor *root, double *fwd_flops, double *train_flops)
     }
 }
 
+/* The last loss as bits: two runs with the same thread count must print the
+ * same (determinism). */
+static guint32 bench_last_loss_bits = 0;
+
+static void
+bench_note_loss (const DfqTensor *loss)
+{
+    float v = dfq_tensor_f32 (loss)[0];
+    memcpy (&bench_last_loss_bits, &v, sizeof v);
+}
+
 static void
 bench_report (const char *workload, int cin, int hw, int batch, double *times, double *cpu, int n,
               double flops, gsize arena_bytes)
@@ -199,10 +210,11 @@ bench_report (const char *workload, int cin, int hw, int batch, double *times, d
     double gflops = flops / med * 1e-9;
     double frac = sgemm_peak_gflops > 0.0 ? gflops / sgemm_peak_gflops : 0.0;
     printf ("RESULT side=dfqlab workload=%s in=%dx%dx%d batch=%d img_s=%.1f ms=%.2f min_ms=%.2f max_ms=%.2f "
-            "cpu_ms=%.2f gflop=%.3f gflops=%.1f sgemm_gflops=%.1f frac_peak=%.3f arena_mib=%.1f maxrss_mib=%.1f\n",
+            "cpu_ms=%.2f gflop=%.3f gflops=%.1f sgemm_gflops=%.1f frac_peak=%.3f arena_mib=%.1f maxrss_mib=%.1f "
+            "loss_bits=%08x\n",
             workload, cin, hw, hw, batch, batch / med, med * 1e3, times[0] * 1e3, times[n - 1] * 1e3, cpu_med * 1e3,
             flops * 1e-9, gflops, sgemm_peak_gflops, frac, (double) arena_bytes / (1024.0 * 1024.0),
-            bench_maxrss_mib ());
+            bench_maxrss_mib (), (unsigned) bench_last_loss_bits);
     fflush (stdout);
 }
 
@@ -544,6 +556,7 @@ bench_case_run (BenchCase *c)
         }
         if (!isfinite (dfq_tensor_f32 (loss)[0]))
             g_warning ("resnet20-train %dx%dx%d: the loss is not finite", cin, hw, hw);
+        bench_note_loss (loss);
         bench_report ("resnet20-train", cin, hw, BENCH_TRAIN_BATCH, times, cpu, opts.reps, train_flops,
                       dfq_arena_capacity (c->scratch));
     }
@@ -569,6 +582,7 @@ bench_case_run (BenchCase *c)
         }
         if (!isfinite (dfq_tensor_f32 (loss)[0]))
             g_warning ("gdfq-gen %dx%dx%d: the loss is not finite", cin, hw, hw);
+        bench_note_loss (loss);
         bench_report ("gdfq-gen", cin, hw, BENCH_GEN_BATCH, times, cpu, opts.reps, train_flops,
                       dfq_arena_capacity (c->scratch));
     }

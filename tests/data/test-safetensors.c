@@ -269,7 +269,7 @@ test_decode (void)
     g_assert_true (dfq_safetensors_read_f32 (st, "h", out, 8, &error));
     for (guint i = 0; i < 8; i++) {
         g_assert_cmpfloat (out[i], ==, f16_want[i]);
-        g_assert_cmpint (signbit (out[i]), ==, signbit (f16_want[i]));
+        g_assert_cmpint (!!signbit (out[i]), ==, !!signbit (f16_want[i]));
     }
     g_assert_true (dfq_safetensors_read_f32 (st, "b", out, 4, &error));
     for (guint i = 0; i < 4; i++)
