@@ -38,5 +38,7 @@ gboolean dfq_cmd_inspect (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_run (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_train (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_eval (DfqCli *cli, int argc, char **argv, GError **error);
+gboolean dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error);
+gboolean dfq_cmd_report (DfqCli *cli, int argc, char **argv, GError **error);
 
 G_END_DECLS

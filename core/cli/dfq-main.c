@@ -15,10 +15,9 @@ static const DfqCliCommand dfq_cli_commands[] = {
     { "run", "Run a quantization pipeline into a run directory (resumes)", dfq_cmd_run },
     { "train", "Train a model (a teacher) on real data (resumes)", dfq_cmd_train },
     { "eval", "Evaluate weights on a dataset split (top-1/top-5, per class, confusion)", dfq_cmd_eval },
-    /* Slot for further subcommands, one row each:
-     *   sweep  - expand and run a sweep file
-     *   report - tables and plots from run directories
-     *   bench  - engine benchmarks */
+    { "sweep", "Expand a sweep file and run its trials in a local process pool (resumes)", dfq_cmd_sweep },
+    { "report", "Tables (Markdown, CSV) and an HTML page with plots from run directories", dfq_cmd_report },
+    /* one row per subcommand; each lives in its own dfq-cmd-<name>.c */
 };
 
 /* Options common to every subcommand ------------------------------------------ */

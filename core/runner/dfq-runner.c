@@ -162,7 +162,12 @@ dfq_priv_prepare_run_dir (const char *run_dir, DfqPipeline *pipeline, gboolean r
         g_unlink (ckpt);
         g_unlink (m);
         g_unlink (r);
-    } else if (g_file_test (ckpt, G_FILE_TEST_EXISTS)) {
+    } else if (!g_file_test (ckpt, G_FILE_TEST_EXISTS)) {
+        /* no checkpoint: nothing of an earlier attempt counts (a run killed
+         * between its first metrics line and its first checkpoint) */
+        g_autofree char *m = g_build_filename (run_dir, "metrics.jsonl", NULL);
+        g_unlink (m);
+    } else {
         g_autoptr (GError) e = NULL;
         g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (ckpt, &e);
         const char *h = st ? dfq_safetensors_get_metadata (st, "config_sha256") : NULL;
@@ -221,6 +226,17 @@ dfq_priv_append_metrics (const char *run_dir, JsonBuilder *b, GError **error)
     return TRUE;
 }
 
+/* JSON has no NaN: an accuracy not measured yet is null. */
+static void
+dfq_runner_add_number (JsonBuilder *b, const char *key, double v)
+{
+    json_builder_set_member_name (b, key);
+    if (isfinite (v))
+        json_builder_add_double_value (b, v);
+    else
+        json_builder_add_null_value (b);
+}
+
 gboolean
 dfq_priv_write_result (const char *run_dir, const DfqRunResult *r, const char *extra_key, const char *extra_value,
                        GError **error)
@@ -229,12 +245,11 @@ dfq_priv_write_result (const char *run_dir, const DfqRunResult *r, const char *e
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "status");
     json_builder_add_string_value (b, r->status);
-    json_builder_set_member_name (b, "fp_top1");
-    json_builder_add_double_value (b, r->fp_top1);
-    json_builder_set_member_name (b, "last_top1");
-    json_builder_add_double_value (b, r->last_top1);
-    json_builder_set_member_name (b, "best_top1");
-    json_builder_add_double_value (b, r->best_top1);
+    dfq_runner_add_number (b, "fp_top1", r->fp_top1);
+    dfq_runner_add_number (b, "last_top1", r->last_top1);
+    dfq_runner_add_number (b, "best_top1", r->best_top1 >= 0 ? r->best_top1 : NAN);
+    json_builder_set_member_name (b, "eval_limit");
+    json_builder_add_int_value (b, r->eval_limit);
     json_builder_set_member_name (b, "best_epoch");
     json_builder_add_int_value (b, r->best_epoch);
     json_builder_set_member_name (b, "best_selected_on");
@@ -442,6 +457,7 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
 {
     g_return_val_if_fail (registry != NULL && pipeline != NULL && result != NULL, FALSE);
     memset (result, 0, sizeof *result);
+    result->eval_limit = options ? (gint) options->eval_limit : 0;
     DfqRun r = { 0 };
     r.registry = registry;
     r.pipeline = pipeline;

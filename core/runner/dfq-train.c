@@ -18,6 +18,7 @@ dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOpti
 {
     g_return_val_if_fail (registry != NULL && pipeline != NULL && result != NULL, FALSE);
     memset (result, 0, sizeof *result);
+    result->eval_limit = options ? (gint) options->eval_limit : 0;
     const DfqPipelineConfig *cfg = dfq_pipeline_get_config (pipeline);
     DfqModel *model = (DfqModel *) cfg->teacher.model;
     gint64 t_start = g_get_monotonic_time ();

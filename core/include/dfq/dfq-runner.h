@@ -50,6 +50,7 @@ typedef struct {
     char *best_split;    /* the split that selected best_top1 */
     gint epochs_done;
     double wall_seconds; /* over all sessions of the run */
+    gint eval_limit;     /* > 0: evaluated on the first eval_limit images only */
 } DfqRunResult;
 
 DFQ_API void dfq_run_result_clear (DfqRunResult *result);
