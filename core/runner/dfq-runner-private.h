@@ -7,9 +7,7 @@
 
 G_BEGIN_DECLS
 
-#ifndef DFQ_GIT_REVISION
-#define DFQ_GIT_REVISION "unknown"
-#endif
+#include "dfq-git-revision.h" /* generated: DFQ_GIT_REVISION */
 
 gboolean dfq_priv_write_atomic (const char *path, const char *text, GError **error);
 char *dfq_priv_file_sha256 (const char *path);
