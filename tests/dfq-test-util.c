@@ -2,6 +2,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "dfq-test-util.h"
 
 DfqTensor *
@@ -141,4 +143,50 @@ dfq_test_assert_close (const DfqTensor *a, const DfqTensor *b, float tol)
     float err = dfq_tensor_max_abs_diff (a, b);
     if (!(err <= tol))
         g_test_fail_printf ("max abs error %g > %g", err, tol);
+}
+
+DfqRegistry *
+dfq_test_registry_new (void)
+{
+    DfqRegistry *registry = dfq_registry_new ();
+    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
+    dfq_registry_scan (registry, NULL, failures);
+    for (guint i = 0; i < failures->len; i++)
+        g_test_message ("plugin failed to load: %s", ((GError *) failures->pdata[i])->message);
+    g_assert_cmpuint (failures->len, ==, 0);
+    return registry;
+}
+
+DfqFeature *
+dfq_test_make_feature (DfqRegistry *registry, DfqFeatureKind kind, const char *yaml)
+{
+    g_autoptr (GError) error = NULL;
+    DfqConfigNode *node = dfq_config_parse (yaml, -1, "test", &error);
+    g_assert_no_error (error);
+    const DfqConfigNode *use = dfq_config_mapping_get (node, "use");
+    g_assert_nonnull (use);
+    const DfqFeatureClass *klass = dfq_registry_find (registry, kind, use->scalar);
+    g_assert_nonnull (klass);
+    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, use->scalar, &error);
+    g_assert_no_error (error);
+    dfq_config_node_free (node);
+    return f;
+}
+
+void
+dfq_test_rm_rf (const char *path)
+{
+    if (g_file_test (path, G_FILE_TEST_IS_DIR) && !g_file_test (path, G_FILE_TEST_IS_SYMLINK)) {
+        GDir *d = g_dir_open (path, 0, NULL);
+        const char *n;
+        while (d != NULL && (n = g_dir_read_name (d)) != NULL) {
+            g_autofree char *child = g_build_filename (path, n, NULL);
+            dfq_test_rm_rf (child);
+        }
+        if (d != NULL)
+            g_dir_close (d);
+        g_rmdir (path);
+    } else {
+        g_unlink (path);
+    }
 }

@@ -58,6 +58,15 @@ double dfq_test_gradcheck (const GradCase *c, guint64 seed, char *where, gsize w
 /* Asserts every element of a and b is within @tol; reports the max error. */
 void dfq_test_assert_close (const DfqTensor *a, const DfqTensor *b, float tol);
 
+/* A registry with every plugin on the test's plugin path ($DFQ_PLUGIN_PATH, set
+ * by meson test); asserts that none failed to load. (transfer full) */
+DfqRegistry *dfq_test_registry_new (void);
+/* A feature of @kind from YAML text with a `use:` key ("use: tiny-cnn\nwidth: 4");
+ * asserts success. (transfer full) */
+DfqFeature *dfq_test_make_feature (DfqRegistry *registry, DfqFeatureKind kind, const char *yaml);
+/* Removes a file or a directory tree (test scratch directories). */
+void dfq_test_rm_rf (const char *path);
+
 /* Group tables (tests/core/gradcases-*.c) */
 extern const GradCase dfq_gradcases_elementwise[];
 extern const guint dfq_n_gradcases_elementwise;

@@ -14,16 +14,7 @@ static DfqRegistry *registry;
 static DfqModel *
 make_model (const char *yaml)
 {
-    g_autoptr (GError) error = NULL;
-    DfqConfigNode *node = dfq_config_parse (yaml, -1, "test-models", &error);
-    g_assert_no_error (error);
-    const char *use = dfq_config_mapping_get (node, "use")->scalar;
-    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_MODEL, use);
-    g_assert_nonnull (klass);
-    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, "model", &error);
-    g_assert_no_error (error);
-    dfq_config_node_free (node);
-    return (DfqModel *) f;
+    return (DfqModel *) dfq_test_make_feature (registry, DFQ_FEATURE_MODEL, yaml);
 }
 
 static char *
@@ -182,10 +173,7 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    g_assert_cmpuint (failures->len, ==, 0);
+    registry = dfq_test_registry_new ();
     for (guint i = 0; i < G_N_ELEMENTS (interop_cases); i++) {
         g_autofree char *p = g_strdup_printf ("/models/interop/%s", interop_cases[i].name);
         g_test_add_data_func (p, &interop_cases[i], test_interop);

@@ -409,39 +409,19 @@ test_interrupt (void)
     g_assert_nonnull (strstr (text, "2 finished"));
 }
 
-static void
-rm_rf (const char *path)
-{
-    if (g_file_test (path, G_FILE_TEST_IS_DIR) && !g_file_test (path, G_FILE_TEST_IS_SYMLINK)) {
-        GDir *d = g_dir_open (path, 0, NULL);
-        const char *n;
-        while (d != NULL && (n = g_dir_read_name (d)) != NULL) {
-            g_autofree char *child = g_build_filename (path, n, NULL);
-            rm_rf (child);
-        }
-        if (d != NULL)
-            g_dir_close (d);
-        g_rmdir (path);
-    } else {
-        g_unlink (path);
-    }
-}
 
 int
 main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    g_assert_cmpuint (failures->len, ==, 0);
+    registry = dfq_test_registry_new ();
     tmpdir = g_dir_make_tmp ("dfq-sweep-run-XXXXXX", NULL);
     setup_teacher ();
     g_test_add_func ("/sweep/run/failures", test_failures);
     g_test_add_func ("/sweep/run/kill-and-resume", test_kill_and_resume);
     g_test_add_func ("/sweep/run/interrupt", test_interrupt);
     int rc = g_test_run ();
-    rm_rf (tmpdir);
+    dfq_test_rm_rf (tmpdir);
     g_free (tmpdir);
     g_free (teacher_weights);
     dfq_registry_free (registry);
