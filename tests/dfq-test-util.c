@@ -167,7 +167,7 @@ dfq_test_make_feature (DfqRegistry *registry, DfqFeatureKind kind, const char *y
     g_assert_nonnull (use);
     const DfqFeatureClass *klass = dfq_registry_find (registry, kind, use->scalar);
     g_assert_nonnull (klass);
-    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, use->scalar, &error);
+    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, TRUE, use->scalar, &error);
     g_assert_no_error (error);
     dfq_config_node_free (node);
     return f;

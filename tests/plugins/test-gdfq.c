@@ -14,16 +14,7 @@ static DfqRegistry *registry;
 static DfqFeature *
 make_feature (DfqFeatureKind kind, const char *yaml)
 {
-    g_autoptr (GError) error = NULL;
-    g_autoptr (DfqConfigNode) node = dfq_config_parse (yaml, -1, "test-gdfq", &error);
-    g_assert_no_error (error);
-    const char *use = dfq_config_mapping_get (node, "use")->scalar;
-    const DfqFeatureClass *klass = dfq_registry_find (registry, kind, use);
-    g_assert_nonnull (klass);
-    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, use, &error);
-    g_assert_no_error (error);
-    g_assert_nonnull (f);
-    return f;
+    return dfq_test_make_feature (registry, kind, yaml);
 }
 
 typedef struct {
