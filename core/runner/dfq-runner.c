@@ -395,6 +395,20 @@ dfq_run_clear (DfqRun *r)
     g_clear_pointer (&r->optim_state, g_ptr_array_unref);
 }
 
+/* metrics.jsonl key of loss term @k: "<prefix>.<name>", with ".<k>" added
+ * when an earlier term has the same name (two ce losses), "<prefix>.<k>"
+ * when the term has no name. */
+static char *
+dfq_priv_metric_key (const char *prefix, const char *const *names, guint k)
+{
+    if (names[k] == NULL)
+        return g_strdup_printf ("%s.%u", prefix, k);
+    for (guint j = 0; j < k; j++)
+        if (names[j] != NULL && g_str_equal (names[j], names[k]))
+            return g_strdup_printf ("%s.%s.%u", prefix, names[k], k);
+    return g_strdup_printf ("%s.%s", prefix, names[k]);
+}
+
 static gboolean
 dfq_run_eval (DfqRun *r, double *top1, GError **error)
 {
@@ -605,6 +619,9 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
         gboolean update_student = epoch >= cfg->train.warmup_epochs;
         prog.phase = update_student ? "train" : "warmup";
         double loss_sum = 0.0, gen_sum = 0.0;
+        double gen_terms[G_N_ELEMENTS (((DfqSynthBatch *) NULL)->loss_terms)] = { 0 };
+        const char *gen_names[G_N_ELEMENTS (gen_terms)] = { NULL };
+        guint n_gen_terms = 0;
         memset (loss_terms, 0, sizeof (double) * cfg->train.losses->len);
         for (gint it = 0; it < cfg->train.iters; it++) {
             if (dfq_priv_cancelled (options, &e))
@@ -623,6 +640,11 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
                 goto diverged_or_fail;
             }
             gen_sum += batch.loss;
+            n_gen_terms = MIN (batch.n_loss_terms, G_N_ELEMENTS (gen_terms));
+            for (guint k = 0; k < n_gen_terms; k++) {
+                gen_terms[k] += batch.loss_terms[k];
+                gen_names[k] = batch.loss_names[k];
+            }
             /* student step on the detached batch */
             dfq_optim_zero_grad (r.optim);
             DfqTensor *loss = dfq_step_eval_losses (&ctx, cfg->train.losses, batch.images, batch.labels,
@@ -677,14 +699,22 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
         json_builder_add_double_value (b, dfq_optim_get_lr (r.optim));
         json_builder_set_member_name (b, "student_loss");
         json_builder_add_double_value (b, loss_sum / cfg->train.iters);
+        const char **student_names = g_newa (const char *, cfg->train.losses->len);
+        for (guint k = 0; k < cfg->train.losses->len; k++)
+            student_names[k] = ((DfqFeature *) cfg->train.losses->pdata[k])->klass->name;
         for (guint k = 0; k < cfg->train.losses->len; k++) {
-            DfqFeature *lf = cfg->train.losses->pdata[k];
-            g_autofree char *key = g_strdup_printf ("student.%s", lf->klass->name);
+            g_autofree char *key = dfq_priv_metric_key ("student", student_names, k);
             json_builder_set_member_name (b, key);
             json_builder_add_double_value (b, loss_terms[k] / cfg->train.iters);
         }
         json_builder_set_member_name (b, "generator_loss");
         json_builder_add_double_value (b, gen_sum / cfg->train.iters);
+        for (guint k = 0; k < n_gen_terms; k++) {
+            /* unweighted, as the student's terms */
+            g_autofree char *key = dfq_priv_metric_key ("generator", gen_names, k);
+            json_builder_set_member_name (b, key);
+            json_builder_add_double_value (b, gen_terms[k] / cfg->train.iters);
+        }
         json_builder_set_member_name (b, "top1");
         json_builder_add_double_value (b, last);
         json_builder_set_member_name (b, "split");

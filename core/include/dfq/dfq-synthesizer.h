@@ -28,6 +28,7 @@ typedef struct {
     double loss;            /* the generator's weighted loss this step (for metrics) */
     double loss_terms[8];   /* unweighted values of its loss list, in order */
     guint n_loss_terms;
+    const char *loss_names[8]; /* names of those terms for metrics.jsonl ("generator.<name>"), or NULL */
 } DfqSynthBatch;
 
 struct _DfqSynthesizerClass {

@@ -366,6 +366,8 @@ gdfq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErro
     out->soft_labels = NULL;
     out->loss = dfq_tensor_f32 (loss)[0];
     out->n_loss_terms = self->losses->len;
+    for (guint i = 0; i < self->losses->len; i++)
+        out->loss_names[i] = ((DfqFeature *) self->losses->pdata[i])->klass->name;
     return TRUE;
 }
 
