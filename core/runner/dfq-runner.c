@@ -8,6 +8,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
@@ -94,6 +96,43 @@ dfq_runner_manifest_feature (JsonBuilder *b, DfqRegistry *registry, const char *
     json_builder_end_object (b);
 }
 
+/* What the figures of a run depend on beyond its config: the CPU, the BLAS
+ * build and kernel set, and the environment variables that change them. */
+static void
+dfq_runner_manifest_machine (JsonBuilder *b)
+{
+    g_autofree char *cpuinfo = NULL;
+    g_autofree char *model = NULL;
+    if (g_file_get_contents ("/proc/cpuinfo", &cpuinfo, NULL, NULL)) {
+        const char *m = strstr (cpuinfo, "model name");
+        const char *colon = m ? strchr (m, ':') : NULL;
+        if (colon != NULL)
+            model = g_strstrip (g_strndup (colon + 1, strcspn (colon + 1, "\n")));
+    }
+    json_builder_set_member_name (b, "cpu");
+    json_builder_add_string_value (b, model ? model : "unknown");
+    json_builder_set_member_name (b, "cpus_online");
+    json_builder_add_int_value (b, g_get_num_processors ());
+    json_builder_set_member_name (b, "blas");
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "config");
+    json_builder_add_string_value (b, openblas_get_config ());
+    json_builder_set_member_name (b, "core");
+    json_builder_add_string_value (b, openblas_get_corename ());
+    json_builder_end_object (b);
+    static const char *const vars[] = { "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY", "OMP_NUM_THREADS" };
+    json_builder_set_member_name (b, "environment");
+    json_builder_begin_object (b);
+    for (guint i = 0; i < G_N_ELEMENTS (vars); i++) {
+        const char *v = g_getenv (vars[i]);
+        if (v != NULL) {
+            json_builder_set_member_name (b, vars[i]);
+            json_builder_add_string_value (b, v);
+        }
+    }
+    json_builder_end_object (b);
+}
+
 gboolean
 dfq_priv_write_manifest (const char *run_dir, DfqRegistry *registry, DfqPipeline *pipeline, const char *config_hash,
                          GError **error)
@@ -115,6 +154,7 @@ dfq_priv_write_manifest (const char *run_dir, DfqRegistry *registry, DfqPipeline
     json_builder_add_int_value (b, cfg->threads);
     json_builder_set_member_name (b, "host");
     json_builder_add_string_value (b, g_get_host_name ());
+    dfq_runner_manifest_machine (b);
     g_autoptr (GDateTime) now = g_date_time_new_now_utc ();
     g_autofree char *iso = g_date_time_format_iso8601 (now);
     json_builder_set_member_name (b, "started");
