@@ -42,8 +42,9 @@ dfq_tap_set_free (DfqTapSet *self)
 void
 dfq_tap_set_clear (DfqTapSet *self)
 {
+    /* The names stay: a forward taps the same layers every step, so keeping
+     * them (deduplicated) makes steady-state steps allocation-free. */
     g_array_set_size (self->taps, 0);
-    g_string_chunk_clear (self->names);
 }
 
 guint
@@ -87,7 +88,7 @@ dfq_layer_tap (DfqForward *fwd, const char *name, DfqTapKind kind, DfqTensor *t,
         DfqTapSet *set = fwd->tap_sets[s];
         if (!dfq_tap_set_matches (set, name))
             continue;
-        DfqTap tap = { g_string_chunk_insert (set->names, name), kind, t, aux0, aux1 };
+        DfqTap tap = { g_string_chunk_insert_const (set->names, name), kind, t, aux0, aux1 };
         g_array_append_val (set->taps, tap);
     }
 }

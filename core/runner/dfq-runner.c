@@ -646,6 +646,7 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
     }
 
     DfqProgress prog = { .phase = "train", .epochs = cfg->train.epochs, .iters = cfg->train.iters, .top1 = last };
+    const gboolean debug_log = !g_log_writer_default_would_drop (G_LOG_LEVEL_DEBUG, G_LOG_DOMAIN);
     values = g_new0 (double, cfg->train.losses->len);
     loss_terms = g_new0 (double, cfg->train.losses->len);
     for (gint epoch = start_epoch; epoch < cfg->train.epochs; epoch++) {
@@ -669,8 +670,10 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
             ctx.iter = it;
             ctx.step = (gint64) epoch * cfg->train.iters + it;
             dfq_arena_reset (r.scratch);
-            g_debug ("step %" G_GINT64_FORMAT ": scratch arena %" G_GSIZE_FORMAT " MiB reserved, %u system allocations",
-                     ctx.step, dfq_arena_capacity (r.scratch) >> 20, dfq_arena_n_system_allocs (r.scratch));
+            /* g_debug() formats its message even when debug output is off */
+            if (debug_log)
+                g_debug ("step %" G_GINT64_FORMAT ": scratch arena %" G_GSIZE_FORMAT " MiB reserved, %u system allocations",
+                         ctx.step, dfq_arena_capacity (r.scratch) >> 20, dfq_arena_n_system_allocs (r.scratch));
             DfqSynthBatch batch = { 0 };
             if (!DFQ_SYNTHESIZER_CLASS (r.synth)->step (r.synth, &ctx, &batch, &e))
                 goto diverged_or_fail;
