@@ -67,6 +67,11 @@ DfqFeature *dfq_test_make_feature (DfqRegistry *registry, DfqFeatureKind kind, c
 /* Removes a file or a directory tree (test scratch directories). */
 void dfq_test_rm_rf (const char *path);
 
+/* Heap allocations (malloc, calloc, realloc) made by the whole process so far,
+ * when tests/dfq-test-malloc.c is linked in (builds without sanitizers);
+ * declared weak: NULL otherwise. */
+gint64 dfq_test_malloc_count (void) __attribute__ ((weak));
+
 /* Group tables (tests/core/gradcases-*.c) */
 extern const GradCase dfq_gradcases_elementwise[];
 extern const guint dfq_n_gradcases_elementwise;

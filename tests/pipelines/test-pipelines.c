@@ -3,7 +3,8 @@
  * chance and its quantized weights lie on the 4-bit grid; a run interrupted
  * after one epoch and resumed ends bit-identical to an uninterrupted one; a
  * diverging run stops with DFQ_RUN_ERROR_DIVERGED and keeps its checkpoint; a
- * run directory of another configuration is refused. */
+ * run directory of another configuration is refused; steady-state training
+ * steps make no heap allocation. */
 #include <math.h>
 #include <string.h>
 
@@ -15,6 +16,41 @@
 static DfqRegistry *registry;
 static char *tmpdir;
 static char *teacher_weights; /* NULL when Fashion-MNIST is absent */
+
+/* Heap allocations in steady-state steps: counted from iteration 2 of an
+ * epoch (the scratch arena has grown and merged by then) to its last
+ * iteration, for every epoch (tests/dfq-test-malloc.c). */
+typedef struct {
+    gint64 at_start; /* count at iteration 2 of epoch @epoch, or -1 */
+    gint epoch;
+    gint64 worst;    /* most allocations seen in one window */
+    guint windows;   /* windows measured */
+} AllocWatch;
+
+static void
+alloc_watch_init (AllocWatch *w)
+{
+    memset (w, 0, sizeof *w);
+    w->at_start = -1;
+}
+
+static void
+alloc_watch_progress (const DfqProgress *p, gpointer data)
+{
+    AllocWatch *w = data;
+    if (!g_str_equal (p->phase, "train") && !g_str_equal (p->phase, "warmup"))
+        return;
+    if (p->iter == 2) {
+        w->at_start = dfq_test_malloc_count ();
+        w->epoch = p->epoch;
+    } else if (p->iter == p->iters - 1 && w->at_start >= 0 && w->epoch == p->epoch) {
+        w->worst = MAX (w->worst, dfq_test_malloc_count () - w->at_start);
+        w->windows++;
+        w->at_start = -1;
+    }
+}
+
+static AllocWatch teacher_allocs; /* of the teacher training in setup_teacher() */
 
 static char *
 pipeline_path (const char *name)
@@ -58,6 +94,11 @@ setup_teacher (void)
     g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
     g_autofree char *dir = g_build_filename (tmpdir, "teacher", NULL);
     DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000 };
+    if (dfq_test_malloc_count != NULL) {
+        alloc_watch_init (&teacher_allocs);
+        o.progress = alloc_watch_progress;
+        o.progress_data = &teacher_allocs;
+    }
     DfqRunResult r;
     g_assert_true (dfq_runner_train (registry, p, &o, &r, &error));
     g_assert_no_error (error);
@@ -111,6 +152,37 @@ test_smoke_gdfq (void)
         checked++;
     }
     g_assert_cmpuint (checked, ==, 3); /* conv1, conv2, fc */
+    dfq_run_result_clear (&r);
+}
+
+static void
+test_steady_state_allocations (void)
+{
+    g_test_summary ("Steady-state steps make no heap allocation: teacher training (forward, backward, SGD) and "
+                    "GDFQ (generator step, student step through the quantizer, taps and losses)");
+    if (!need_teacher ())
+        return;
+    g_test_message ("teacher training: %u windows, at most %" G_GINT64_FORMAT " allocations",
+                    teacher_allocs.windows, teacher_allocs.worst);
+    g_assert_cmpuint (teacher_allocs.windows, >=, 3);
+    g_assert_cmpint (teacher_allocs.worst, ==, 0);
+
+    g_autoptr (GError) error = NULL;
+    /* One thread: OpenBLAS's threaded GEMM path (level3_thread.c, built with
+     * MAX_THREADS=64) mallocs its job array on every call it splits, which is
+     * outside dfqlab; on one thread it calls the kernels directly. */
+    const char *const sets[] = { "threads=1", NULL };
+    g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", sets);
+    g_autofree char *dir = g_build_filename (tmpdir, "allocs", NULL);
+    AllocWatch w;
+    alloc_watch_init (&w);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 200, .progress = alloc_watch_progress, .progress_data = &w };
+    DfqRunResult r;
+    g_assert_true (dfq_runner_run (registry, p, &o, &r, &error));
+    g_assert_no_error (error);
+    g_test_message ("gdfq: %u windows, at most %" G_GINT64_FORMAT " allocations", w.windows, w.worst);
+    g_assert_cmpuint (w.windows, ==, 3); /* one per epoch, warm-up included */
+    g_assert_cmpint (w.worst, ==, 0);
     dfq_run_result_clear (&r);
 }
 
@@ -227,6 +299,9 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/resume", test_resume);
     g_test_add_func ("/pipelines/diverge", test_diverge);
     g_test_add_func ("/pipelines/other-config", test_other_config);
+    /* Only where allocations can be counted (not under sanitizers). */
+    if (dfq_test_malloc_count != NULL)
+        g_test_add_func ("/pipelines/steady-state-allocations", test_steady_state_allocations);
     int rc = g_test_run ();
     dfq_test_rm_rf (tmpdir);
     g_free (tmpdir);
