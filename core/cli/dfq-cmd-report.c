@@ -14,8 +14,12 @@ dfq_cmd_report (DfqCli *cli, int argc, char **argv, GError **error)
 {
     gboolean help = FALSE;
     g_autofree char *out_opt = NULL;
+    gboolean timings = FALSE;
     const GOptionEntry entries[] = {
         { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out_opt, "Where to write report.md, .csv, .html (default: DIR)", "OUT" },
+        { "timings", 't', 0, G_OPTION_ARG_NONE, &timings,
+          "Add each run's wall time to report.md and report.csv (they then differ between an interrupted and an "
+          "uninterrupted sweep)", NULL },
         { NULL }
     };
     if (!dfq_cli_parse (cli, "report", "DIR", "Tables and plots from run directories",
@@ -33,6 +37,7 @@ dfq_cmd_report (DfqCli *cli, int argc, char **argv, GError **error)
     g_autoptr (DfqReport) report = dfq_report_new_from_dir (argv[1], error);
     if (report == NULL)
         return FALSE;
+    report->timings = timings;
     const char *out = out_opt != NULL ? out_opt : argv[1];
     if (!dfq_report_write (report, out, error))
         return FALSE;

@@ -754,15 +754,32 @@ dfq_report_format_mean_std (double mean, double std, guint n)
 }
 
 /* "s1 56.08/56.08, s2 ..." over the averaged runs. */
+/* " (m:ss)" or " (h:mm:ss)": a run's wall time, resumptions included */
+static void
+dfq_report_append_wall (GString *s, double seconds)
+{
+    if (!isfinite (seconds) || seconds < 0) {
+        g_string_append (s, " (—)");
+        return;
+    }
+    gint64 t = (gint64) (seconds + 0.5);
+    if (t >= 3600)
+        g_string_append_printf (s, " (%" G_GINT64_FORMAT ":%02d:%02d)", t / 3600, (int) (t / 60 % 60), (int) (t % 60));
+    else
+        g_string_append_printf (s, " (%d:%02d)", (int) (t / 60), (int) (t % 60));
+}
+
 static char *
-dfq_report_per_seed (const DfqReportGroup *g)
+dfq_report_per_seed (const DfqReport *report, const DfqReportGroup *g)
 {
     GString *s = g_string_new (NULL);
     for (guint i = 0; i < g->runs->len; i++) {
         const DfqReportRun *run = g->runs->pdata[i];
-        if (run->averaged)
-            g_string_append_printf (s, "%ss%d %.2f/%.2f", s->len ? ", " : "", run->seed, run->last_top1,
-                                    run->best_top1);
+        if (!run->averaged)
+            continue;
+        g_string_append_printf (s, "%ss%d %.2f/%.2f", s->len ? ", " : "", run->seed, run->last_top1, run->best_top1);
+        if (report->timings)
+            dfq_report_append_wall (s, run->wall_seconds);
     }
     return g_string_free (s, FALSE);
 }
@@ -816,9 +833,10 @@ dfq_report_to_markdown (const DfqReport *report)
     g_string_append_printf (md, "# dfq report: %s\n\n", report->title);
     g_string_append_printf (md,
                             "%u run%s in %u group%s; %u not averaged%s. Top-1 in %%: mean ± sample std over the seeds "
-                            "that finished (n); per seed: last/best.\n\n",
+                            "that finished (n); per seed: last/best%s.\n\n",
                             report->runs->len, report->runs->len == 1 ? "" : "s", report->groups->len,
-                            report->groups->len == 1 ? "" : "s", n_failed, n_failed ? " (listed below)" : "");
+                            report->groups->len == 1 ? "" : "s", n_failed, n_failed ? " (listed below)" : "",
+                            report->timings ? " (wall time of the run)" : "");
     gboolean mixed = report->protocol_keys->len > 0;
     if (report->common_protocol[0])
         g_string_append_printf (md, "Protocol%s: %s.\n\n", mixed ? " shared by every row" : " of every row",
@@ -844,7 +862,7 @@ dfq_report_to_markdown (const DfqReport *report)
         g_autofree char *last = dfq_report_format_mean_std (g->last_mean, g->last_std, g->n);
         g_autofree char *best = dfq_report_format_mean_std (g->best_mean, g->best_std, g->n);
         g_autofree char *fp = isfinite (g->fp_mean) ? g_strdup_printf ("%.2f", g->fp_mean) : g_strdup ("—");
-        g_autofree char *seeds = dfq_report_per_seed (g);
+        g_autofree char *seeds = dfq_report_per_seed (report, g);
         g_autofree char *failed = dfq_report_not_averaged (g);
         g_string_append_printf (md, "| %s | %s |", label, g->bits);
         if (mixed) {
@@ -899,10 +917,13 @@ dfq_report_to_csv (const DfqReport *report)
 {
     g_return_val_if_fail (report != NULL, NULL);
     GString *csv = g_string_new ("method,bits,w_bits,a_bits,label,protocol,n,last_mean,last_std,best_mean,best_std,"
-                                 "fp_mean,seeds,last_per_seed,best_per_seed,n_not_averaged,not_averaged\n");
+                                 "fp_mean,seeds,last_per_seed,best_per_seed,n_not_averaged,not_averaged");
+    g_string_append (csv, report->timings ? ",wall_seconds_per_seed\n" : "\n");
     for (guint i = 0; i < report->groups->len; i++) {
         const DfqReportGroup *g = report->groups->pdata[i];
         GString *seeds = g_string_new (NULL), *lasts = g_string_new (NULL), *bests = g_string_new (NULL);
+        GString *walls = g_string_new (NULL);
+        guint n_walls = 0;
         for (guint r = 0; r < g->runs->len; r++) {
             const DfqReportRun *run = g->runs->pdata[r];
             if (!run->averaged)
@@ -910,6 +931,8 @@ dfq_report_to_csv (const DfqReport *report)
             g_string_append_printf (seeds, "%s%d", seeds->len ? ";" : "", run->seed);
             g_string_append_printf (lasts, "%s%.4f", lasts->len ? ";" : "", run->last_top1);
             g_string_append_printf (bests, "%s%.4f", bests->len ? ";" : "", run->best_top1);
+            g_autofree char *wall = dfq_report_csv_number (run->wall_seconds);
+            g_string_append_printf (walls, "%s%s", n_walls++ ? ";" : "", wall);
         }
         g_autofree char *w = g->w_bits > 0 ? g_strdup_printf ("%d", g->w_bits) : g_strdup ("");
         g_autofree char *a = g->a_bits > 0 ? g_strdup_printf ("%d", g->a_bits) : g_strdup ("");
@@ -920,12 +943,14 @@ dfq_report_to_csv (const DfqReport *report)
         g_autofree char *nf = g_strdup_printf ("%u", g->n_failed);
         g_autofree char *failed = dfq_report_not_averaged (g);
         const char *fields[] = { g->method, g->bits, w, a, g->label, g->protocol, n, lm, ls, bm, bs, fm,
-                                 seeds->str, lasts->str, bests->str, nf, failed };
-        for (guint f = 0; f < G_N_ELEMENTS (fields); f++)
-            dfq_report_csv_field (csv, fields[f], f + 1 == G_N_ELEMENTS (fields));
+                                 seeds->str, lasts->str, bests->str, nf, failed, walls->str };
+        const guint n_fields = G_N_ELEMENTS (fields) - (report->timings ? 0 : 1);
+        for (guint f = 0; f < n_fields; f++)
+            dfq_report_csv_field (csv, fields[f], f + 1 == n_fields);
         g_string_free (seeds, TRUE);
         g_string_free (lasts, TRUE);
         g_string_free (bests, TRUE);
+        g_string_free (walls, TRUE);
     }
     return g_string_free (csv, FALSE);
 }

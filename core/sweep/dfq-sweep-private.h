@@ -141,6 +141,8 @@ typedef struct {
     GPtrArray *groups;        /* DfqReportGroup *, by method, bits (wider first), label */
     GPtrArray *protocol_keys; /* char *: protocol keys that differ between groups (empty: one protocol) */
     char *common_protocol;    /* a description of the protocol keys shared by every group */
+    gboolean timings;         /* add each run's wall time to the Markdown and CSV (dfq report --timings); off by
+                                 default, so that the report of a resumed sweep is byte-identical */
 } DfqReport;
 
 /**

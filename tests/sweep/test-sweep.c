@@ -392,6 +392,17 @@ test_report_groups (void)
     g_auto (GStrv) rows = g_strsplit (csv, "\n", -1);
     g_assert_cmpuint (g_strv_length (rows), ==, 1 + 5 + 1); /* header, groups, "" after the last newline */
     g_assert_nonnull (strstr (csv, ",3,52.0000,2.0000,53.0000,2.0000,80.0000,1;2;3,50.0000;52.0000;54.0000,"));
+    g_assert_null (strstr (md, "(0:03)")); /* no timings unless asked for */
+    g_assert_null (strstr (csv, "wall"));
+
+    /* --timings: each run's wall time, in the per-seed cell and a last CSV column */
+    report->timings = TRUE;
+    g_autofree char *md_t = dfq_report_to_markdown (report);
+    g_assert_nonnull (strstr (md_t, "s1 50.00/51.00 (0:03), s2 52.00/53.00 (0:03), s3 54.00/55.00 (0:03) |"));
+    g_autofree char *csv_t = dfq_report_to_csv (report);
+    g_assert_nonnull (strstr (csv_t, ",not_averaged,wall_seconds_per_seed\n"));
+    g_assert_nonnull (strstr (csv_t, ",2: s1 duplicate s4 diverged,3.0000;3.0000;3.0000\n"));
+    report->timings = FALSE;
 }
 
 static void
