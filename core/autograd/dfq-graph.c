@@ -161,30 +161,73 @@ dfq_graph_pool_release (DfqGradPool *pool, DfqTensor *t)
     t->grad = NULL;
 }
 
+/* A new gradient buffer for @t: zero-filled, or left as it is when the caller
+ * will write every element. */
+static void
+dfq_graph_grad_new (DfqTensor *t, DfqArena *scratch, gboolean zero)
+{
+    gsize size = dfq_graph_data_size (t);
+    gpointer data = dfq_graph_pool_take (scratch, size);
+    if (data == NULL)
+        data = dfq_arena_alloc_uninit (scratch, size);
+    t->grad = dfq_priv_tensor_new_header (scratch, t->dtype, t->n_dims, t->shape);
+    t->grad->data = data;
+    if (zero)
+        memset (data, 0, size);
+}
+
 float *
 dfq_priv_grad_of (DfqTensor *t, DfqArena *scratch)
 {
     if (t == NULL || !dfq_tensor_requires_grad (t))
         return NULL;
+    if (t->grad == NULL)
+        dfq_graph_grad_new (t, scratch, TRUE);
+    return dfq_tensor_f32 (t->grad);
+}
+
+float *
+dfq_priv_grad_of_fresh (DfqTensor *t, DfqArena *scratch, gboolean *fresh)
+{
+    *fresh = FALSE;
+    if (t == NULL || !dfq_tensor_requires_grad (t))
+        return NULL;
     if (t->grad == NULL) {
-        gsize size = dfq_graph_data_size (t);
-        gpointer data = dfq_graph_pool_take (scratch, size);
-        if (data != NULL) {
-            t->grad = dfq_priv_tensor_new_header (scratch, t->dtype, t->n_dims, t->shape);
-            t->grad->data = data;
-            memset (data, 0, size);
-        } else {
-            t->grad = dfq_tensor_new_like (scratch, t);
-        }
+        dfq_graph_grad_new (t, scratch, FALSE);
+        *fresh = TRUE;
     }
     return dfq_tensor_f32 (t->grad);
 }
 
-static int
-dfq_backward_cmp_seq_desc (const void *a, const void *b)
+/* Sorts by op sequence number, newest first (a reverse topological order: an
+ * op is created after its sources). A bottom-up merge sort with its buffer in
+ * the scratch arena: qsort() mallocs its buffer above a small size, and the
+ * backward pass must not allocate in steady state. Sequence numbers are
+ * unique, so the order is fully determined. */
+static void
+dfq_backward_sort_seq_desc (DfqTensor **a, gsize n, DfqArena *scratch)
 {
-    const DfqTensor *x = *(DfqTensor *const *) a, *y = *(DfqTensor *const *) b;
-    return (x->seq < y->seq) - (x->seq > y->seq);
+    if (n < 2)
+        return;
+    DfqTensor **buf = dfq_arena_alloc_uninit (scratch, n * sizeof (DfqTensor *));
+    DfqTensor **src = a, **dst = buf;
+    for (gsize width = 1; width < n; width *= 2) {
+        for (gsize lo = 0; lo < n; lo += 2 * width) {
+            gsize mid = MIN (lo + width, n), hi = MIN (lo + 2 * width, n);
+            gsize i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                dst[k++] = src[i]->seq > src[j]->seq ? src[i++] : src[j++];
+            while (i < mid)
+                dst[k++] = src[i++];
+            while (j < hi)
+                dst[k++] = src[j++];
+        }
+        DfqTensor **t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != a)
+        memcpy (a, src, n * sizeof (DfqTensor *));
 }
 
 static void
@@ -222,7 +265,7 @@ dfq_backward_run (DfqTensor *root, DfqArena *scratch)
             }
         }
     }
-    qsort (nodes, n_nodes, sizeof (DfqTensor *), dfq_backward_cmp_seq_desc);
+    dfq_backward_sort_seq_desc (nodes, n_nodes, scratch);
     DfqGradPool pool = { scratch, NULL };
     DfqGradPool *outer = dfq_grad_pool;
     dfq_grad_pool = &pool;

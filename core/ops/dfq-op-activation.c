@@ -34,13 +34,20 @@ dfq_relu_forward_chunk (const float *restrict x, float *restrict y, gint64 n)
 }
 
 /* gx += gy where x > 0: written as an unconditional add of a select, which
- * vectorises (a conditional store does not, without masked stores). */
+ * vectorises (a conditional store does not, without masked stores). With
+ * @fresh the buffer is new: gx = the select (no zero fill beforehand). */
 DFQ_PRIV_SIMD_CLONES static void
-dfq_relu_backward_chunk (const float *restrict x, const float *restrict gy, float *restrict gx, gint64 n)
+dfq_relu_backward_chunk (const float *restrict x, const float *restrict gy, float *restrict gx, gint64 n,
+                         gboolean fresh)
 {
+    if (fresh)
 #pragma omp simd
-    for (gint64 i = 0; i < n; i++)
-        gx[i] += x[i] > 0.0f ? gy[i] : 0.0f;
+        for (gint64 i = 0; i < n; i++)
+            gx[i] = x[i] > 0.0f ? gy[i] : 0.0f;
+    else
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] += x[i] > 0.0f ? gy[i] : 0.0f;
 }
 
 void
@@ -59,7 +66,8 @@ dfq_op_relu_forward (DfqTensor *dst)
 void
 dfq_op_relu_backward (DfqTensor *dst, DfqArena *scratch)
 {
-    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
+    gboolean fresh;
+    float *gx = dfq_priv_grad_of_fresh (dst->src[0], scratch, &fresh);
     if (gx == NULL)
         return;
     const float *gy = dfq_tensor_f32 (dst->grad);
@@ -68,7 +76,7 @@ dfq_op_relu_backward (DfqTensor *dst, DfqArena *scratch)
 #pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
     for (gint64 c = 0; c < nc; c++) {
         gint64 lo = c * DFQ_PRIV_CHUNK;
-        dfq_relu_backward_chunk (x + lo, gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+        dfq_relu_backward_chunk (x + lo, gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK), fresh);
     }
 }
 
@@ -128,11 +136,16 @@ dfq_leaky_relu_forward_chunk (const float *restrict x, float *restrict y, float 
 
 DFQ_PRIV_SIMD_CLONES static void
 dfq_leaky_relu_backward_chunk (const float *restrict x, const float *restrict gy, float *restrict gx,
-                               float slope, gint64 n)
+                               float slope, gint64 n, gboolean fresh)
 {
+    if (fresh)
 #pragma omp simd
-    for (gint64 i = 0; i < n; i++)
-        gx[i] += x[i] > 0.0f ? gy[i] : slope * gy[i];
+        for (gint64 i = 0; i < n; i++)
+            gx[i] = x[i] > 0.0f ? gy[i] : slope * gy[i];
+    else
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] += x[i] > 0.0f ? gy[i] : slope * gy[i];
 }
 
 void
@@ -152,7 +165,8 @@ dfq_op_leaky_relu_forward (DfqTensor *dst)
 void
 dfq_op_leaky_relu_backward (DfqTensor *dst, DfqArena *scratch)
 {
-    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
+    gboolean fresh;
+    float *gx = dfq_priv_grad_of_fresh (dst->src[0], scratch, &fresh);
     if (gx == NULL)
         return;
     const float *gy = dfq_tensor_f32 (dst->grad);
@@ -162,7 +176,7 @@ dfq_op_leaky_relu_backward (DfqTensor *dst, DfqArena *scratch)
 #pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
     for (gint64 c = 0; c < nc; c++) {
         gint64 lo = c * DFQ_PRIV_CHUNK;
-        dfq_leaky_relu_backward_chunk (x + lo, gy + lo, gx + lo, slope, MIN (n - lo, DFQ_PRIV_CHUNK));
+        dfq_leaky_relu_backward_chunk (x + lo, gy + lo, gx + lo, slope, MIN (n - lo, DFQ_PRIV_CHUNK), fresh);
     }
 }
 

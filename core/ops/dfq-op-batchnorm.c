@@ -67,14 +67,19 @@ dfq_bn_normalize_plane (const float *restrict xp, float *restrict yp, gint64 n, 
         yp[k] = (xp[k] - m) * a + b;
 }
 
-/* gx += a (gy - mdy) - kx (x - m) over one plane. */
+/* gx += a (gy - mdy) - kx (x - m) over one plane (gx = ... when @fresh). */
 DFQ_PRIV_SIMD_CLONES static void
 dfq_bn_backward_plane (const float *restrict xp, const float *restrict gyp, float *restrict gxp, gint64 n,
-                       float m, float a, float mdy, float kx)
+                       float m, float a, float mdy, float kx, gboolean fresh)
 {
+    if (fresh)
 #pragma omp simd
-    for (gint64 k = 0; k < n; k++)
-        gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - m);
+        for (gint64 k = 0; k < n; k++)
+            gxp[k] = a * (gyp[k] - mdy) - kx * (xp[k] - m);
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - m);
 }
 
 DfqTensor *
@@ -164,7 +169,8 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
     const float *x = dfq_tensor_f32 (xt);
     const float *gamma = dst->src[1] ? dfq_tensor_f32 (dst->src[1]) : NULL;
     const float *gy = dfq_tensor_f32 (dst->grad);
-    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
+    gboolean fresh;
+    float *gx = dfq_priv_src_grad_of_fresh (dst, 0, scratch, &fresh);
     float *ggamma = dfq_priv_grad_of (dst->src[1], scratch);
     float *gbeta = dfq_priv_grad_of (dst->src[2], scratch);
     const gboolean batch_stats = dst->op_params[0] != 0;
@@ -196,6 +202,6 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
         const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
         for (gint64 i = 0; i < n; i++)
             dfq_bn_backward_plane (x + (i * c + j) * inner, gy + (i * c + j) * inner, gx + (i * c + j) * inner,
-                                   inner, fm, a, mdy, kx);
+                                   inner, fm, a, mdy, kx, fresh);
     }
 }

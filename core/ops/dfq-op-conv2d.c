@@ -13,6 +13,10 @@
  * dfq_conv2d_small_gemm_blocks).
  * Backward: dW from the same columns (recomputed), dX as W^T dY then col2im;
  * 1x1 stride-1 convs use x itself as the column matrix and skip both copies.
+ * 3x3 convs with padding 1 (stride 1, and stride 2 forward) skip im2col: see
+ * "3x3 convs with padding 1" below (AVX-512 CPUs).
+ * A new input-gradient buffer (dfq_priv_grad_of_fresh) is written, not
+ * zero-filled and then added to.
  *
  * Convs with one input channel per group (depthwise, or a single-channel first
  * layer) would give GEMMs with K = kh*kw, far too thin for BLAS: they run
@@ -616,6 +620,446 @@ dfq_conv2d_small_gemm_blocks (gint64 rows, gint64 cols, gint64 k)
     return nb;
 }
 
+/* ---- 3x3 convs with padding 1: direct AVX-512 kernels ----
+ *
+ * The 3x3 convs of a ResNet or a GDFQ generator keep the plane size (stride 1,
+ * padding 1) or halve it (stride 2). For them im2col writes nine copies of the
+ * input and the GEMM reads them again (OpenBLAS packs them once more); about a
+ * third of a ResNet-20 inference went to those copies. These kernels read a
+ * zero-padded copy of the image instead (one copy, not nine): with the padded
+ * plane flattened, output position q = ho*Wp + wo (Wp = W + 2) reads input
+ * q + i*Wp + j for tap (i, j), so every tap of a tile of consecutive positions
+ * is one unaligned vector load. The positions wo >= W of that flattened grid
+ * are computed and thrown away (2 of every W + 2). A tile is 8 output channels
+ * x 48 positions (32 for small planes) in 24 (16) AVX-512 accumulators; each
+ * output is a sum over (input channel, i, j) in that order, the same for any
+ * tile, any image and any thread, so results do not depend on the thread count.
+ *
+ * - Stride 2 splits the padded input into its four row/column parity phases,
+ *   in which every tap is again a shift of the flattened output grid.
+ * - The input gradient of a stride-1 conv is the same kind of conv (of dY, with
+ *   the kernel flipped and its channel axes swapped): the same kernel.
+ * - The weight gradient of a stride-1 conv (Co a multiple of 16) sums
+ *   xp[c][q + i*Wp + j] dY[q][co] over the grid with dY transposed onto it
+ *   (zero in the thrown-away columns): 16 or 32 output channels x the 9 taps
+ *   of 1 or 2 input channels per tile, no im2col.
+ *
+ * Used only when the CPU has AVX-512F (checked at run time; the environment
+ * variable DFQ_CONV_NO_AVX512 turns them off, for comparisons), with at least 8
+ * output channels (of the kernel) and 36 output positions; otherwise, and for
+ * every other shape, im2col + GEMM. The forward takes them for any batch (a
+ * single image on one thread); the backward only for batches (a single image
+ * keeps the GEMM path, whose steps split over the threads). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define DFQ_CONV3_AVX512 1
+#include <immintrin.h>
+#endif
+
+#define DFQ_CONV3_COT 8 /* output channels per tile */
+#define DFQ_CONV3_NV 3  /* vectors of 16 positions per tile (2 for small planes) */
+
+typedef struct {
+    gint64 cin, cout;   /* channels in and out, as the kernel sees them */
+    gint64 s;           /* stride: 1, or 2 (forward only) */
+    gint64 in_h, in_w;  /* input plane */
+    gint64 h, w;        /* output plane (the input's at stride 1) */
+    gint64 wp, pplane;  /* grid width, size of one padded (phase) plane */
+    gint64 plane;       /* floats per input channel: one plane, or 4 phase planes */
+    gint64 nv;          /* vectors of 16 positions per tile: 3, or 2 when that wastes less */
+    gint64 q, qpad;     /* flattened output grid h * wp, rounded up to a tile */
+    gint64 cout_pad;    /* cout rounded up to DFQ_CONV3_COT */
+    gint64 xp_size;     /* floats of the padded input, slack included */
+} DfqConv3Geom;
+
+static void
+dfq_conv3_geom (DfqConv3Geom *k, gint64 cin, gint64 cout, gint64 h, gint64 w, gint64 s)
+{
+    k->cin = cin;
+    k->cout = cout;
+    k->s = s;
+    k->in_h = h;
+    k->in_w = w;
+    if (s == 1) {
+        k->h = h;
+        k->w = w;
+        k->wp = w + 2;
+        k->pplane = (h + 2) * k->wp;
+        k->plane = k->pplane;
+    } else {
+        /* Stride 2: the padded input split into its four (row, column) parity
+         * phases, each (Ho + 1) x (Wo + 1); tap (i, j) reads phase (i%2, j%2)
+         * at (ho + i/2, wo + j/2), again a shift of the flattened grid. */
+        k->h = (h - 1) / 2 + 1;
+        k->w = (w - 1) / 2 + 1;
+        k->wp = k->w + 1;
+        k->pplane = (k->h + 1) * k->wp;
+        k->plane = 4 * k->pplane;
+    }
+    k->q = k->h * k->wp;
+    /* Tiles of 48 positions, or of 32 where 48 would leave much more of the
+     * last tile empty (a 7x7 plane: 63 positions, 96 with tiles of 48). */
+    gint64 q3 = (k->q + 47) / 48 * 48, q2 = (k->q + 31) / 32 * 32;
+    k->nv = q2 * 10 < q3 * 9 ? 2 : 3;
+    k->qpad = k->nv == 2 ? q2 : q3;
+    k->cout_pad = (cout + DFQ_CONV3_COT - 1) / DFQ_CONV3_COT * DFQ_CONV3_COT;
+    /* The last tile of the last channel reads up to qpad + 2 wp + 2 floats past
+     * the start of that channel's plane. */
+    k->xp_size = (cin - 1) * k->plane + (k->plane - k->pplane) + k->qpad + 2 * k->wp + 2 + 16;
+    k->xp_size = (k->xp_size + 15) & ~(gint64) 15;
+}
+
+static gboolean
+dfq_conv3_cpu_ok (void)
+{
+#ifdef DFQ_CONV3_AVX512
+    static gsize once = 0;
+    static gboolean ok = FALSE;
+    if (g_once_init_enter (&once)) {
+        __builtin_cpu_init ();
+        ok = __builtin_cpu_supports ("avx512f") && g_getenv ("DFQ_CONV_NO_AVX512") == NULL;
+        g_once_init_leave (&once, 1);
+    }
+    return ok;
+#else
+    return FALSE;
+#endif
+}
+
+/* Whether a conv (its forward when @for_dx is FALSE, else its input gradient)
+ * takes the 3x3 kernel. Below 8 output channels (the kernel's: Co for the
+ * forward, Ci for dX) a tile would be mostly padding, and so would tiny planes. */
+static gboolean
+dfq_conv3_usable (const DfqConv2dGeom *g, gboolean for_dx)
+{
+    return g->kh == 3 && g->kw == 3 && g->s == 1 && g->p == 1 && g->g == 1 && !g->direct && g->ci >= 2 &&
+           (for_dx ? g->ci : g->co) >= DFQ_CONV3_COT && g->h * g->w >= 36 && dfq_conv3_cpu_ok ();
+}
+
+/* The same for the forward of a 3x3 stride-2 conv with padding 1 (the first
+ * conv of a ResNet stage), through the phase planes. */
+static gboolean
+dfq_conv3_usable_s2 (const DfqConv2dGeom *g)
+{
+    return g->kh == 3 && g->kw == 3 && g->s == 2 && g->p == 1 && g->g == 1 && !g->direct && g->ci >= 2 &&
+           g->co >= DFQ_CONV3_COT && g->ho * g->wo >= 36 && dfq_conv3_cpu_ok ();
+}
+
+/* Weights for the forward: wp[cb][c][tap][t] = w[cb + t][c][tap] (0 past Co). */
+static void
+dfq_conv3_pack_forward (const DfqConv3Geom *k, const float *w, float *wp)
+{
+    for (gint64 cb = 0; cb < k->cout_pad; cb += DFQ_CONV3_COT)
+        for (gint64 c = 0; c < k->cin; c++)
+            for (gint64 tap = 0; tap < 9; tap++)
+                for (gint64 t = 0; t < DFQ_CONV3_COT; t++) {
+                    gint64 co = cb + t;
+                    *wp++ = co < k->cout ? w[(co * k->cin + c) * 9 + tap] : 0.0f;
+                }
+}
+
+/* Weights for the input gradient, a conv of dY (Co channels in) to Ci channels
+ * out with the kernel flipped: wp[cb][co][tap][t] = w[co][cb + t][8 - tap]. */
+static void
+dfq_conv3_pack_dx (const DfqConv3Geom *k, const float *w, float *wp)
+{
+    for (gint64 cb = 0; cb < k->cout_pad; cb += DFQ_CONV3_COT)
+        for (gint64 co = 0; co < k->cin; co++)
+            for (gint64 tap = 0; tap < 9; tap++)
+                for (gint64 t = 0; t < DFQ_CONV3_COT; t++) {
+                    gint64 ci = cb + t;
+                    *wp++ = ci < k->cout ? w[(co * k->cout + ci) * 9 + 8 - tap] : 0.0f;
+                }
+}
+
+
+/* Stride 2: phase (a, b) of channel c, P[u][v] = x[2u + a - 1][2v + b - 1]
+ * (0 outside). */
+static void
+dfq_conv3_pad_s2 (const DfqConv3Geom *k, const float *restrict x, float *restrict xp)
+{
+    const gint64 wp = k->wp, ih = k->in_h, iw = k->in_w;
+    for (gint64 c = 0; c < k->cin; c++) {
+        const float *restrict xc = x + c * ih * iw;
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < 2; b++) {
+                float *restrict pp = xp + c * k->plane + (a * 2 + b) * k->pplane;
+                for (gint64 u = 0; u <= k->h; u++) {
+                    float *restrict pr = pp + u * wp;
+                    const gint64 iy = 2 * u + a - 1;
+                    if (iy < 0 || iy >= ih) {
+                        for (gint64 v = 0; v < wp; v++)
+                            pr[v] = 0.0f;
+                        continue;
+                    }
+                    const float *restrict xr = xc + iy * iw;
+                    for (gint64 v = 0; v < wp; v++) {
+                        const gint64 ix = 2 * v + b - 1;
+                        pr[v] = ix >= 0 && ix < iw ? xr[ix] : 0.0f;
+                    }
+                }
+            }
+    }
+    gint64 used = k->cin * k->plane;
+    memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
+}
+
+/* The zero-padded copy of one image's planes (and zeros in the slack). */
+static void
+dfq_conv3_pad (const DfqConv3Geom *k, const float *restrict x, float *restrict xp)
+{
+    if (k->s == 2) {
+        dfq_conv3_pad_s2 (k, x, xp);
+        return;
+    }
+    const gint64 wp = k->wp, w = k->w;
+    for (gint64 c = 0; c < k->cin; c++) {
+        float *restrict pc = xp + c * k->plane;
+        const float *restrict xc = x + c * k->h * w;
+        for (gint64 q = 0; q < wp; q++)
+            pc[q] = 0.0f;
+        for (gint64 r = 0; r < k->h; r++) {
+            float *restrict pr = pc + (r + 1) * wp;
+            const float *restrict xr = xc + r * w;
+            pr[0] = 0.0f;
+#pragma omp simd
+            for (gint64 q = 0; q < w; q++)
+                pr[q + 1] = xr[q];
+            pr[w + 1] = 0.0f;
+        }
+        for (gint64 q = 0; q < wp; q++)
+            pc[(k->h + 1) * wp + q] = 0.0f;
+    }
+    gint64 used = k->cin * k->plane;
+    memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
+}
+
+/* The output rows that grid positions [q, q + 16) fall on: for each, the mask
+ * of the positions that are real outputs (wo < W, row < H) and the offset in
+ * the output plane of position q + 0 under that row's mapping
+ * (ho*W + wo = q + k - ho*(Wp - W)). Returns how many (at most
+ * DFQ_CONV3_MAX_SEG: a row holds at least 2 positions of the grid). */
+#define DFQ_CONV3_MAX_SEG 16
+static inline int
+dfq_conv3_segments (const DfqConv3Geom *k, gint64 q, guint16 *mask, gint64 *base)
+{
+    int n = 0;
+    gint64 r = q / k->wp, k0 = -(q % k->wp); /* vector lane where row r starts */
+    for (; k0 < 16 && r < k->h; r++, k0 += k->wp) {
+        gint64 lo = MAX (k0, 0), hi = MIN (k0 + k->w, 16);
+        if (hi <= lo)
+            continue;
+        mask[n] = (guint16) (((1u << (hi - lo)) - 1u) << lo);
+        base[n] = r * k->w - k0;
+        n++;
+    }
+    return n;
+}
+
+#ifdef DFQ_CONV3_AVX512
+/* y[co][ho][wo] (+)= sum_{c,i,j} wt[co][c][i][j] xp[c][q + i*wp + j] (+ b[co])
+ * at q = ho*wp + wo, all Co channels, tile by tile over the flattened grid
+ * (y = when @store, else +=); @nv vectors per tile and the stride @s are
+ * constants in each caller, so that the accumulators stay in registers. */
+__attribute__ ((target ("avx512f"), always_inline)) static inline void
+dfq_conv3_tiles_nv (const DfqConv3Geom *k, const float *restrict xp, const float *restrict wpack,
+                    float *restrict y, const float *b, gboolean store, const int nv, const int s)
+{
+    const gint64 wp = k->wp, pplane = k->pplane, plane = k->plane, cin = k->cin, qpad = k->qpad;
+    const gint64 out_plane = k->h * k->w;
+    for (gint64 cb = 0; cb < k->cout_pad; cb += DFQ_CONV3_COT) {
+        const float *wb = wpack + cb * cin * 9;
+        const int n_t = (int) MIN (DFQ_CONV3_COT, k->cout - cb);
+        for (gint64 q0 = 0; q0 < qpad; q0 += 16 * nv) {
+            __m512 acc[DFQ_CONV3_COT][DFQ_CONV3_NV];
+#pragma GCC unroll 8
+            for (int t = 0; t < DFQ_CONV3_COT; t++)
+#pragma GCC unroll 4
+                for (int v = 0; v < nv; v++)
+                    acc[t][v] = _mm512_setzero_ps ();
+            const float *xc = xp + q0;
+            const float *wk = wb;
+            for (gint64 c = 0; c < cin; c++, xc += plane) {
+                for (int i = 0; i < 3; i++) {
+                    for (int j = 0; j < 3; j++, wk += DFQ_CONV3_COT) {
+                        const float *xt = xc + (s == 1 ? i * wp + j
+                                                       : ((i & 1) * 2 + (j & 1)) * pplane + (i >> 1) * wp + (j >> 1));
+                        __m512 xv[DFQ_CONV3_NV];
+#pragma GCC unroll 4
+                        for (int v = 0; v < nv; v++)
+                            xv[v] = _mm512_loadu_ps (xt + 16 * v);
+#pragma GCC unroll 8
+                        for (int t = 0; t < DFQ_CONV3_COT; t++) {
+                            __m512 wv = _mm512_set1_ps (wk[t]);
+#pragma GCC unroll 4
+                            for (int v = 0; v < nv; v++)
+                                acc[t][v] = _mm512_fmadd_ps (xv[v], wv, acc[t][v]);
+                        }
+                    }
+                }
+            }
+            /* Straight into y: the 16 grid positions of a vector fall on a
+             * few output rows; each row's valid part is one masked store at
+             * y + base (element k of the vector to y[base + k]). */
+            __mmask16 seg_mask[DFQ_CONV3_NV][DFQ_CONV3_MAX_SEG];
+            gint64 seg_base[DFQ_CONV3_NV][DFQ_CONV3_MAX_SEG];
+            int n_seg[DFQ_CONV3_NV];
+            for (int v = 0; v < nv; v++)
+                n_seg[v] = dfq_conv3_segments (k, q0 + 16 * v, seg_mask[v], seg_base[v]);
+#pragma GCC unroll 8
+            for (int t = 0; t < DFQ_CONV3_COT; t++) {
+                if (t >= n_t)
+                    break;
+                float *yc = y + (cb + t) * out_plane;
+                const __m512 bv = _mm512_set1_ps (b != NULL ? b[cb + t] : 0.0f);
+#pragma GCC unroll 4
+                for (int v = 0; v < nv; v++)
+                    for (int sg = 0; sg < n_seg[v]; sg++) {
+                        float *d = yc + seg_base[v][sg];
+                        const __mmask16 m = seg_mask[v][sg];
+                        __m512 r = store ? _mm512_add_ps (acc[t][v], bv)
+                                         : _mm512_add_ps (_mm512_maskz_loadu_ps (m, d), acc[t][v]);
+                        _mm512_mask_storeu_ps (d, m, r);
+                    }
+            }
+        }
+    }
+}
+
+__attribute__ ((target ("avx512f"))) static void
+dfq_conv3_tiles (const DfqConv3Geom *k, const float *restrict xp, const float *restrict wpack,
+                 float *restrict y, const float *b, gboolean store)
+{
+    if (k->s == 1 && k->nv == 2)
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, 2, 1);
+    else if (k->s == 1)
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, DFQ_CONV3_NV, 1);
+    else if (k->nv == 2)
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, 2, 2);
+    else
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, DFQ_CONV3_NV, 2);
+}
+#else
+static void
+dfq_conv3_tiles (const DfqConv3Geom *k, const float *xp, const float *wpack, float *y, const float *b,
+                 gboolean store)
+{
+    (void) k, (void) xp, (void) wpack, (void) y, (void) b, (void) store;
+    g_assert_not_reached ();
+}
+#endif
+
+/* One image: y_n = conv3 (x_n) (+ b), or y_n += it. @ws: xp_size floats. */
+static void
+dfq_conv3_image (const DfqConv3Geom *k, const float *xn, const float *wpack, const float *b, float *yn,
+                 gboolean store, float *ws)
+{
+    dfq_conv3_pad (k, xn, ws);
+    dfq_conv3_tiles (k, ws, wpack, yn, b, store);
+}
+
+/* Weight gradient of a 3x3 "same" conv without im2col: over the flattened grid,
+ * wt[c*9 + tap][co] (+)= sum_q xp[c][q + i*wp + j] dYg[q][co], the transposed
+ * layout of the GEMM path's partials. dYg is dY transposed onto the grid
+ * (positions x channels), zero in the thrown-away columns so that they add
+ * nothing. A tile is 16*cov output channels (cov vectors) x the 9 taps of nch
+ * input channels, 18 accumulators, each summing over q in order. Needs Co a
+ * multiple of 16. */
+static gboolean
+dfq_conv3_wgrad_usable (const DfqConv2dGeom *g)
+{
+    return dfq_conv3_usable (g, FALSE) && g->co % 16 == 0;
+}
+
+/* dYg[q][co] for q < h*wp (@k: the forward geometry, cout = Co). */
+static void
+dfq_conv3_dy_grid (const DfqConv3Geom *k, const float *restrict gy, float *restrict gyt)
+{
+    const gint64 co_n = k->cout, w = k->w, hw = k->h * k->w;
+    for (gint64 r = 0; r < k->h; r++) {
+        for (gint64 q = 0; q < w; q++) {
+            float *restrict d = gyt + (r * k->wp + q) * co_n;
+            const float *restrict s = gy + r * w + q;
+            for (gint64 co = 0; co < co_n; co++)
+                d[co] = s[co * hw];
+        }
+        memset (gyt + (r * k->wp + w) * co_n, 0, (gsize) ((k->wp - w) * co_n) * sizeof (float));
+    }
+}
+
+#ifdef DFQ_CONV3_AVX512
+__attribute__ ((target ("avx512f"), always_inline)) static inline void
+dfq_conv3_wgrad_tile (const DfqConv3Geom *k, const float *restrict xc, const float *restrict gyt, gint64 cb,
+                      float *restrict wt, gboolean store, const int cov, const int nch)
+{
+    const gint64 co_n = k->cout, wp = k->wp, plane = k->plane, q_n = k->q;
+    __m512 acc[2][9][2];
+#pragma GCC unroll 2
+    for (int c = 0; c < nch; c++)
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++)
+#pragma GCC unroll 2
+            for (int v = 0; v < cov; v++)
+                acc[c][t][v] = _mm512_setzero_ps ();
+    const float *gq = gyt + cb;
+    for (gint64 q = 0; q < q_n; q++, gq += co_n) {
+        __m512 gv[2];
+#pragma GCC unroll 2
+        for (int v = 0; v < cov; v++)
+            gv[v] = _mm512_loadu_ps (gq + 16 * v);
+#pragma GCC unroll 2
+        for (int c = 0; c < nch; c++)
+#pragma GCC unroll 3
+            for (int i = 0; i < 3; i++) {
+                const float *xr = xc + c * plane + i * wp + q;
+#pragma GCC unroll 3
+                for (int j = 0; j < 3; j++) {
+                    __m512 xv = _mm512_set1_ps (xr[j]);
+#pragma GCC unroll 2
+                    for (int v = 0; v < cov; v++)
+                        acc[c][i * 3 + j][v] = _mm512_fmadd_ps (xv, gv[v], acc[c][i * 3 + j][v]);
+                }
+            }
+    }
+#pragma GCC unroll 2
+    for (int c = 0; c < nch; c++)
+#pragma GCC unroll 9
+        for (int t = 0; t < 9; t++)
+#pragma GCC unroll 2
+            for (int v = 0; v < cov; v++) {
+                float *d = wt + (c * 9 + t) * co_n + cb + 16 * v;
+                _mm512_storeu_ps (d, store ? acc[c][t][v] : _mm512_add_ps (_mm512_loadu_ps (d), acc[c][t][v]));
+            }
+}
+
+/* All tiles of one image: @xp the padded x, @gyt its dYg; wt = (store ? 0 : wt) + the image's sums. */
+__attribute__ ((target ("avx512f"))) static void
+dfq_conv3_wgrad_tiles (const DfqConv3Geom *k, const float *restrict xp, const float *restrict gyt,
+                       float *restrict wt, gboolean store)
+{
+    const gint64 co_n = k->cout;
+    if (co_n % 32 == 0) {
+        for (gint64 c = 0; c < k->cin; c++)
+            for (gint64 cb = 0; cb < co_n; cb += 32)
+                dfq_conv3_wgrad_tile (k, xp + c * k->plane, gyt, cb, wt + c * 9 * co_n, store, 2, 1);
+        return;
+    }
+    gint64 c = 0;
+    for (; c + 2 <= k->cin; c += 2)
+        for (gint64 cb = 0; cb < co_n; cb += 16)
+            dfq_conv3_wgrad_tile (k, xp + c * k->plane, gyt, cb, wt + c * 9 * co_n, store, 1, 2);
+    for (; c < k->cin; c++)
+        for (gint64 cb = 0; cb < co_n; cb += 16)
+            dfq_conv3_wgrad_tile (k, xp + c * k->plane, gyt, cb, wt + c * 9 * co_n, store, 1, 1);
+}
+#else
+static void
+dfq_conv3_wgrad_tiles (const DfqConv3Geom *k, const float *xp, const float *gyt, float *wt, gboolean store)
+{
+    (void) k, (void) xp, (void) gyt, (void) wt, (void) store;
+    g_assert_not_reached ();
+}
+#endif
+
 /* y_n = W cols(x_n) (+ b) for one image, on the calling thread. */
 static void
 dfq_conv2d_gemm_image (const DfqConv2dGeom *g, const float *xn, const float *w, const float *b,
@@ -686,6 +1130,20 @@ dfq_op_conv2d_forward (DfqTensor *dst)
     }
 
     const int n_threads = dfq_get_num_threads ();
+    if (dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g)) {
+        DfqConv3Geom k;
+        dfq_conv3_geom (&k, g.ci, g.co, g.h, g.w, g.s);
+        float *wpack = dfq_arena_alloc_uninit (dst->arena, (gsize) (k.cout_pad * k.cin * 9) * sizeof (float));
+        dfq_conv3_pack_forward (&k, w, wpack);
+        const gsize ws_size = (gsize) k.xp_size;
+        float *ws = dfq_arena_alloc_uninit (dst->arena, (gsize) n_threads * ws_size * sizeof (float));
+        const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (g.n > 1)
+        for (gint64 n = 0; n < g.n; n++)
+            dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE,
+                             ws + (gsize) dfq_conv2d_thread_id () * ws_size);
+        return;
+    }
     const gsize col_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
     if (g.n == 1) {
         float *col = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, col_size * sizeof (float)) : NULL;
@@ -707,9 +1165,15 @@ dfq_op_conv2d_forward (DfqTensor *dst)
  * and gx_n += col2im (W^T dY_n). @buf holds the columns, then their gradient. */
 static void
 dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const float *w,
-                                const float *gyn, float *gxn, float *wt, float wbeta, float *buf)
+                                const float *gyn, float *gxn, gboolean gx_fresh, float *wt, float wbeta,
+                                float *buf, const DfqConv3Geom *k3, const float *wpack3, const DfqConv3Geom *k3w)
 {
-    if (wt != NULL) {
+    if (wt != NULL && k3w != NULL) {
+        float *gyt = buf + k3w->xp_size;
+        dfq_conv3_pad (k3w, xn, buf);
+        dfq_conv3_dy_grid (k3w, gyn, gyt);
+        dfq_conv3_wgrad_tiles (k3w, buf, gyt, wt, wbeta == 0.0f);
+    } else if (wt != NULL) {
         const float *cols = xn;
         if (!g->cols_are_x) {
             dfq_conv2d_im2col (g, xn, buf);
@@ -718,18 +1182,23 @@ dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const f
         for (gint64 grp = 0; grp < g->g; grp++)
             dfq_conv2d_wgrad_gemm (g, grp, 0, g->kg, cols, gyn, wbeta, wt);
     }
-    if (gxn != NULL) {
+    if (gxn != NULL && k3 != NULL) {
+        dfq_conv3_image (k3, gyn, wpack3, NULL, gxn, gx_fresh, buf);
+    } else if (gxn != NULL) {
         /* 1x1 stride 1: the column gradient is the input gradient itself. */
         const gint64 nb = dfq_conv2d_small_gemm_blocks (g->kg, g->p_out, g->cog);
         for (gint64 grp = 0; grp < g->g; grp++)
             for (gint64 blk = 0; blk < nb; blk++) {
                 gint64 lo, hi;
                 dfq_conv2d_block (g->p_out, nb, blk, &lo, &hi);
-                dfq_conv2d_dcol_gemm (g, grp, lo, hi, w, gyn, g->cols_are_x ? 1.0f : 0.0f,
+                dfq_conv2d_dcol_gemm (g, grp, lo, hi, w, gyn, g->cols_are_x && !gx_fresh ? 1.0f : 0.0f,
                                       g->cols_are_x ? gxn : buf);
             }
-        if (!g->cols_are_x)
+        if (!g->cols_are_x) {
+            if (gx_fresh)
+                memset (gxn, 0, (gsize) (g->ci * g->h * g->w) * sizeof (float));
             dfq_conv2d_col2im (g, buf, gxn);
+        }
     }
 }
 
@@ -783,10 +1252,17 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     const float *x = dfq_tensor_f32 (dst->src[0]);
     const float *w = dfq_tensor_f32 (dst->src[1]);
     const float *gy = dfq_tensor_f32 (dst->grad);
-    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
+    /* A new input-gradient buffer is written, not added to, by the batched
+     * paths below (per image, while it is in cache); the others clear it first. */
+    gboolean gx_fresh;
+    float *gx = dfq_priv_src_grad_of_fresh (dst, 0, scratch, &gx_fresh);
     float *gw = dfq_priv_grad_of (dst->src[1], scratch);
     float *gb = dfq_priv_grad_of (dst->src[2], scratch);
 
+    if (gx_fresh && (g.n <= 1 || g.direct || g.co == 0 || g.p_out == 0)) {
+        memset (gx, 0, (gsize) dfq_tensor_numel (dst->src[0]) * sizeof (float));
+        gx_fresh = FALSE;
+    }
     if (g.n == 0 || g.co == 0 || g.p_out == 0)
         return;
     if (g.direct) {
@@ -810,7 +1286,25 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     const int n_threads = dfq_get_num_threads ();
     const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
     const gint64 w_numel = g.co * g.kg;
-    const gsize buf_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
+    gsize buf_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
+    /* A 3x3 "same" conv takes its input gradient from the direct kernel (a conv
+     * of dY with the flipped kernel); its buffer then also holds that kernel's
+     * padded dY and output grid. */
+    DfqConv3Geom k3;
+    float *wpack3 = NULL;
+    if (gx != NULL && g.n > 1 && dfq_conv3_usable (&g, TRUE)) {
+        dfq_conv3_geom (&k3, g.co, g.ci, g.h, g.w, 1);
+        wpack3 = dfq_arena_alloc_uninit (scratch, (gsize) (k3.cout_pad * k3.cin * 9) * sizeof (float));
+        dfq_conv3_pack_dx (&k3, w, wpack3);
+        buf_size = MAX (buf_size, (gsize) k3.xp_size);
+    }
+    /* ... and its weight gradient from the padded x and dY on the grid. */
+    DfqConv3Geom k3w;
+    gboolean use_k3w = gw != NULL && g.n > 1 && dfq_conv3_wgrad_usable (&g);
+    if (use_k3w) {
+        dfq_conv3_geom (&k3w, g.ci, g.co, g.h, g.w, 1);
+        buf_size = MAX (buf_size, (gsize) (k3w.xp_size + k3w.q * g.co));
+    }
     /* Chunks of images, each with its own (transposed) weight-gradient partial:
      * their number depends on the shapes only. */
     gint64 n_chunks = MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS);
@@ -838,8 +1332,9 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
             gint64 n0 = c * g.n / n_chunks, n1 = (c + 1) * g.n / n_chunks;
             for (gint64 n = n0; n < n1; n++)
                 dfq_conv2d_gemm_image_backward (&g, x + n * x_step, w, gy + n * y_step,
-                                                gx != NULL ? gx + n * x_step : NULL, wt, n == n0 ? 0.0f : 1.0f,
-                                                buf);
+                                                gx != NULL ? gx + n * x_step : NULL, gx_fresh, wt,
+                                                n == n0 ? 0.0f : 1.0f,
+                                                buf, wpack3 != NULL ? &k3 : NULL, wpack3, use_k3w ? &k3w : NULL);
         }
     }
 

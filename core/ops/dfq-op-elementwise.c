@@ -1,6 +1,7 @@
 /* Elementwise ops (core/ops): add, sub, mul, affine, abs, sqrt, log and the
  * per-channel affine. Forward and backward side by side; backward accumulates. */
 #include <math.h>
+#include <string.h>
 
 #include "dfq-op-private.h"
 
@@ -70,13 +71,18 @@ dfq_op_add_backward (DfqTensor *dst, DfqArena *scratch)
     const float *gy = dfq_tensor_f32 (dst->grad);
     gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
     for (int s = 0; s < 2; s++) {
-        float *gx = dfq_priv_grad_of (dst->src[s], scratch);
+        /* A new buffer takes a copy (add(x, x): the second pass adds to it). */
+        gboolean fresh;
+        float *gx = dfq_priv_grad_of_fresh (dst->src[s], scratch, &fresh);
         if (gx == NULL)
             continue;
 #pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
         for (gint64 c = 0; c < nc; c++) {
             gint64 lo = c * DFQ_PRIV_CHUNK;
-            dfq_acc_chunk (gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+            if (fresh)
+                memcpy (gx + lo, gy + lo, (gsize) MIN (n - lo, DFQ_PRIV_CHUNK) * sizeof (float));
+            else
+                dfq_acc_chunk (gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
         }
     }
 }

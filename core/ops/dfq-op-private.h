@@ -37,6 +37,26 @@ DfqTensor *dfq_priv_op_run (DfqTensor *dst);
 /* The gradient buffer of @t (allocated zeroed in @scratch on first use), or NULL
  * when @t (may be NULL) does not require a gradient. */
 float *dfq_priv_grad_of (DfqTensor *t, DfqArena *scratch);
+/* The same, but a buffer created by this call is NOT zero-filled: *fresh says
+ * so, and then the caller must WRITE (=) every element of it instead of adding
+ * (+=), before anything reads it. When *fresh is FALSE the buffer holds earlier
+ * contributions (a tensor used by several ops, or twice by one) and the caller
+ * adds as usual. Saves a pass over every activation gradient in the backward. */
+float *dfq_priv_grad_of_fresh (DfqTensor *t, DfqArena *scratch, gboolean *fresh);
+
+/* dfq_priv_grad_of_fresh() for source @i of @dst when no other source of @dst
+ * is the same tensor (whose gradient the op would then add to the same buffer,
+ * maybe before writing it); otherwise dfq_priv_grad_of() and *fresh = FALSE. */
+static inline float *
+dfq_priv_src_grad_of_fresh (DfqTensor *dst, int i, DfqArena *scratch, gboolean *fresh)
+{
+    for (int k = 0; k < DFQ_MAX_SRC; k++)
+        if (k != i && dst->src[k] == dst->src[i]) {
+            *fresh = FALSE;
+            return dfq_priv_grad_of (dst->src[i], scratch);
+        }
+    return dfq_priv_grad_of_fresh (dst->src[i], scratch, fresh);
+}
 
 /* Channel index helpers for per-channel parameters along @axis. */
 static inline gint64

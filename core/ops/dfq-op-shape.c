@@ -78,7 +78,8 @@ void
 dfq_op_upsample_nearest_backward (DfqTensor *dst, DfqArena *scratch)
 {
     const DfqTensor *xt = dst->src[0];
-    float *gx = dfq_priv_grad_of (dst->src[0], scratch);
+    gboolean fresh;
+    float *gx = dfq_priv_grad_of_fresh (dst->src[0], scratch, &fresh);
     if (gx == NULL)
         return;
     const float *gy = dfq_tensor_f32 (dst->grad);
@@ -86,7 +87,9 @@ dfq_op_upsample_nearest_backward (DfqTensor *dst, DfqArena *scratch)
     gint64 planes = xt->shape[0] * xt->shape[1], h = xt->shape[2], w = xt->shape[3];
     gint64 oh = h * s, ow = w * s;
 #pragma omp parallel for schedule(static) if (planes * oh * ow > DFQ_PAR_MIN)
-    for (gint64 p = 0; p < planes; p++)
+    for (gint64 p = 0; p < planes; p++) {
+        if (fresh) /* a new buffer: clear the plane just before it is summed into */
+            memset (gx + p * h * w, 0, (gsize) (h * w) * sizeof (float));
         for (gint64 oy = 0; oy < oh; oy++) {
             const float *restrict gr = gy + (p * oh + oy) * ow;
             float *restrict gxr = gx + (p * h + oy / s) * w;
@@ -96,6 +99,7 @@ dfq_op_upsample_nearest_backward (DfqTensor *dst, DfqArena *scratch)
                 for (gint64 ox = 0; ox < ow; ox++)
                     gxr[ox / s] += gr[ox];
         }
+    }
 }
 
 /* ---- reflection padding of H and W by op_params[0] on both sides (PyTorch

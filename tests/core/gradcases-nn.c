@@ -52,6 +52,27 @@ CONV_BUILDER_NB (s2p1g3, 2, 1, 3)
 
 /* clang-format on */
 
+/* First-write gradients around the 3x3 kernel: h = leaky_relu(x) feeds the
+ * conv and an add (the add's backward runs first and writes h's new gradient
+ * buffer, the conv adds to it); with a mul(h, h) made before the conv, the
+ * conv writes the new buffer and the mul adds to it twice. */
+static DfqTensor *
+build_conv3_shared_add (DfqArena *arena, DfqTensor **in)
+{
+    DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
+    DfqTensor *y = dfq_conv2d (arena, h, in[1], in[2], 1, 1, 1);
+    return dfq_add (arena, y, h);
+}
+
+static DfqTensor *
+build_conv3_shared_mul (DfqArena *arena, DfqTensor **in)
+{
+    DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
+    DfqTensor *hh = dfq_mul (arena, h, h);
+    DfqTensor *y = dfq_conv2d (arena, h, in[1], in[2], 1, 1, 1);
+    return dfq_add (arena, y, hh);
+}
+
 /* ---- batchnorm: in[0] x, then gamma, beta, running mean, running var as listed ---- */
 static DfqTensor *
 build_bn_train_affine (DfqArena *arena, DfqTensor **in)
@@ -148,6 +169,22 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (3, 3, 5, 5, NORMAL, TRUE), IN4 (4, 3, 3, 3, NORMAL, FALSE), IN1 (4, NORMAL, FALSE) } },
     { .name = "conv2d/weight-grad-only", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1,
       .inputs = { IN4 (3, 3, 5, 5, NORMAL, FALSE), IN4 (4, 3, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
+
+    /* conv2d 3x3 stride 1 padding 1 through the AVX-512 kernel (where the CPU
+     * has it): at least 8 channels and 36 positions; 9 and 10 channels pad a
+     * tile of 8 */
+    { .name = "conv2d/3x3-kernel", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1,
+      .inputs = { IN4 (2, 9, 6, 7, NORMAL, TRUE), IN4 (10, 9, 3, 3, NORMAL, TRUE), IN1 (10, NORMAL, TRUE) } },
+    { .name = "conv2d/3x3-kernel-wgrad", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1,
+      .inputs = { IN4 (2, 3, 6, 7, NORMAL, TRUE), IN4 (16, 3, 3, 3, NORMAL, TRUE), IN1 (16, NORMAL, TRUE) } },
+    { .name = "conv2d/3x3-kernel-s2", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s2p1,
+      .inputs = { IN4 (2, 3, 13, 12, NORMAL, TRUE), IN4 (8, 3, 3, 3, NORMAL, TRUE), IN1 (8, NORMAL, TRUE) } },
+    { .name = "conv2d/3x3-kernel-shared-input-add", .op = DFQ_OP_CONV2D, .n_inputs = 3,
+      .build = build_conv3_shared_add,
+      .inputs = { IN4 (2, 9, 6, 7, NORMAL, TRUE), IN4 (9, 9, 3, 3, NORMAL, TRUE), IN1 (9, NORMAL, TRUE) } },
+    { .name = "conv2d/3x3-kernel-shared-input-mul", .op = DFQ_OP_CONV2D, .n_inputs = 3,
+      .build = build_conv3_shared_mul,
+      .inputs = { IN4 (2, 9, 6, 7, NORMAL, TRUE), IN4 (9, 9, 3, 3, NORMAL, TRUE), IN1 (9, NORMAL, TRUE) } },
 
     /* conv2d through the direct loops (one input channel per group) */
     { .name = "conv2d/depthwise", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g3,

@@ -84,6 +84,13 @@ static const ConvCfg conv_cfgs[] = {
     { 4, 1, 28, 28, 8, 5, 1, 2, 1, TRUE }, /* single input channel: direct loops */
     { 2, 3, 32, 32, 16, 3, 1, 1, 1, FALSE },
     { 2, 16, 16, 16, 16, 3, 1, 1, 1, TRUE },
+    { 3, 12, 9, 10, 10, 3, 1, 1, 1, TRUE }, /* 3x3 kernel: channels not a multiple of 8 */
+    { 2, 9, 7, 7, 8, 3, 1, 1, 1, FALSE },   /* 3x3 kernel on a 7x7 plane (tiles of 32) */
+    { 1, 16, 8, 8, 16, 3, 1, 1, 1, TRUE },  /* one image: forward only through the 3x3 kernel */
+    { 3, 5, 8, 9, 32, 3, 1, 1, 1, FALSE },  /* 3x3 dW kernel, 32-channel tiles */
+    { 2, 3, 9, 6, 16, 3, 1, 1, 1, TRUE },   /* 3x3 dW kernel, 16-channel tiles, odd Ci */
+    { 2, 8, 13, 12, 12, 3, 2, 1, 1, FALSE }, /* 3x3 kernel at stride 2 (phase planes), odd H */
+    { 3, 4, 16, 16, 8, 3, 2, 1, 1, TRUE },  /* the same, even sizes */
     { 4, 32, 8, 8, 64, 3, 2, 1, 1, FALSE },
     { 4, 16, 6, 6, 32, 1, 2, 0, 1, FALSE },
     { 3, 8, 5, 5, 8, 5, 1, 2, 2, TRUE },
@@ -456,7 +463,8 @@ test_conv2d_deterministic (void)
                     "between 1 and 2 threads (per-image forward; weight gradient summed over chunks "
                     "of images fixed by the shapes, not by the thread count)");
     static const ConvCfg cfgs[] = {
-        { 8, 16, 12, 12, 16, 3, 1, 1, 1, TRUE }, /* im2col + GEMM, many images */
+        { 8, 16, 12, 12, 16, 3, 1, 1, 1, TRUE }, /* 3x3 kernel (AVX-512), many images */
+        { 8, 3, 12, 12, 4, 3, 1, 1, 1, TRUE },   /* im2col + GEMM, many images */
         { 5, 6, 9, 9, 8, 3, 2, 1, 2, TRUE },     /* groups, stride 2, odd */
         { 1, 16, 14, 14, 32, 3, 1, 1, 1, TRUE }, /* one image: OpenBLAS threads the GEMM */
         { 6, 8, 10, 10, 8, 3, 1, 1, 8, TRUE },   /* depthwise: direct loops */
