@@ -123,8 +123,11 @@ dfq_model_setup (DfqFeature *feature, GError **error)
     self->by_name = g_hash_table_new (g_str_hash, g_str_equal);
     self->blocks = g_ptr_array_new_with_free_func (g_free);
     const DfqModelClass *klass = DFQ_MODEL_CLASS (self);
-    if (klass->build != NULL && !klass->build (self, error))
+    if (klass->build != NULL && !klass->build (self, error)) {
+        /* the host does not finalize a feature whose init() failed */
+        dfq_model_teardown (feature);
         return FALSE;
+    }
     return TRUE;
 }
 

@@ -184,6 +184,27 @@ test_steady_state_allocations (void)
     g_assert_cmpuint (w.windows, ==, 3); /* one per epoch, warm-up included */
     g_assert_cmpint (w.worst, ==, 0);
     dfq_run_result_clear (&r);
+
+    /* Again with a ResNet-20 teacher (random interop weights): a graph of
+     * hundreds of nodes, residual adds, 21 BN taps, stride-2 convs. */
+    g_autofree char *weights = g_test_build_filename (G_TEST_DIST, "interop", "resnet-cifar-d20-w8-c1.safetensors",
+                                                      NULL);
+    g_autofree char *set_weights = g_strdup_printf ("teacher.weights=%s", weights);
+    const char *const sets20[] = { "threads=1", set_weights,
+                                   "teacher.model={use: resnet-cifar, depth: 20, width: 8, in_channels: 1, classes: 10, "
+                                   "image_size: 28}",
+                                   NULL };
+    g_autoptr (DfqPipeline) p20 = load ("smoke-gdfq.yaml", sets20);
+    g_autofree char *dir20 = g_build_filename (tmpdir, "allocs-r20", NULL);
+    alloc_watch_init (&w);
+    DfqRunOptions o20 = { .run_dir = dir20, .eval_limit = 200, .progress = alloc_watch_progress, .progress_data = &w };
+    gboolean ok20 = dfq_runner_run (registry, p20, &o20, &r, &error);
+    g_assert_no_error (error);
+    g_assert_true (ok20);
+    g_test_message ("gdfq, resnet-20 teacher: %u windows, at most %" G_GINT64_FORMAT " allocations", w.windows, w.worst);
+    g_assert_cmpuint (w.windows, ==, 3);
+    g_assert_cmpint (w.worst, ==, 0);
+    dfq_run_result_clear (&r);
 }
 
 static char *
