@@ -20,7 +20,7 @@ export DFQ_BUILD_DIR="$(realpath "$build")"
 # -j: up to 4 trials at once, each with cores / jobs threads (docs/sweeps.md)
 cores=$(nproc)
 jobs=$(( cores < 4 ? cores : 4 ))
-echo "== dfq sweep pipelines/quickstart.yaml -j $jobs  (4 trials; about 7 minutes on 2 cores)"
+echo "== dfq sweep pipelines/quickstart.yaml -j $jobs  (4 trials; about 3 minutes on 2 cores)"
 status=0
 tools/dfq sweep pipelines/quickstart.yaml -j "$jobs" --out runs/quickstart || status=$?
 echo
