@@ -173,6 +173,107 @@ dfq_test_make_feature (DfqRegistry *registry, DfqFeatureKind kind, const char *y
     return f;
 }
 
+DfqModel *
+dfq_test_resnet20_w8 (DfqRegistry *registry, gboolean frozen)
+{
+    g_autoptr (GError) error = NULL;
+    DfqModel *m = (DfqModel *) dfq_test_make_feature (registry, DFQ_FEATURE_MODEL, DFQ_TEST_RESNET20_W8_YAML);
+    g_autofree char *path = g_test_build_filename (G_TEST_DIST, "interop", "resnet-cifar-d20-w8-c1.safetensors", NULL);
+    g_assert_true (dfq_model_load (m, path, NULL, &error));
+    g_assert_no_error (error);
+    if (frozen)
+        dfq_model_set_trainable (m, FALSE);
+    return m;
+}
+
+void
+dfq_test_synth_init (DfqTestSynth *f, DfqRegistry *registry, DfqModel *teacher, DfqModel *student,
+                     guint64 seed, int epochs, int batch, int channels, int size)
+{
+    memset (f, 0, sizeof *f);
+    f->registry = registry;
+    f->arena = dfq_arena_new (0);
+    f->teacher = teacher;
+    dfq_model_set_trainable (teacher, FALSE);
+    f->student = student;
+    f->ctx.arena = f->arena;
+    f->ctx.teacher = teacher;
+    f->ctx.student = student;
+    f->ctx.seed = seed;
+    f->ctx.epochs = epochs;
+    f->ctx.batch = batch;
+    f->ctx.classes = 10;
+    f->ctx.image_shape[0] = channels;
+    f->ctx.image_shape[1] = size;
+    f->ctx.image_shape[2] = size;
+}
+
+void
+dfq_test_synth_attach_quantizer (DfqTestSynth *f, const char *yaml)
+{
+    g_autoptr (GError) error = NULL;
+    g_assert_nonnull (f->student);
+    if (f->quantizer != NULL)
+        dfq_feature_free ((DfqFeature *) f->quantizer);
+    f->quantizer = (DfqQuantizer *) dfq_test_make_feature (f->registry, DFQ_FEATURE_QUANTIZER, yaml);
+    g_assert_true (dfq_quantizer_attach (f->quantizer, f->student, &error));
+    g_assert_no_error (error);
+    f->ctx.quantizer = f->quantizer;
+}
+
+void
+dfq_test_synth_clear (DfqTestSynth *f)
+{
+    if (f->quantizer != NULL)
+        dfq_feature_free ((DfqFeature *) f->quantizer);
+    if (f->student != NULL)
+        dfq_feature_free ((DfqFeature *) f->student);
+    dfq_feature_free ((DfqFeature *) f->teacher);
+    dfq_arena_free (f->arena);
+    memset (f, 0, sizeof *f);
+}
+
+DfqSynthesizer *
+dfq_test_synth_new (DfqTestSynth *f, const char *yaml, gboolean start_epoch)
+{
+    g_autoptr (GError) error = NULL;
+    DfqSynthesizer *s = (DfqSynthesizer *) dfq_test_make_feature (f->registry, DFQ_FEATURE_SYNTHESIZER, yaml);
+    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->prepare (s, &f->ctx, &error));
+    g_assert_no_error (error);
+    if (start_epoch)
+        DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    return s;
+}
+
+void
+dfq_test_synth_step (DfqTestSynth *f, DfqSynthesizer *s, gint64 step, DfqSynthBatch *out)
+{
+    g_autoptr (GError) error = NULL;
+    dfq_arena_reset (f->arena);
+    f->ctx.step = step;
+    f->ctx.iter = (gint) step;
+    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->step (s, &f->ctx, out, &error));
+    g_assert_no_error (error);
+}
+
+char *
+dfq_test_assert_defaults (DfqRegistry *registry, DfqFeatureKind kind, const char *name,
+                          const char *const *want, guint n_want)
+{
+    const DfqFeatureClass *klass = dfq_registry_find (registry, kind, name);
+    g_assert_nonnull (klass);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (DfqFeature) feature = dfq_feature_new_default (registry, klass, &error);
+    g_assert_no_error (error);
+    g_autoptr (DfqConfigNode) cfg = dfq_params_to_config (klass->params, klass->n_params, feature);
+    char *yaml = dfq_config_to_yaml (cfg);
+    g_test_message ("%s", yaml);
+    for (guint i = 0; i < n_want; i++)
+        if (strstr (yaml, want[i]) == NULL)
+            g_test_fail_printf ("%s's default config lacks '%s'", name, want[i]);
+    return yaml;
+}
+
 void
 dfq_test_rm_rf (const char *path)
 {

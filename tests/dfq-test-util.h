@@ -64,6 +64,47 @@ DfqRegistry *dfq_test_registry_new (void);
 /* A feature of @kind from YAML text with a `use:` key ("use: tiny-cnn\nwidth: 4");
  * asserts success. (transfer full) */
 DfqFeature *dfq_test_make_feature (DfqRegistry *registry, DfqFeatureKind kind, const char *yaml);
+/* ResNet-20 (width 8, 1x28x28, 10 classes) with the PyTorch interop weights of
+ * tests/interop (random weights, non-trivial BN statistics): the teacher and
+ * student of the plugin tests. Trainable unless @frozen. (transfer full) */
+#define DFQ_TEST_RESNET20_W8_YAML \
+    "use: resnet-cifar\ndepth: 20\nwidth: 8\nin_channels: 1\nclasses: 10\nimage_size: 28\n"
+DfqModel *dfq_test_resnet20_w8 (DfqRegistry *registry, gboolean frozen);
+
+/* What a synthesizer or loss step needs: a scratch arena, a frozen teacher,
+ * optionally a student with a quantizer, and the step context pointing at them. */
+typedef struct {
+    DfqRegistry *registry;   /* borrowed */
+    DfqArena *arena;
+    DfqModel *teacher;
+    DfqModel *student;       /* NULL unless given */
+    DfqQuantizer *quantizer; /* NULL unless attached */
+    DfqStepContext ctx;
+} DfqTestSynth;
+
+/* Fills @f: takes @teacher (frozen here) and @student (nullable); ctx has the
+ * arena, both models, @seed, @epochs, @batch, 10 classes and the image shape
+ * [@channels, @size, @size]. */
+void dfq_test_synth_init (DfqTestSynth *f, DfqRegistry *registry, DfqModel *teacher, DfqModel *student,
+                          guint64 seed, int epochs, int batch, int channels, int size);
+/* Attaches a uniform quantizer from YAML to the student (replacing one attached
+ * before) and puts it in ctx. */
+void dfq_test_synth_attach_quantizer (DfqTestSynth *f, const char *yaml);
+/* Frees what @f holds. */
+void dfq_test_synth_clear (DfqTestSynth *f);
+/* A synthesizer from YAML, prepared against ctx (and its first epoch started
+ * when @start_epoch); asserts success. (transfer full) */
+DfqSynthesizer *dfq_test_synth_new (DfqTestSynth *f, const char *yaml, gboolean start_epoch);
+/* One runner iteration: reset the scratch arena, set step and iter, step;
+ * asserts success. */
+void dfq_test_synth_step (DfqTestSynth *f, DfqSynthesizer *s, gint64 step, DfqSynthBatch *out);
+
+/* Asserts that the YAML of @name's default configuration (the feature built
+ * with no options, written back by dfq_params_to_config) contains each of the
+ * @n_want strings; returns that YAML for further checks. (transfer full) */
+char *dfq_test_assert_defaults (DfqRegistry *registry, DfqFeatureKind kind, const char *name,
+                                const char *const *want, guint n_want);
+
 /* Removes a file or a directory tree (test scratch directories). */
 void dfq_test_rm_rf (const char *path);
 

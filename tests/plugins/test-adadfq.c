@@ -289,82 +289,27 @@ test_missing_inputs (void)
 
 /* ResNet-20 (width 8, 1x28x28) with the interop weights: frozen teacher, and
  * a W3A3 student attached to the uniform quantizer, tracking ranges. */
-typedef struct {
-    DfqArena *arena;
-    DfqModel *teacher;
-    DfqModel *student;
-    DfqQuantizer *quantizer;
-    DfqStepContext ctx;
-} SynthFixture;
-
-static DfqModel *
-make_resnet (void)
-{
-    g_autoptr (GError) error = NULL;
-    DfqModel *m = (DfqModel *) make_feature (DFQ_FEATURE_MODEL,
-                                             "use: resnet-cifar\ndepth: 20\nwidth: 8\nin_channels: 1\n"
-                                             "classes: 10\nimage_size: 28\n");
-    g_autofree char *path = g_test_build_filename (G_TEST_DIST, "interop", "resnet-cifar-d20-w8-c1.safetensors", NULL);
-    g_assert_true (dfq_model_load (m, path, NULL, &error));
-    g_assert_no_error (error);
-    return m;
-}
+typedef DfqTestSynth SynthFixture;
 
 static void
 synth_setup (SynthFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    g_autoptr (GError) error = NULL;
-    f->arena = dfq_arena_new (0);
-    f->teacher = make_resnet ();
-    dfq_model_set_trainable (f->teacher, FALSE);
-    f->student = make_resnet ();
-    f->quantizer = (DfqQuantizer *) make_feature (DFQ_FEATURE_QUANTIZER, "use: uniform\nw_bits: 3\na_bits: 3");
-    g_assert_true (dfq_quantizer_attach (f->quantizer, f->student, &error));
-    g_assert_no_error (error);
+    dfq_test_synth_init (f, registry, dfq_test_resnet20_w8 (registry, TRUE), dfq_test_resnet20_w8 (registry, FALSE),
+                         3, 4, 7, 1, 28);
+    dfq_test_synth_attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
     dfq_quantizer_set_calibrating (f->quantizer, TRUE);
-    memset (&f->ctx, 0, sizeof f->ctx);
-    f->ctx.arena = f->arena;
-    f->ctx.teacher = f->teacher;
-    f->ctx.student = f->student;
-    f->ctx.quantizer = f->quantizer;
-    f->ctx.seed = 3;
-    f->ctx.epochs = 4;
-    f->ctx.batch = 7;
-    f->ctx.classes = 10;
-    f->ctx.image_shape[0] = 1;
-    f->ctx.image_shape[1] = 28;
-    f->ctx.image_shape[2] = 28;
 }
 
 static void
 synth_teardown (SynthFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    dfq_feature_free ((DfqFeature *) f->quantizer);
-    dfq_feature_free ((DfqFeature *) f->student);
-    dfq_feature_free ((DfqFeature *) f->teacher);
-    dfq_arena_free (f->arena);
+    dfq_test_synth_clear (f);
 }
 
 static DfqSynthesizer *
 make_synth (SynthFixture *f, const char *yaml)
 {
-    g_autoptr (GError) error = NULL;
-    DfqSynthesizer *s = (DfqSynthesizer *) make_feature (DFQ_FEATURE_SYNTHESIZER, yaml);
-    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->prepare (s, &f->ctx, &error));
-    g_assert_no_error (error);
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
-    return s;
-}
-
-static void
-run_step (SynthFixture *f, DfqSynthesizer *s, gint64 step, DfqSynthBatch *out)
-{
-    g_autoptr (GError) error = NULL;
-    dfq_arena_reset (f->arena);
-    f->ctx.step = step;
-    f->ctx.iter = (gint) step;
-    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->step (s, &f->ctx, out, &error));
-    g_assert_no_error (error);
+    return dfq_test_synth_new (f, yaml, TRUE);
 }
 
 /* Copies of the trainable tensors of get_state. */
@@ -399,7 +344,7 @@ test_synth_batch (SynthFixture *f, gconstpointer data)
     g_autoptr (GPtrArray) before = snapshot_state (s, keep, TRUE);
     for (gint64 i = 0; i < 2; i++) {
         DfqSynthBatch out;
-        run_step (f, s, i, &out);
+        dfq_test_synth_step (f, s, i, &out);
         g_assert_cmpint (out.images->shape[0], ==, batch);
         g_assert_cmpint (out.images->shape[1], ==, 1);
         g_assert_cmpint (out.images->shape[2], ==, 28);
@@ -436,20 +381,15 @@ test_synth_defaults (void)
 {
     g_test_summary ("adadfq's default generator losses: [adadfq-margin, adadfq-balance, bns (weight 1)]; "
                     "margin 0.1/0.8, balance 0.2/0.1; Adam 1e-3 (0.5, 0.999)");
+    const char *want[] = { "use: adadfq-margin", "lambda_l: 0.1", "lambda_u: 0.8", "use: adadfq-balance",
+                           "alpha_ds: 0.2", "alpha_as: 0.1", "use: bns", "use: adam", "betas: [0.5, 0.999]" };
+    g_autofree char *yaml = dfq_test_assert_defaults (registry, DFQ_FEATURE_SYNTHESIZER, "adadfq", want,
+                                                      G_N_ELEMENTS (want));
+    g_assert_null (strstr (yaml, "weight: 0.1")); /* BNS weight 1, not GDFQ's 0.1 */
     const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_SYNTHESIZER, "adadfq");
-    g_assert_nonnull (klass);
     g_autoptr (GError) error = NULL;
     g_autoptr (DfqFeature) feature = dfq_feature_new_default (registry, klass, &error);
     g_assert_no_error (error);
-    g_autoptr (DfqConfigNode) cfg = dfq_params_to_config (klass->params, klass->n_params, feature);
-    g_autofree char *yaml = dfq_config_to_yaml (cfg);
-    g_test_message ("%s", yaml);
-    const char *want[] = { "use: adadfq-margin", "lambda_l: 0.1", "lambda_u: 0.8", "use: adadfq-balance",
-                           "alpha_ds: 0.2", "alpha_as: 0.1", "use: bns", "use: adam", "betas: [0.5, 0.999]" };
-    for (guint i = 0; i < G_N_ELEMENTS (want); i++)
-        if (strstr (yaml, want[i]) == NULL)
-            g_test_fail_printf ("default config lacks '%s'", want[i]);
-    g_assert_null (strstr (yaml, "weight: 0.1")); /* BNS weight 1, not GDFQ's 0.1 */
     GPtrArray *losses = NULL;
     for (guint i = 0; i < klass->n_params; i++)
         if (strcmp (klass->params[i].name, "losses") == 0)
@@ -480,7 +420,7 @@ test_synth_deterministic (SynthFixture *f, gconstpointer data G_GNUC_UNUSED)
         g_autoptr (DfqFeature) feature = (DfqFeature *) make_synth (f, "use: adadfq");
         DfqSynthBatch out;
         for (int i = 0; i < 3; i++)
-            run_step (f, (DfqSynthesizer *) feature, i, &out);
+            dfq_test_synth_step (f, (DfqSynthesizer *) feature, i, &out);
         runs[r] = snapshot_state ((DfqSynthesizer *) feature, keep, FALSE);
         g_autoptr (GPtrArray) q = g_ptr_array_new ();
         DFQ_QUANTIZER_CLASS (f->quantizer)->get_state (f->quantizer, q);
@@ -506,11 +446,7 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    for (guint i = 0; i < failures->len; i++)
-        g_test_message ("plugin failed to load: %s", ((GError *) failures->pdata[i])->message);
+    registry = dfq_test_registry_new ();
     g_assert_nonnull (dfq_registry_find (registry, DFQ_FEATURE_LOSS, "adadfq-margin"));
 
     g_test_add_func ("/plugin/adadfq/losses/hand", test_hand);

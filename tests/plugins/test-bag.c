@@ -25,80 +25,25 @@ make_feature (DfqFeatureKind kind, const char *yaml)
 
 /* A random ResNet-20 (width 8, 1x28x28, interop weights) as teacher, a copy
  * as student, and optionally a uniform quantizer attached to it. */
-typedef struct {
-    DfqArena *arena;
-    DfqModel *teacher;
-    DfqModel *student;
-    DfqQuantizer *quantizer;
-    DfqStepContext ctx;
-} BagFixture;
-
-static DfqModel *
-make_resnet (void)
-{
-    g_autoptr (GError) error = NULL;
-    DfqModel *m = (DfqModel *) make_feature (DFQ_FEATURE_MODEL,
-                                             "use: resnet-cifar\ndepth: 20\nwidth: 8\nin_channels: 1\n"
-                                             "classes: 10\nimage_size: 28\n");
-    g_autofree char *path = g_test_build_filename (G_TEST_DIST, "interop", "resnet-cifar-d20-w8-c1.safetensors", NULL);
-    g_assert_true (dfq_model_load (m, path, NULL, &error));
-    g_assert_no_error (error);
-    return m;
-}
+typedef DfqTestSynth BagFixture;
 
 static void
 fixture_setup (BagFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    f->arena = dfq_arena_new (0);
-    f->teacher = make_resnet ();
-    dfq_model_set_trainable (f->teacher, FALSE);
-    f->student = make_resnet ();
-    f->quantizer = NULL;
-    memset (&f->ctx, 0, sizeof f->ctx);
-    f->ctx.arena = f->arena;
-    f->ctx.teacher = f->teacher;
-    f->ctx.student = f->student;
-    f->ctx.seed = 1;
-    f->ctx.epochs = 4;
-    f->ctx.batch = 8;
-    f->ctx.classes = 10;
-    f->ctx.image_shape[0] = 1;
-    f->ctx.image_shape[1] = 28;
-    f->ctx.image_shape[2] = 28;
+    dfq_test_synth_init (f, registry, dfq_test_resnet20_w8 (registry, TRUE), dfq_test_resnet20_w8 (registry, FALSE),
+                         1, 4, 8, 1, 28);
 }
 
 static void
 fixture_teardown (BagFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    if (f->quantizer != NULL)
-        dfq_feature_free ((DfqFeature *) f->quantizer);
-    dfq_feature_free ((DfqFeature *) f->student);
-    dfq_feature_free ((DfqFeature *) f->teacher);
-    dfq_arena_free (f->arena);
-}
-
-/* Attaches a uniform quantizer (YAML) to the student and puts it in ctx. */
-static void
-attach_quantizer (BagFixture *f, const char *yaml)
-{
-    g_autoptr (GError) error = NULL;
-    if (f->quantizer != NULL)
-        dfq_feature_free ((DfqFeature *) f->quantizer);
-    f->quantizer = (DfqQuantizer *) make_feature (DFQ_FEATURE_QUANTIZER, yaml);
-    g_assert_true (dfq_quantizer_attach (f->quantizer, f->student, &error));
-    g_assert_no_error (error);
-    f->ctx.quantizer = f->quantizer;
+    dfq_test_synth_clear (f);
 }
 
 static Gdfq *
 make_bag (BagFixture *f, const char *yaml)
 {
-    g_autoptr (GError) error = NULL;
-    DfqSynthesizer *s = (DfqSynthesizer *) make_feature (DFQ_FEATURE_SYNTHESIZER, yaml);
-    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->prepare (s, &f->ctx, &error));
-    g_assert_no_error (error);
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
-    return (Gdfq *) s;
+    return (Gdfq *) dfq_test_synth_new (f, yaml, TRUE);
 }
 
 static void
@@ -110,12 +55,7 @@ bag_free (Gdfq *g)
 static void
 run_step (BagFixture *f, Gdfq *g, gint64 step, DfqSynthBatch *out)
 {
-    g_autoptr (GError) error = NULL;
-    dfq_arena_reset (f->arena);
-    f->ctx.step = step;
-    f->ctx.iter = (gint) step;
-    g_assert_true (DFQ_SYNTHESIZER_CLASS (g)->step ((DfqSynthesizer *) g, &f->ctx, out, &error));
-    g_assert_no_error (error);
+    dfq_test_synth_step (f, (DfqSynthesizer *) g, step, out);
 }
 
 static DfqTensor *
@@ -243,7 +183,7 @@ test_bits (BagFixture *f, gconstpointer data G_GNUC_UNUSED)
     for (guint i = 0; i < G_N_ELEMENTS (bits_cases); i++) {
         const BitsCase *bc = &bits_cases[i];
         if (bc->quantizer != NULL)
-            attach_quantizer (f, bc->quantizer);
+            dfq_test_synth_attach_quantizer (f, bc->quantizer);
         else
             f->ctx.quantizer = NULL;
         Gdfq *g = make_bag (f, bc->bag);
@@ -292,7 +232,7 @@ test_act_bits (BagFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
     g_test_summary ("act_bits 3: both LeakyReLU sites get a checkpointed signed range (min < 0 < max, one update "
                     "per step) and the output differs from the weights-only generator");
-    attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
+    dfq_test_synth_attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
     Gdfq *g = make_bag (f, "use: bag\nact_bits: 3");
     Gdfq *w = make_bag (f, "use: bag");
     g_autoptr (DfqArena) keep = dfq_arena_new (0);
@@ -356,7 +296,7 @@ test_deterministic (BagFixture *f, gconstpointer data)
     const char *yaml = data;
     g_test_summary ("Two runs with one seed give bit-identical generator state (float shadows, BN buffers, "
                     "activation ranges, Adam) and images; another seed differs");
-    attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
+    dfq_test_synth_attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
     g_autoptr (DfqArena) keep = dfq_arena_new (0);
     g_autoptr (GPtrArray) a = run_and_snapshot (f, yaml, keep, 5, 3);
     g_autoptr (GPtrArray) b = run_and_snapshot (f, yaml, keep, 5, 3);
@@ -378,7 +318,7 @@ test_gdfq_untouched (BagFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
     g_test_summary ("gdfq and adadfq keep a float generator even with a quantized student; bag with a float "
                     "student makes gdfq's images bit for bit");
-    attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
+    dfq_test_synth_attach_quantizer (f, "use: uniform\nw_bits: 3\na_bits: 3");
     const char *names[] = { "use: gdfq", "use: adadfq" };
     for (guint i = 0; i < G_N_ELEMENTS (names); i++) {
         Gdfq *g = make_bag (f, names[i]);
@@ -404,19 +344,10 @@ test_defaults (void)
 {
     g_test_summary ("bag's defaults: bits 0 (the student's), act_bits 0 (float), GDFQ's generator losses "
                     "[ce(teacher), 0.1 bns] and Adam");
-    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_SYNTHESIZER, "bag");
-    g_assert_nonnull (klass);
-    g_autoptr (GError) error = NULL;
-    g_autoptr (DfqFeature) feature = dfq_feature_new_default (registry, klass, &error);
-    g_assert_no_error (error);
-    g_autoptr (DfqConfigNode) cfg = dfq_params_to_config (klass->params, klass->n_params, feature);
-    g_autofree char *yaml = dfq_config_to_yaml (cfg);
-    g_test_message ("%s", yaml);
     const char *want[] = { "bits: 0", "act_bits: 0", "target: teacher", "use: bns", "weight: 0.1", "use: adam",
                            "latent: 100", "bn_eps_inner: 0.8" };
-    for (guint i = 0; i < G_N_ELEMENTS (want); i++)
-        if (strstr (yaml, want[i]) == NULL)
-            g_test_fail_printf ("default config lacks '%s'", want[i]);
+    g_free (dfq_test_assert_defaults (registry, DFQ_FEATURE_SYNTHESIZER, "bag", want, G_N_ELEMENTS (want)));
+    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_SYNTHESIZER, "bag");
     /* out of range */
     const char *bad[] = { "use: bag\nbits: 17\n", "use: bag\nact_bits: -2\n" };
     for (guint i = 0; i < G_N_ELEMENTS (bad); i++) {
@@ -432,11 +363,7 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    for (guint i = 0; i < failures->len; i++)
-        g_test_message ("plugin failed to load: %s", ((GError *) failures->pdata[i])->message);
+    registry = dfq_test_registry_new ();
     g_assert_nonnull (dfq_registry_find (registry, DFQ_FEATURE_SYNTHESIZER, "bag"));
 
 #define ADD(path, data, fn) g_test_add (path, BagFixture, data, fixture_setup, fn, fixture_teardown)

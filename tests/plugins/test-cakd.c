@@ -343,14 +343,7 @@ test_bad_params (void)
 static DfqModel *
 make_resnet (void)
 {
-    g_autoptr (GError) error = NULL;
-    DfqModel *m = (DfqModel *) make_feature (DFQ_FEATURE_MODEL,
-                                             "use: resnet-cifar\ndepth: 20\nwidth: 8\nin_channels: 1\n"
-                                             "classes: 10\nimage_size: 28\n");
-    g_autofree char *path = g_test_build_filename (G_TEST_DIST, "interop", "resnet-cifar-d20-w8-c1.safetensors", NULL);
-    g_assert_true (dfq_model_load (m, path, NULL, &error));
-    g_assert_no_error (error);
-    return m;
+    return dfq_test_resnet20_w8 (registry, FALSE);
 }
 
 typedef struct {
@@ -456,11 +449,7 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    for (guint i = 0; i < failures->len; i++)
-        g_test_message ("plugin failed to load: %s", ((GError *) failures->pdata[i])->message);
+    registry = dfq_test_registry_new ();
     g_assert_nonnull (dfq_registry_find (registry, DFQ_FEATURE_LOSS, "ca-kd"));
 
     g_test_add_func ("/plugin/ca-kd/hand/single", test_hand_single);

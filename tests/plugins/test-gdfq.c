@@ -53,10 +53,8 @@ teacher_path (const TeacherCase *tc)
 }
 
 typedef struct {
-    DfqArena *arena;
-    DfqModel *teacher;
+    DfqTestSynth s;   /* teacher only: no student */
     gboolean trained; /* the trained shared teacher, not random interop weights */
-    DfqStepContext ctx;
 } GdfqFixture;
 
 static void
@@ -72,50 +70,29 @@ fixture_setup (GdfqFixture *f, gconstpointer data)
         path = teacher_path (tc);
     }
     f->trained = tc->shared;
-    f->arena = dfq_arena_new (0);
-    f->teacher = (DfqModel *) make_feature (DFQ_FEATURE_MODEL, tc->model_yaml);
-    g_assert_true (dfq_model_load (f->teacher, path, NULL, &error));
+    DfqModel *teacher = (DfqModel *) make_feature (DFQ_FEATURE_MODEL, tc->model_yaml);
+    g_assert_true (dfq_model_load (teacher, path, NULL, &error));
     g_assert_no_error (error);
-    dfq_model_set_trainable (f->teacher, FALSE);
-    memset (&f->ctx, 0, sizeof f->ctx);
-    f->ctx.arena = f->arena;
-    f->ctx.teacher = f->teacher;
-    f->ctx.seed = 1;
-    f->ctx.epochs = 4;
-    f->ctx.batch = 8;
-    f->ctx.classes = 10;
-    f->ctx.image_shape[0] = tc->channels;
-    f->ctx.image_shape[1] = tc->size;
-    f->ctx.image_shape[2] = tc->size;
+    dfq_test_synth_init (&f->s, registry, teacher, NULL, 1, 4, 8, tc->channels, tc->size);
 }
 
 static void
 fixture_teardown (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    dfq_feature_free ((DfqFeature *) f->teacher);
-    dfq_arena_free (f->arena);
+    dfq_test_synth_clear (&f->s);
 }
 
 static DfqSynthesizer *
 make_gdfq (GdfqFixture *f, const char *yaml)
 {
-    g_autoptr (GError) error = NULL;
-    DfqSynthesizer *s = (DfqSynthesizer *) make_feature (DFQ_FEATURE_SYNTHESIZER, yaml);
-    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->prepare (s, &f->ctx, &error));
-    g_assert_no_error (error);
-    return s;
+    return dfq_test_synth_new (&f->s, yaml, FALSE);
 }
 
 /* One runner iteration: reset the scratch arena, step. */
 static void
 run_step (GdfqFixture *f, DfqSynthesizer *s, gint64 step, DfqSynthBatch *out)
 {
-    g_autoptr (GError) error = NULL;
-    dfq_arena_reset (f->arena);
-    f->ctx.step = step;
-    f->ctx.iter = (gint) step;
-    g_assert_true (DFQ_SYNTHESIZER_CLASS (s)->step (s, &f->ctx, out, &error));
-    g_assert_no_error (error);
+    dfq_test_synth_step (&f->s, s, step, out);
 }
 
 static void
@@ -126,13 +103,13 @@ test_shape_and_output_bn (GdfqFixture *f, gconstpointer data)
                     "BN(affine=False) leaves every channel with zero mean and unit variance");
     g_autoptr (DfqFeature) feature = (DfqFeature *) make_gdfq (f, "use: gdfq");
     DfqSynthesizer *s = (DfqSynthesizer *) feature;
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->s.ctx);
     DfqSynthBatch out;
     run_step (f, s, 0, &out);
 
     DfqTensor *x = out.images;
     g_assert_cmpint (x->n_dims, ==, 4);
-    g_assert_cmpint (x->shape[0], ==, f->ctx.batch);
+    g_assert_cmpint (x->shape[0], ==, f->s.ctx.batch);
     g_assert_cmpint (x->shape[1], ==, tc->channels);
     g_assert_cmpint (x->shape[2], ==, tc->size);
     g_assert_cmpint (x->shape[3], ==, tc->size);
@@ -140,10 +117,10 @@ test_shape_and_output_bn (GdfqFixture *f, gconstpointer data)
     g_assert_true (dfq_tensor_all_finite (x));
     g_assert_nonnull (out.labels);
     g_assert_cmpint (out.labels->dtype, ==, DFQ_DTYPE_I32);
-    g_assert_cmpint (out.labels->shape[0], ==, f->ctx.batch);
-    for (gint64 i = 0; i < f->ctx.batch; i++) {
+    g_assert_cmpint (out.labels->shape[0], ==, f->s.ctx.batch);
+    for (gint64 i = 0; i < f->s.ctx.batch; i++) {
         g_assert_cmpint (dfq_tensor_i32 (out.labels)[i], >=, 0);
-        g_assert_cmpint (dfq_tensor_i32 (out.labels)[i], <, f->ctx.classes);
+        g_assert_cmpint (dfq_tensor_i32 (out.labels)[i], <, f->s.ctx.classes);
     }
     g_assert_null (out.soft_labels);
     g_assert_cmpuint (out.n_loss_terms, ==, 2);
@@ -191,7 +168,7 @@ test_losses_decrease (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
      * there, so that fallback uses a 10x learning rate and asks for less. */
     g_autoptr (DfqFeature) feature = (DfqFeature *) make_gdfq (f, f->trained ? "use: gdfq" : "{use: gdfq, optimizer: {lr: 1e-2}}");
     DfqSynthesizer *s = (DfqSynthesizer *) feature;
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->s.ctx);
     double ce[DECREASE_STEPS], bns[DECREASE_STEPS];
     guint allocs_after_warmup = 0;
     for (gint64 i = 0; i < DECREASE_STEPS; i++) {
@@ -200,7 +177,7 @@ test_losses_decrease (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
         ce[i] = out.loss_terms[0];
         bns[i] = out.loss_terms[1];
         if (i == 2)
-            allocs_after_warmup = dfq_arena_n_system_allocs (f->arena);
+            allocs_after_warmup = dfq_arena_n_system_allocs (f->s.arena);
     }
     g_assert_cmpint (DFQ_SYNTHESIZER_CLASS (s)->get_optim_step (s), ==, DECREASE_STEPS);
     double ce0 = mean_of (ce, DECREASE_WINDOW), ce1 = mean_of (ce + DECREASE_STEPS - DECREASE_WINDOW, DECREASE_WINDOW);
@@ -211,8 +188,8 @@ test_losses_decrease (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
     g_assert_cmpfloat (ce1, <, factor * ce0);
     g_assert_cmpfloat (bns1, <, factor * bns0);
     g_test_message ("scratch arena: %u system allocations after 3 steps, %u after %d",
-                    allocs_after_warmup, dfq_arena_n_system_allocs (f->arena), DECREASE_STEPS);
-    g_assert_cmpuint (dfq_arena_n_system_allocs (f->arena), ==, allocs_after_warmup);
+                    allocs_after_warmup, dfq_arena_n_system_allocs (f->s.arena), DECREASE_STEPS);
+    g_assert_cmpuint (dfq_arena_n_system_allocs (f->s.arena), ==, allocs_after_warmup);
 }
 
 /* Runs @n steps of a fresh gdfq and returns its checkpoint state, copied into
@@ -220,10 +197,10 @@ test_losses_decrease (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
 static GPtrArray *
 run_and_snapshot (GdfqFixture *f, DfqArena *keep, guint64 seed, int n, DfqTensor **last_images)
 {
-    f->ctx.seed = seed;
+    f->s.ctx.seed = seed;
     g_autoptr (DfqFeature) feature = (DfqFeature *) make_gdfq (f, "use: gdfq");
     DfqSynthesizer *s = (DfqSynthesizer *) feature;
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->s.ctx);
     DfqSynthBatch out;
     for (int i = 0; i < n; i++)
         run_step (f, s, i, &out);
@@ -305,24 +282,10 @@ test_defaults (GdfqFixture *f G_GNUC_UNUSED, gconstpointer data G_GNUC_UNUSED)
 {
     g_test_summary ("Defaults: latent 100, inner BN eps 0.8, losses [ce(teacher), 0.1 bns], "
                     "Adam 1e-3 (0.5, 0.999), multistep [100, 200, 300] x 0.1");
-    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_SYNTHESIZER, "gdfq");
-    g_autoptr (DfqConfigNode) cfg = NULL;
-    g_autoptr (GError) error = NULL;
-    g_autoptr (DfqFeature) feature = dfq_feature_new_default (registry, klass, &error);
-    g_assert_no_error (error);
-    cfg = dfq_params_to_config (klass->params, klass->n_params, feature);
-    g_autofree char *yaml = dfq_config_to_yaml (cfg);
-    g_test_message ("%s", yaml);
-    g_assert_nonnull (strstr (yaml, "latent: 100"));
-    g_assert_nonnull (strstr (yaml, "bn_eps_inner: 0.8"));
-    g_assert_nonnull (strstr (yaml, "use: ce"));
-    g_assert_nonnull (strstr (yaml, "target: teacher"));
-    g_assert_nonnull (strstr (yaml, "use: bns"));
-    g_assert_nonnull (strstr (yaml, "weight: 0.1"));
-    g_assert_nonnull (strstr (yaml, "use: adam"));
-    g_assert_nonnull (strstr (yaml, "0.5"));
-    g_assert_nonnull (strstr (yaml, "schedule: multistep"));
-    g_assert_nonnull (strstr (yaml, "[100, 200, 300]"));
+    const char *want[] = { "latent: 100", "bn_eps_inner: 0.8", "use: ce", "target: teacher", "use: bns",
+                           "weight: 0.1", "use: adam", "betas: [0.5, 0.999]", "schedule: multistep",
+                           "[100, 200, 300]" };
+    g_free (dfq_test_assert_defaults (registry, DFQ_FEATURE_SYNTHESIZER, "gdfq", want, G_N_ELEMENTS (want)));
 }
 
 static void
@@ -373,14 +336,14 @@ test_schedule (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
     DfqSynthesizer *s = (DfqSynthesizer *) feature;
     g_autoptr (DfqArena) keep = dfq_arena_new (0);
     DfqSynthBatch out;
-    f->ctx.epoch = 0;
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    f->s.ctx.epoch = 0;
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->s.ctx);
     g_autoptr (GPtrArray) p0 = snapshot_params (s, keep);
     run_step (f, s, 0, &out);
     g_autoptr (GPtrArray) p1 = snapshot_params (s, keep);
     g_assert_cmpfloat (max_param_change (p0, p1), >, 0.0f);
-    f->ctx.epoch = 1;
-    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->ctx);
+    f->s.ctx.epoch = 1;
+    DFQ_SYNTHESIZER_CLASS (s)->start_epoch (s, &f->s.ctx);
     run_step (f, s, 1, &out);
     g_autoptr (GPtrArray) p2 = snapshot_params (s, keep);
     g_assert_cmpfloat (max_param_change (p1, p2), ==, 0.0f);
@@ -393,9 +356,9 @@ test_bad_shape (GdfqFixture *f, gconstpointer data G_GNUC_UNUSED)
     g_test_summary ("A teacher input that is not 4 * init_size is a DFQ_MODEL_ERROR_SHAPE at prepare()");
     g_autoptr (DfqFeature) feature = make_feature (DFQ_FEATURE_SYNTHESIZER, "use: gdfq");
     DfqSynthesizer *s = (DfqSynthesizer *) feature;
-    f->ctx.image_shape[1] = f->ctx.image_shape[2] = 30;
+    f->s.ctx.image_shape[1] = f->s.ctx.image_shape[2] = 30;
     g_autoptr (GError) error = NULL;
-    g_assert_false (DFQ_SYNTHESIZER_CLASS (s)->prepare (s, &f->ctx, &error));
+    g_assert_false (DFQ_SYNTHESIZER_CLASS (s)->prepare (s, &f->s.ctx, &error));
     g_assert_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE);
 }
 
@@ -416,11 +379,7 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    for (guint i = 0; i < failures->len; i++)
-        g_test_message ("plugin failed to load: %s", ((GError *) failures->pdata[i])->message);
+    registry = dfq_test_registry_new ();
     g_assert_nonnull (dfq_registry_find (registry, DFQ_FEATURE_SYNTHESIZER, "gdfq"));
 
 #define ADD(path, data, fn) g_test_add (path, GdfqFixture, data, fixture_setup, fn, fixture_teardown)

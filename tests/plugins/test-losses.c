@@ -16,49 +16,26 @@ make_feature (DfqFeatureKind kind, const char *yaml)
     return dfq_test_make_feature (registry, kind, yaml);
 }
 
-/* ResNet-20 (width 8, 1x28x28) with the PyTorch interop weights: 21 BN layers
- * with non-trivial running statistics. */
+/* ResNet-20 (width 8, 1x28x28) with the PyTorch interop weights (21 BN layers
+ * with non-trivial running statistics) as the frozen teacher. */
+typedef DfqTestSynth LossFixture;
+
 static DfqModel *
 make_teacher (void)
 {
-    g_autoptr (GError) error = NULL;
-    DfqModel *m = (DfqModel *) make_feature (DFQ_FEATURE_MODEL,
-                                             "use: resnet-cifar\ndepth: 20\nwidth: 8\nin_channels: 1\n"
-                                             "classes: 10\nimage_size: 28\n");
-    g_autofree char *path = g_test_build_filename (G_TEST_DIST, "interop", "resnet-cifar-d20-w8-c1.safetensors", NULL);
-    g_assert_true (dfq_model_load (m, path, NULL, &error));
-    g_assert_no_error (error);
-    dfq_model_set_trainable (m, FALSE);
-    return m;
+    return dfq_test_resnet20_w8 (registry, TRUE);
 }
-
-typedef struct {
-    DfqArena *arena;
-    DfqModel *teacher;
-    DfqStepContext ctx;
-} LossFixture;
 
 static void
 fixture_setup (LossFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    f->arena = dfq_arena_new (0);
-    f->teacher = make_teacher ();
-    memset (&f->ctx, 0, sizeof f->ctx);
-    f->ctx.arena = f->arena;
-    f->ctx.teacher = f->teacher;
-    f->ctx.seed = 7;
-    f->ctx.batch = 6;
-    f->ctx.classes = 10;
-    f->ctx.image_shape[0] = 1;
-    f->ctx.image_shape[1] = 28;
-    f->ctx.image_shape[2] = 28;
+    dfq_test_synth_init (f, registry, make_teacher (), NULL, 7, 0, 6, 1, 28);
 }
 
 static void
 fixture_teardown (LossFixture *f, gconstpointer data G_GNUC_UNUSED)
 {
-    dfq_feature_free ((DfqFeature *) f->teacher);
-    dfq_arena_free (f->arena);
+    dfq_test_synth_clear (f);
 }
 
 static DfqTensor *
@@ -371,11 +348,7 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
-    registry = dfq_registry_new ();
-    g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
-    dfq_registry_scan (registry, NULL, failures);
-    for (guint i = 0; i < failures->len; i++)
-        g_test_message ("plugin failed to load: %s", ((GError *) failures->pdata[i])->message);
+    registry = dfq_test_registry_new ();
     g_assert_nonnull (dfq_registry_find (registry, DFQ_FEATURE_LOSS, "bns"));
 
 #define ADD(path, data, fn) g_test_add (path, LossFixture, data, fixture_setup, fn, fixture_teardown)
