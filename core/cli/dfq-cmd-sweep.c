@@ -49,6 +49,7 @@ typedef struct {
     char *dir;            /* absolute */
     DfqTrialState state;
     gboolean before; /* its state was reached by an earlier invocation */
+    gboolean held;   /* not selected by --only: this invocation leaves it as it is */
     gint threads;
     gint seed;
     GSubprocess *proc;
@@ -355,7 +356,7 @@ dfq_sweep_eta (DfqSweepPool *pool)
     gint64 now = g_get_monotonic_time ();
     for (guint i = 0; i < pool->all->len; i++) {
         DfqSweepJob *job = pool->all->pdata[i];
-        if (job->state == DFQ_TRIAL_QUEUED)
+        if (job->state == DFQ_TRIAL_QUEUED && !job->held)
             work += avg;
         else if (job->state == DFQ_TRIAL_RUNNING)
             work += MAX (avg - (now - job->started) / 1e6, 0.0);
@@ -363,11 +364,24 @@ dfq_sweep_eta (DfqSweepPool *pool)
     return work / MAX (pool->jobs, 1);
 }
 
+/* Queued trials that --only left out. */
+static guint
+dfq_sweep_count_held (DfqSweepPool *pool)
+{
+    guint held = 0;
+    for (guint i = 0; i < pool->all->len; i++) {
+        DfqSweepJob *job = pool->all->pdata[i];
+        held += job->held && job->state == DFQ_TRIAL_QUEUED;
+    }
+    return held;
+}
+
 static char *
 dfq_sweep_status_text (DfqSweepPool *pool)
 {
     guint c[G_N_ELEMENTS (dfq_trial_state_names)];
     dfq_sweep_count (pool, c);
+    guint held = dfq_sweep_count_held (pool);
     guint failed = c[DFQ_TRIAL_DIVERGED] + c[DFQ_TRIAL_CRASHED] + c[DFQ_TRIAL_FAILED];
     char el[32], eta[32];
     dfq_sweep_format_seconds ((g_get_monotonic_time () - pool->t0) / 1e6, el, sizeof el);
@@ -375,9 +389,10 @@ dfq_sweep_status_text (DfqSweepPool *pool)
     g_autofree char *interrupted = c[DFQ_TRIAL_INTERRUPTED] ? g_strdup_printf (", %u interrupted",
                                                                                c[DFQ_TRIAL_INTERRUPTED])
                                                             : g_strdup ("");
-    return g_strdup_printf ("%u/%u done, %u running, %u failed, %u queued%s, %s elapsed, ETA %s",
-                            c[DFQ_TRIAL_FINISHED], pool->all->len, c[DFQ_TRIAL_RUNNING], failed, c[DFQ_TRIAL_QUEUED],
-                            interrupted, el, eta);
+    g_autofree char *held_text = held > 0 ? g_strdup_printf (", %u not selected", held) : g_strdup ("");
+    return g_strdup_printf ("%u/%u done, %u running, %u failed, %u queued%s%s, %s elapsed, ETA %s",
+                            c[DFQ_TRIAL_FINISHED], pool->all->len, c[DFQ_TRIAL_RUNNING], failed,
+                            c[DFQ_TRIAL_QUEUED] - held, held_text, interrupted, el, eta);
 }
 
 static void
@@ -592,7 +607,7 @@ dfq_sweep_launch_more (DfqSweepPool *pool)
 {
     for (guint i = 0; i < pool->all->len && !pool->interrupted && pool->running < (guint) pool->jobs; i++) {
         DfqSweepJob *job = pool->all->pdata[i];
-        if (job->state != DFQ_TRIAL_QUEUED)
+        if (job->state != DFQ_TRIAL_QUEUED || job->held)
             continue;
         GError *e = NULL;
         if (!dfq_sweep_launch (pool, job, &e)) {
@@ -673,6 +688,39 @@ dfq_sweep_self_exe (void)
     return exe != NULL ? exe : g_find_program_in_path ("dfq");
 }
 
+/* --only: holds back the trials whose label and id match none of @globs; an
+ * error naming the labels when that leaves nothing. */
+static gboolean
+dfq_sweep_select (DfqSweepPool *pool, const char *const *globs, GError **error)
+{
+    g_autoptr (GPtrArray) specs = g_ptr_array_new_with_free_func ((GDestroyNotify) g_pattern_spec_free);
+    for (guint k = 0; globs[k] != NULL; k++)
+        g_ptr_array_add (specs, g_pattern_spec_new (globs[k]));
+    guint selected = 0;
+    for (guint i = 0; i < pool->all->len; i++) {
+        DfqSweepJob *job = pool->all->pdata[i];
+        gboolean match = FALSE;
+        for (guint k = 0; k < specs->len && !match; k++)
+            match = g_pattern_spec_match_string (specs->pdata[k], job->trial->label) ||
+                    g_pattern_spec_match_string (specs->pdata[k], job->trial->id);
+        job->held = !match;
+        selected += match;
+    }
+    if (selected > 0)
+        return TRUE;
+    g_autofree char *wanted = g_strjoinv ("', '", (char **) globs);
+    GString *labels = g_string_new (NULL);
+    for (guint i = 0; i < pool->all->len; i++) {
+        DfqSweepJob *job = pool->all->pdata[i];
+        g_string_append_printf (labels, "\n  %s  %s", job->trial->id, job->trial->label);
+    }
+    g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                 "--only '%s' matches no trial of %s; the trials (id, label) are:%s", wanted,
+                 pool->sweep->name, labels->str);
+    g_string_free (labels, TRUE);
+    return FALSE;
+}
+
 static void
 dfq_sweep_print_dry_run (DfqSweepPool *pool)
 {
@@ -686,9 +734,10 @@ dfq_sweep_print_dry_run (DfqSweepPool *pool)
     for (guint i = 0; i < pool->all->len; i++) {
         DfqSweepJob *job = pool->all->pdata[i];
         g_autofree char *rel = g_path_get_basename (job->dir);
-        const char *state = job->state == DFQ_TRIAL_QUEUED
-                                ? (g_file_test (job->dir, G_FILE_TEST_IS_DIR) ? "to resume" : "to run")
-                                : dfq_trial_state_names[job->state];
+        const char *state = job->state != DFQ_TRIAL_QUEUED ? dfq_trial_state_names[job->state]
+                            : job->held                   ? "not selected (--only)"
+                            : g_file_test (job->dir, G_FILE_TEST_IS_DIR) ? "to resume"
+                                                                         : "to run";
         printf ("%3u  %s  %-40s  %s\n", i + 1, job->trial->id, job->trial->label, state);
         printf ("     dir %s\n", rel);
         for (guint k = 0; k < job->trial->overrides->len; k++)
@@ -702,10 +751,13 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
     gboolean help = FALSE, dry_run = FALSE;
     gint jobs = 1;
     g_autofree char *out_opt = NULL;
+    g_auto (GStrv) only = NULL;
     const GOptionEntry entries[] = {
         { "jobs", 'j', 0, G_OPTION_ARG_INT, &jobs, "Trials run at once (default 1); each gets cores/N threads", "N" },
         { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run, "Validate and list the trials and their overrides; run nothing", NULL },
         { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out_opt, "Output directory (default runs/<sweep name>)", "DIR" },
+        { "only", 0, 0, G_OPTION_ARG_STRING_ARRAY, &only,
+          "Run only the trials whose label or id matches this glob (repeatable; e.g. 'w_bits=3,*')", "GLOB" },
         { NULL }
     };
     if (!dfq_cli_parse (cli, "sweep", "SWEEP.yaml", "Expand a sweep file and run its trials",
@@ -757,6 +809,8 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
                                                 : pool.threads;
         g_ptr_array_add (all, job);
     }
+    if (only != NULL && !dfq_sweep_select (&pool, (const char *const *) only, error))
+        return FALSE;
 
     if (dry_run) {
         dfq_sweep_print_dry_run (&pool);
@@ -790,11 +844,13 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
     for (guint i = 0; i < all->len; i++) {
         DfqSweepJob *job = all->pdata[i];
         before += job->before;
-        to_run += job->state == DFQ_TRIAL_QUEUED;
-        over |= job->state == DFQ_TRIAL_QUEUED && job->threads * MIN (jobs, (gint) to_run) > cores;
+        to_run += job->state == DFQ_TRIAL_QUEUED && !job->held;
+        over |= job->state == DFQ_TRIAL_QUEUED && !job->held && job->threads * MIN (jobs, (gint) to_run) > cores;
     }
-    fprintf (stderr, "dfq sweep %s: %u trials (%u done before, %u to run) from %s\n", sweep->name, all->len, before,
-             to_run, sweep->path);
+    guint held = dfq_sweep_count_held (&pool);
+    g_autofree char *held_text = held > 0 ? g_strdup_printf (", %u not selected by --only", held) : g_strdup ("");
+    fprintf (stderr, "dfq sweep %s: %u trials (%u done before, %u to run%s) from %s\n", sweep->name, all->len, before,
+             to_run, held_text, sweep->path);
     fprintf (stderr, "output %s; -j %d x %d thread%s (%d cores)\n", out, jobs, pool.threads,
              pool.threads == 1 ? "" : "s", cores);
     if (over)
@@ -831,10 +887,12 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
     for (guint s = DFQ_TRIAL_DIVERGED; s < G_N_ELEMENTS (dfq_trial_state_names); s++)
         if (c[s] > 0)
             printf (", %u %s", c[s], dfq_trial_state_names[s]);
-    if (c[DFQ_TRIAL_QUEUED] > 0)
-        printf (", %u not started", c[DFQ_TRIAL_QUEUED]);
+    if (c[DFQ_TRIAL_QUEUED] > held)
+        printf (", %u not started", c[DFQ_TRIAL_QUEUED] - held);
     if (before > 0)
         printf ("; %u skipped (done before this run)", before);
+    if (held > 0)
+        printf ("; %u not selected (--only)", held);
     printf ("\n");
     for (guint i = 0; i < all->len; i++) {
         DfqSweepJob *job = all->pdata[i];

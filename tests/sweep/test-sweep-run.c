@@ -172,9 +172,43 @@ test_failures (void)
     g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
     g_clear_pointer (&text, g_free);
 
+    /* --only: a glob that matches nothing is an error listing the trials;
+     * one that matches runs those trials only and leaves the others queued */
+    g_assert_cmpint (run_dfq (&text, "--plugin-path", CRASH_PLUGIN_DIR, "sweep", sweep, "--out", out, "--only",
+                              "seed=9*", NULL),
+                     ==, 2);
+    g_assert_nonnull (strstr (text, "--only 'seed=9*' matches no trial of failures"));
+    g_assert_nonnull (strstr (text, "seed=1,crash-test"));
+    g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
+    g_clear_pointer (&text, g_free);
+    g_assert_cmpint (run_dfq (&text, "--plugin-path", CRASH_PLUGIN_DIR, "sweep", sweep, "--out", out, "--only",
+                              "seed=2,*", "--dry-run", NULL),
+                     ==, 0);
+    g_assert_cmpuint (count_substrings (text, "not selected (--only)"), ==, 3);
+    g_assert_cmpuint (count_substrings (text, "to run"), ==, 1);
+    g_clear_pointer (&text, g_free);
+    g_assert_cmpint (run_dfq (&text, "--plugin-path", CRASH_PLUGIN_DIR, "sweep", sweep, "--out", out, "--only",
+                              "seed=2,*", NULL),
+                     ==, 0);
+    g_assert_nonnull (strstr (text, "4 trials in"));
+    g_assert_nonnull (strstr (text, ": 1 finished; 3 not selected (--only)\n"));
+    g_clear_pointer (&text, g_free);
+    {
+        g_autoptr (JsonParser) only_parser = NULL;
+        JsonObject *only_index = load_json (out, "sweep.json", &only_parser);
+        g_assert_nonnull (only_index);
+        JsonObject *only_counts = json_object_get_object_member (only_index, "counts");
+        g_assert_cmpint (json_object_get_int_member (only_counts, "finished"), ==, 1);
+        g_assert_cmpint (json_object_get_int_member (only_counts, "queued"), ==, 3);
+        JsonObject *held = index_trial (only_index, "seed=1,crash-test");
+        g_autofree char *held_dir = g_build_filename (out, json_object_get_string_member (held, "dir"), NULL);
+        g_assert_false (g_file_test (held_dir, G_FILE_TEST_EXISTS));
+    }
+
+    /* the whole sweep: the seed-2 trial is done, the others run */
     g_assert_cmpint (run_dfq (&text, "--plugin-path", CRASH_PLUGIN_DIR, "sweep", sweep, "-j", "2", "--out", out, NULL),
                      ==, 1);
-    g_assert_nonnull (strstr (text, "2 finished, 1 diverged, 1 crashed\n"));
+    g_assert_nonnull (strstr (text, "2 finished, 1 diverged, 1 crashed; 1 skipped (done before this run)\n"));
     g_clear_pointer (&text, g_free);
     g_autoptr (JsonParser) parser = NULL;
     JsonObject *index = load_json (out, "sweep.json", &parser);
