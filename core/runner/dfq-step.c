@@ -64,7 +64,7 @@ dfq_step_eval_losses (DfqStepContext *ctx, GPtrArray *losses, DfqTensor *x, DfqT
                       DfqTensor *soft_labels, double *values, GError **error)
 {
     g_return_val_if_fail (losses != NULL && losses->len > 0, NULL);
-    DfqTapSet *tsets[DFQ_FORWARD_MAX_TAP_SETS], *ssets[DFQ_FORWARD_MAX_TAP_SETS];
+    DfqTapSet *tsets[DFQ_FORWARD_MAX_TAP_SETS] = { NULL }, *ssets[DFQ_FORWARD_MAX_TAP_SETS] = { NULL };
     guint n_t = 0, n_s = 0;
     gboolean need_student = FALSE;
     for (guint i = 0; i < losses->len; i++) {
