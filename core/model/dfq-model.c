@@ -8,6 +8,8 @@
 #include <dfq/dfq.h>
 #include <dfq/dfq-model.h>
 
+#include "../ops/dfq-op-private.h"
+
 /* ---------------------------------------------------------------- tap sets */
 
 struct _DfqTapSet {
@@ -270,16 +272,21 @@ dfq_model_lookup2 (DfqModel *self, const char *name, const char *suffix)
 
 /* ---------------------------------------------------------------- layers */
 
-DfqTensor *
-dfq_layer_conv (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, int stride, int padding, int groups)
+/* The hooks of conv @name, in the order they run: the layer wrapping of the
+ * input, then the weight quantization site. */
+static void
+dfq_layer_conv_hooks (DfqForward *fwd, const char *name, int stride, DfqTensor **x, DfqTensor **w)
 {
-    DfqTensor *w = dfq_model_lookup2 (self, name, "weight");
-    DfqTensor *b = dfq_model_lookup2 (self, name, "bias");
-    g_return_val_if_fail (w != NULL, NULL);
     if (fwd->conv_input != NULL)
-        x = fwd->conv_input (fwd->conv_input_data, fwd, name, stride, x);
+        *x = fwd->conv_input (fwd->conv_input_data, fwd, name, stride, *x);
     if (fwd->quantize_weight != NULL)
-        w = fwd->quantize_weight (fwd->quant_data, fwd, name, w);
+        *w = fwd->quantize_weight (fwd->quant_data, fwd, name, *w);
+}
+
+static DfqTensor *
+dfq_layer_conv_run (DfqForward *fwd, const char *name, DfqTensor *x, DfqTensor *w, DfqTensor *b, int stride,
+                    int padding, int groups)
+{
     DfqTensor *y = dfq_conv2d (fwd->arena, x, w, b, stride, padding, groups);
     if (fwd->n_tap_sets > 0) {
         char tap[DFQ_TENSOR_NAME_MAX + 8];
@@ -287,6 +294,16 @@ dfq_layer_conv (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x,
         dfq_layer_tap (fwd, tap, DFQ_TAP_CONV_OUT, y, NULL, NULL);
     }
     return y;
+}
+
+DfqTensor *
+dfq_layer_conv (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, int stride, int padding, int groups)
+{
+    DfqTensor *w = dfq_model_lookup2 (self, name, "weight");
+    DfqTensor *b = dfq_model_lookup2 (self, name, "bias");
+    g_return_val_if_fail (w != NULL, NULL);
+    dfq_layer_conv_hooks (fwd, name, stride, &x, &w);
+    return dfq_layer_conv_run (fwd, name, x, w, b, stride, padding, groups);
 }
 
 DfqTensor *
@@ -325,13 +342,152 @@ dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, f
     return y;
 }
 
+static DfqTensor *
+dfq_layer_act_quantize (DfqForward *fwd, const char *site, DfqTensor *y)
+{
+    if (fwd->quantize_act != NULL)
+        y = fwd->quantize_act (fwd->quant_data, fwd, site, y);
+    return y;
+}
+
 DfqTensor *
 dfq_layer_act (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x, DfqActKind kind)
 {
     (void) self;
     DfqTensor *y = kind == DFQ_ACT_RELU6 ? dfq_relu6 (fwd->arena, x) : dfq_relu (fwd->arena, x);
-    if (fwd->quantize_act != NULL)
-        y = fwd->quantize_act (fwd->quant_data, fwd, site, y);
+    return dfq_layer_act_quantize (fwd, site, y);
+}
+
+/* ---------------------------------------------------------------- fused conv-bn */
+
+static gint dfq_layer_fusion = -1; /* -1: not decided yet (environment) */
+
+static gboolean
+dfq_layer_fusion_enabled (void)
+{
+    gint v = g_atomic_int_get (&dfq_layer_fusion);
+    if (v < 0) {
+        g_atomic_int_compare_and_exchange (&dfq_layer_fusion, -1, g_getenv ("DFQ_NO_FUSION") == NULL);
+        v = g_atomic_int_get (&dfq_layer_fusion);
+    }
+    return v != 0;
+}
+
+gboolean
+dfq_layer_set_fusion_enabled (gboolean enabled)
+{
+    gboolean prev = dfq_layer_fusion_enabled ();
+    g_atomic_int_set (&dfq_layer_fusion, enabled ? 1 : 0);
+    return prev;
+}
+
+/* Whether some tap set wants the tap "<name><suffix>" (@name NULL: no). */
+static gboolean
+dfq_layer_tapped (DfqForward *fwd, const char *name, const char *suffix)
+{
+    if (name == NULL || fwd->n_tap_sets == 0)
+        return FALSE;
+    char tap[DFQ_TENSOR_NAME_MAX + 16];
+    g_snprintf (tap, sizeof tap, "%s%s", name, suffix);
+    for (guint s = 0; s < fwd->n_tap_sets; s++)
+        if (dfq_tap_set_matches (fwd->tap_sets[s], tap))
+            return TRUE;
+    return FALSE;
+}
+
+static gboolean
+dfq_layer_needs_grad (DfqTensor *t)
+{
+    return t != NULL && dfq_tensor_requires_grad (t);
+}
+
+/* Whether the layer may run as one fused conv (x and w after the hooks): the
+ * eval BN op, no graph, nobody looking at what the fused pass never writes. */
+static gboolean
+dfq_layer_conv_bn_fusable (DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x, DfqTensor *w,
+                           DfqTensor *b, DfqTensor *gamma, DfqTensor *beta, DfqTensor *rm, DfqTensor *rv)
+{
+    if (fwd->training || !dfq_layer_fusion_enabled () || rm == NULL || rv == NULL)
+        return FALSE;
+    if (dfq_grad_enabled () && (dfq_layer_needs_grad (x) || dfq_layer_needs_grad (w) || dfq_layer_needs_grad (b) ||
+                                dfq_layer_needs_grad (gamma) || dfq_layer_needs_grad (beta) ||
+                                dfq_layer_needs_grad (layer->residual)))
+        return FALSE;
+    if (!dfq_priv_conv2d_fusable (x, w, b, layer->stride, layer->padding, 1))
+        return FALSE;
+    const gint64 co = w->shape[0];
+    if (dfq_tensor_numel (rm) != co || dfq_tensor_numel (rv) != co ||
+        (gamma != NULL && dfq_tensor_numel (gamma) != co) || (beta != NULL && dfq_tensor_numel (beta) != co) ||
+        (b != NULL && (b->dtype != DFQ_DTYPE_F32 || dfq_tensor_numel (b) != co)))
+        return FALSE;
+    if (layer->residual != NULL) {
+        const DfqTensor *r = layer->residual;
+        const gint64 ho = (x->shape[2] + 2 * layer->padding - 3) / layer->stride + 1;
+        const gint64 wo = (x->shape[3] + 2 * layer->padding - 3) / layer->stride + 1;
+        if (r->dtype != DFQ_DTYPE_F32 || r->n_dims != 4 || !dfq_tensor_is_contiguous (r) ||
+            r->shape[0] != x->shape[0] || r->shape[1] != co || r->shape[2] != ho || r->shape[3] != wo)
+            return FALSE;
+    }
+    return !dfq_layer_tapped (fwd, layer->conv, ":out") && !dfq_layer_tapped (fwd, layer->bn, ":in") &&
+           !dfq_layer_tapped (fwd, layer->bn, ":out") && !dfq_layer_tapped (fwd, layer->body_tap, "");
+}
+
+gboolean
+dfq_layer_conv_bn_fuses (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x)
+{
+    g_return_val_if_fail (layer != NULL && layer->conv != NULL && layer->bn != NULL, FALSE);
+    if (fwd->conv_input != NULL || fwd->quantize_weight != NULL || fwd->quantize_act != NULL)
+        return FALSE;
+    DfqTensor *w = dfq_model_lookup2 (self, layer->conv, "weight");
+    if (w == NULL)
+        return FALSE;
+    return dfq_layer_conv_bn_fusable (fwd, layer, x, w, dfq_model_lookup2 (self, layer->conv, "bias"),
+                                      dfq_model_lookup2 (self, layer->bn, "weight"),
+                                      dfq_model_lookup2 (self, layer->bn, "bias"),
+                                      dfq_model_lookup2 (self, layer->bn, "running_mean"),
+                                      dfq_model_lookup2 (self, layer->bn, "running_var"));
+}
+
+DfqTensor *
+dfq_layer_conv_bn (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x)
+{
+    g_return_val_if_fail (layer != NULL && layer->conv != NULL && layer->bn != NULL, NULL);
+    DfqTensor *w = dfq_model_lookup2 (self, layer->conv, "weight");
+    DfqTensor *b = dfq_model_lookup2 (self, layer->conv, "bias");
+    g_return_val_if_fail (w != NULL, NULL);
+    dfq_layer_conv_hooks (fwd, layer->conv, layer->stride, &x, &w);
+
+    DfqTensor *gamma = dfq_model_lookup2 (self, layer->bn, "weight");
+    DfqTensor *beta = dfq_model_lookup2 (self, layer->bn, "bias");
+    DfqTensor *rm = dfq_model_lookup2 (self, layer->bn, "running_mean");
+    DfqTensor *rv = dfq_model_lookup2 (self, layer->bn, "running_var");
+    if (dfq_layer_conv_bn_fusable (fwd, layer, x, w, b, gamma, beta, rm, rv)) {
+        const gint64 co = w->shape[0];
+        float *coeffs = dfq_arena_alloc_uninit (fwd->arena, (gsize) (3 * co) * sizeof (float));
+        dfq_priv_bn_eval_coeffs (gamma, beta, rm, rv, layer->bn_eps, coeffs, coeffs + co, coeffs + 2 * co);
+        DfqPrivConvEpilogue ep = {
+            .mean = coeffs,
+            .scale = coeffs + co,
+            .shift = coeffs + 2 * co,
+            .residual = layer->residual != NULL ? dfq_tensor_f32 (layer->residual) : NULL,
+            .relu = layer->act_site != NULL && layer->act == DFQ_ACT_RELU,
+        };
+        DfqTensor *y = dfq_priv_conv2d_fused (fwd->arena, x, w, b, layer->stride, layer->padding, &ep);
+        if (layer->act_site == NULL)
+            return y;
+        if (!ep.relu) /* ReLU6: its own op */
+            return dfq_layer_act (self, fwd, layer->act_site, y, layer->act);
+        return dfq_layer_act_quantize (fwd, layer->act_site, y);
+    }
+
+    DfqTensor *y = dfq_layer_conv_run (fwd, layer->conv, x, w, b, layer->stride, layer->padding, 1);
+    y = dfq_layer_bn (self, fwd, layer->bn, y, layer->bn_eps, layer->bn_momentum);
+    if (layer->body_tap != NULL && fwd->n_tap_sets > 0)
+        dfq_layer_tap (fwd, layer->body_tap, DFQ_TAP_BODY, y, NULL, NULL);
+    if (layer->residual != NULL)
+        y = dfq_add (fwd->arena, y, layer->residual);
+    if (layer->act_site != NULL)
+        y = dfq_layer_act (self, fwd, layer->act_site, y, layer->act);
     return y;
 }
 

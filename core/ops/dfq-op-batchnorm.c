@@ -82,6 +82,67 @@ dfq_bn_backward_plane (const float *restrict xp, const float *restrict gyp, floa
             gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - m);
 }
 
+/* The per-channel constants of the normalisation y = (x - fm) a + b from the
+ * channel's mean and variance: one function for the op and for the fused
+ * epilogue of dfq_priv_bn_eval_coeffs, so that both compute the same bits. */
+static inline void
+dfq_bn_coeffs (double mean, double var, float eps, const float *gamma, const float *beta,
+               float *fm, float *istd, float *a, float *b)
+{
+    *fm = (float) mean;
+    *istd = (float) (1.0 / sqrt (var + (double) eps));
+    *a = gamma ? *gamma * *istd : *istd;
+    *b = beta ? *beta : 0.0f;
+}
+
+void
+dfq_priv_bn_eval_coeffs (const DfqTensor *gamma, const DfqTensor *beta, const DfqTensor *running_mean,
+                         const DfqTensor *running_var, float eps, float *mean, float *scale, float *shift)
+{
+    const float *g = gamma ? dfq_tensor_f32 (gamma) : NULL;
+    const float *be = beta ? dfq_tensor_f32 (beta) : NULL;
+    const float *rm = dfq_tensor_f32 (running_mean), *rv = dfq_tensor_f32 (running_var);
+    const gint64 c = dfq_tensor_numel (running_mean);
+    for (gint64 j = 0; j < c; j++) {
+        float istd;
+        dfq_bn_coeffs (rm[j], rv[j], eps, g ? &g[j] : NULL, be ? &be[j] : NULL, &mean[j], &istd, &scale[j],
+                       &shift[j]);
+    }
+}
+
+/* Which rounding dfq_bn_normalize_plane does, found once by running it: the
+ * clone the loader picked and the compiler's contraction decide, not this
+ * file. (x - m) a + b with x = 1 + 2^-12, m = 0, a = 1 + 2^-12,
+ * b = -(1 + 2^-11): the exact value 2^-24 survives only a fused multiply-add. */
+DfqPrivBnRounding
+dfq_priv_bn_eval_rounding (void)
+{
+    static gsize once = 0;
+    static DfqPrivBnRounding rounding = DFQ_PRIV_BN_ROUNDING_UNKNOWN;
+    if (g_once_init_enter (&once)) {
+        enum { N = 67 }; /* a vector body and a remainder in every clone */
+        float x[N], y[N];
+        const float one = 1.0f, e12 = ldexpf (1.0f, -12), e11 = ldexpf (1.0f, -11);
+        for (int k = 0; k < N; k++)
+            x[k] = one + e12;
+        dfq_bn_normalize_plane (x, y, N, 0.0f, one + e12, -(one + e11));
+        const float want_fma = fmaf (one + e12, one + e12, -(one + e11));
+        volatile float prod = (one + e12) * (one + e12); /* rounded on its own */
+        const float want_sep = prod + -(one + e11);
+        int n_fma = 0, n_sep = 0;
+        for (int k = 0; k < N; k++) {
+            n_fma += y[k] == want_fma;
+            n_sep += y[k] == want_sep;
+        }
+        if (want_fma != want_sep && n_fma == N)
+            rounding = DFQ_PRIV_BN_ROUNDING_FMA;
+        else if (want_fma != want_sep && n_sep == N)
+            rounding = DFQ_PRIV_BN_ROUNDING_SEPARATE;
+        g_once_init_leave (&once, 1);
+    }
+    return rounding;
+}
+
 DfqTensor *
 dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
                DfqTensor *running_mean, DfqTensor *running_var,
@@ -151,12 +212,10 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
             mean = rmean[j];
             var = rvar[j];
         }
-        const float fm = (float) mean;
-        const float istd = (float) (1.0 / sqrt (var + (double) eps));
+        float fm, istd, a, b;
+        dfq_bn_coeffs (mean, var, eps, gamma ? &gamma[j] : NULL, beta ? &beta[j] : NULL, &fm, &istd, &a, &b);
         mean_out[j] = fm;
         istd_out[j] = istd;
-        const float a = gamma ? gamma[j] * istd : istd;
-        const float b = beta ? beta[j] : 0.0f;
         for (gint64 i = 0; i < n; i++)
             dfq_bn_normalize_plane (x + (i * c + j) * inner, y + (i * c + j) * inner, inner, fm, a, b);
     }

@@ -14,7 +14,9 @@
  * Backward: dW from the same columns (recomputed), dX as W^T dY then col2im;
  * 1x1 stride-1 convs use x itself as the column matrix and skip both copies.
  * 3x3 convs with padding 1 (stride 1, and stride 2 forward) skip im2col: see
- * "3x3 convs with padding 1" below (AVX-512 CPUs).
+ * "3x3 convs with padding 1" below (AVX-512 CPUs). In eval mode without a
+ * graph, that kernel can also apply BN, a residual add and ReLU to each tile
+ * before storing it (dfq_priv_conv2d_fused, called by dfq_layer_conv_bn).
  * A new input-gradient buffer (dfq_priv_grad_of_fresh) is written, not
  * zero-filled and then added to.
  *
@@ -803,14 +805,106 @@ dfq_conv3_pad_s2 (const DfqConv3Geom *k, const float *restrict x, float *restric
     memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
 }
 
+#ifdef DFQ_CONV3_AVX512
+/* Lanes [0, n) of a vector, n clamped to [0, 16]. */
+static inline __mmask16
+dfq_conv3_lanes (gint64 n)
+{
+    return n >= 16 ? (__mmask16) 0xffff : n <= 0 ? (__mmask16) 0 : (__mmask16) ((1u << n) - 1u);
+}
+
+/* Stride 2 with AVX-512: each input row gives one row of two phases, its even
+ * columns (phase b = 1: P[v] = x[2v]) and its odd ones (b = 0: P[v] =
+ * x[2v - 1], P[0] = 0), split by two permutes of 32 loaded floats. */
+__attribute__ ((target ("avx512f"))) static void
+dfq_conv3_pad_s2_avx512 (const DfqConv3Geom *k, const float *restrict x, float *restrict xp)
+{
+    const gint64 wp = k->wp, ih = k->in_h, iw = k->in_w;
+    const __m512i even = _mm512_setr_epi32 (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32 (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 zero = _mm512_setzero_ps ();
+    for (gint64 c = 0; c < k->cin; c++) {
+        const float *restrict xc = x + c * ih * iw;
+        for (int a = 0; a < 2; a++) {
+            float *restrict p0 = xp + c * k->plane + (a * 2 + 0) * k->pplane; /* odd columns */
+            float *restrict p1 = xp + c * k->plane + (a * 2 + 1) * k->pplane; /* even columns */
+            for (gint64 u = 0; u <= k->h; u++) {
+                float *restrict r0 = p0 + u * wp, *restrict r1 = p1 + u * wp;
+                const gint64 iy = 2 * u + a - 1;
+                if (iy < 0 || iy >= ih) {
+                    for (gint64 v = 0; v < wp; v += 16) {
+                        _mm512_mask_storeu_ps (r0 + v, dfq_conv3_lanes (wp - v), zero);
+                        _mm512_mask_storeu_ps (r1 + v, dfq_conv3_lanes (wp - v), zero);
+                    }
+                    continue;
+                }
+                const float *restrict xr = xc + iy * iw;
+                r0[0] = 0.0f;
+                for (gint64 v = 0; v < wp; v += 16) {
+                    const gint64 n_in = iw - 2 * v; /* input floats left from column 2v */
+                    const __m512 lo = _mm512_maskz_loadu_ps (dfq_conv3_lanes (n_in), xr + 2 * v);
+                    const __m512 hi = _mm512_maskz_loadu_ps (dfq_conv3_lanes (n_in - 16), xr + 2 * v + 16);
+                    _mm512_mask_storeu_ps (r1 + v, dfq_conv3_lanes (wp - v), _mm512_permutex2var_ps (lo, even, hi));
+                    _mm512_mask_storeu_ps (r0 + v + 1, dfq_conv3_lanes (wp - v - 1),
+                                           _mm512_permutex2var_ps (lo, odd, hi));
+                }
+            }
+        }
+    }
+    gint64 used = k->cin * k->plane;
+    memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
+}
+
+/* Stride 1 with AVX-512 (the kernels run only there): rows of a few dozen
+ * floats, where the plain loop below became a memcpy call per row. The
+ * padded plane is zeros, then each row copied into place with vectors (the
+ * tail masked), row r at pc + (r + 1) wp + 1. */
+__attribute__ ((target ("avx512f"))) static void
+dfq_conv3_pad_s1 (const DfqConv3Geom *k, const float *restrict x, float *restrict xp)
+{
+    const gint64 wp = k->wp, w = k->w, h = k->h;
+    const __m512 zero = _mm512_setzero_ps ();
+    const __mmask16 tail = (__mmask16) ((1u << (w % 16)) - 1u);
+    for (gint64 c = 0; c < k->cin; c++) {
+        float *restrict pc = xp + c * k->plane;
+        const float *restrict xc = x + c * h * w;
+        gint64 q = 0;
+        for (; q + 16 <= k->pplane; q += 16)
+            _mm512_storeu_ps (pc + q, zero);
+        _mm512_mask_storeu_ps (pc + q, (__mmask16) ((1u << (k->pplane - q)) - 1u), zero);
+        for (gint64 r = 0; r < h; r++) {
+            float *restrict pr = pc + (r + 1) * wp + 1;
+            const float *restrict xr = xc + r * w;
+            gint64 v = 0;
+            for (; v + 16 <= w; v += 16)
+                _mm512_storeu_ps (pr + v, _mm512_loadu_ps (xr + v));
+            if (tail != 0)
+                _mm512_mask_storeu_ps (pr + v, tail, _mm512_maskz_loadu_ps (tail, xr + v));
+        }
+    }
+    gint64 used = k->cin * k->plane;
+    memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
+}
+#endif
+
 /* The zero-padded copy of one image's planes (and zeros in the slack). */
 static void
 dfq_conv3_pad (const DfqConv3Geom *k, const float *restrict x, float *restrict xp)
 {
+#ifdef DFQ_CONV3_AVX512
+    if (k->s == 2) {
+        dfq_conv3_pad_s2_avx512 (k, x, xp);
+        return;
+    }
+#endif
     if (k->s == 2) {
         dfq_conv3_pad_s2 (k, x, xp);
         return;
     }
+#ifdef DFQ_CONV3_AVX512
+    dfq_conv3_pad_s1 (k, x, xp);
+    return;
+#endif
     const gint64 wp = k->wp, w = k->w;
     for (gint64 c = 0; c < k->cin; c++) {
         float *restrict pc = xp + c * k->plane;
@@ -856,20 +950,97 @@ dfq_conv3_segments (const DfqConv3Geom *k, gint64 q, guint16 *mask, gint64 *base
 }
 
 #ifdef DFQ_CONV3_AVX512
+/* Stores one tile (@nv vectors at grid position @q0, channels cb..cb + n_t)
+ * through the epilogue: see dfq_conv3_tiles_nv. */
+__attribute__ ((target ("avx512f"), noinline)) static void
+dfq_conv3_store_fused (const DfqConv3Geom *k, const __m512 (*tile)[DFQ_CONV3_NV], int nv, gint64 q0, gint64 cb,
+                       int n_t, float *restrict y, const float *b, const DfqPrivConvEpilogue *ep,
+                       const float *res)
+{
+    const gint64 out_plane = k->h * k->w;
+    __mmask16 seg_mask[DFQ_CONV3_NV][DFQ_CONV3_MAX_SEG];
+    gint64 seg_base[DFQ_CONV3_NV][DFQ_CONV3_MAX_SEG];
+    int n_seg[DFQ_CONV3_NV];
+    for (int v = 0; v < nv; v++)
+        n_seg[v] = dfq_conv3_segments (k, q0 + 16 * v, seg_mask[v], seg_base[v]);
+    const __m512 zero = _mm512_setzero_ps ();
+    const gboolean relu = ep->relu;
+    for (int t = 0; t < n_t; t++) {
+        const gint64 co = cb + t;
+        float *yc = y + co * out_plane;
+        const float *rc = res != NULL ? res + co * out_plane : NULL;
+        const __m512 bv = _mm512_set1_ps (b != NULL ? b[co] : 0.0f);
+        const __m512 mv = _mm512_set1_ps (ep->mean[co]);
+        const __m512 av = _mm512_set1_ps (ep->scale[co]);
+        const __m512 sv = _mm512_set1_ps (ep->shift[co]);
+        for (int v = 0; v < nv; v++)
+            for (int sg = 0; sg < n_seg[v]; sg++) {
+                const __mmask16 m = seg_mask[v][sg];
+                __m512 r = _mm512_add_ps (tile[t][v], bv);          /* the conv op's store */
+                r = _mm512_fmadd_ps (_mm512_sub_ps (r, mv), av, sv); /* eval BN */
+                if (rc != NULL)
+                    r = _mm512_add_ps (r, _mm512_maskz_loadu_ps (m, rc + seg_base[v][sg])); /* add */
+                if (relu)
+                    r = _mm512_max_ps (r, zero); /* relu */
+                _mm512_mask_storeu_ps (yc + seg_base[v][sg], m, r);
+            }
+    }
+}
+
+/* The epilogue of a tile reads the residual and writes rows of the output
+ * that are seldom in cache (a batch's activations do not fit): ask for those
+ * lines before the tile's sums, which take far longer than fetching them. */
+__attribute__ ((target ("avx512f"), always_inline)) static inline void
+dfq_conv3_prefetch_tile (const DfqConv3Geom *k, gint64 q0, int nv, gint64 cb, int n_t, const float *y,
+                         const float *res)
+{
+    const gint64 out_plane = k->h * k->w;
+    const gint64 r0 = q0 / k->wp, r1 = MIN (k->h, (q0 + 16 * nv - 1) / k->wp + 1);
+    if (r1 <= r0)
+        return;
+    const gint64 lo = r0 * k->w, n_bytes = (r1 - r0) * k->w * (gint64) sizeof (float);
+    for (int t = 0; t < n_t; t++) {
+        const char *yc = (const char *) (y + (cb + t) * out_plane + lo);
+        const char *rc = res != NULL ? (const char *) (res + (cb + t) * out_plane + lo) : NULL;
+        for (gint64 off = 0; off < n_bytes + 63; off += 64) {
+            __builtin_prefetch (yc + MIN (off, n_bytes - 1), 1, 3);
+            if (rc != NULL)
+                __builtin_prefetch (rc + MIN (off, n_bytes - 1), 0, 3);
+        }
+    }
+}
+
 /* y[co][ho][wo] (+)= sum_{c,i,j} wt[co][c][i][j] xp[c][q + i*wp + j] (+ b[co])
  * at q = ho*wp + wo, all Co channels, tile by tile over the flattened grid
  * (y = when @store, else +=); @nv vectors per tile and the stride @s are
- * constants in each caller, so that the accumulators stay in registers. */
+ * constants in each caller, so that the accumulators stay in registers.
+ * With an epilogue @ep (@store only), each stored value v = acc + b[co] becomes
+ * relu ((v - mean) * scale + shift + res[co][ho][wo]) first, in the order and
+ * rounding of the separate eval BN (fused multiply-add, see
+ * dfq_priv_bn_eval_rounding), add and relu ops (relu: v > 0 ? v : 0, which is
+ * what vmaxps (v, 0) returns, NaN included). */
 __attribute__ ((target ("avx512f"), always_inline)) static inline void
 dfq_conv3_tiles_nv (const DfqConv3Geom *k, const float *restrict xp, const float *restrict wpack,
-                    float *restrict y, const float *b, gboolean store, const int nv, const int s)
+                    float *restrict y, const float *b, gboolean store, const DfqPrivConvEpilogue *ep,
+                    const float *res, const float *next, gint64 next_bytes, const int nv, const int s,
+                    const int fused)
 {
     const gint64 wp = k->wp, pplane = k->pplane, plane = k->plane, cin = k->cin, qpad = k->qpad;
     const gint64 out_plane = k->h * k->w;
+    /* the fused path also spreads over its tiles prefetches (to L2) of @next,
+     * the next image's input, which its padded copy will read */
+    const gint64 n_tiles = k->cout_pad / DFQ_CONV3_COT * (qpad / (16 * nv));
+    const gint64 next_chunk = (next_bytes / MAX (n_tiles, 1) + 64) & ~(gint64) 63;
+    gint64 next_off = 0;
     for (gint64 cb = 0; cb < k->cout_pad; cb += DFQ_CONV3_COT) {
         const float *wb = wpack + cb * cin * 9;
         const int n_t = (int) MIN (DFQ_CONV3_COT, k->cout - cb);
         for (gint64 q0 = 0; q0 < qpad; q0 += 16 * nv) {
+            if (fused) {
+                dfq_conv3_prefetch_tile (k, q0, nv, cb, n_t, y, res);
+                for (gint64 end = MIN (next_off + next_chunk, next_bytes); next_off < end; next_off += 64)
+                    __builtin_prefetch ((const char *) next + next_off, 0, 2);
+            }
             __m512 acc[DFQ_CONV3_COT][DFQ_CONV3_NV];
 #pragma GCC unroll 8
             for (int t = 0; t < DFQ_CONV3_COT; t++)
@@ -896,6 +1067,18 @@ dfq_conv3_tiles_nv (const DfqConv3Geom *k, const float *restrict xp, const float
                         }
                     }
                 }
+            }
+            if (fused) {
+                /* through memory: the epilogue's constants next to the 24
+                 * accumulators would make the compiler spill in the loop */
+                __m512 tile[DFQ_CONV3_COT][DFQ_CONV3_NV];
+#pragma GCC unroll 8
+                for (int t = 0; t < DFQ_CONV3_COT; t++)
+#pragma GCC unroll 4
+                    for (int v = 0; v < nv; v++)
+                        tile[t][v] = acc[t][v];
+                dfq_conv3_store_fused (k, tile, nv, q0, cb, n_t, y, b, ep, res);
+                continue;
             }
             /* Straight into y: the 16 grid positions of a vector fall on a
              * few output rows; each row's valid part is one masked store at
@@ -930,13 +1113,30 @@ dfq_conv3_tiles (const DfqConv3Geom *k, const float *restrict xp, const float *r
                  float *restrict y, const float *b, gboolean store)
 {
     if (k->s == 1 && k->nv == 2)
-        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, 2, 1);
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, NULL, NULL, NULL, 0, 2, 1, FALSE);
     else if (k->s == 1)
-        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, DFQ_CONV3_NV, 1);
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, NULL, NULL, NULL, 0, DFQ_CONV3_NV, 1, FALSE);
     else if (k->nv == 2)
-        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, 2, 2);
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, NULL, NULL, NULL, 0, 2, 2, FALSE);
     else
-        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, DFQ_CONV3_NV, 2);
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, store, NULL, NULL, NULL, 0, DFQ_CONV3_NV, 2, FALSE);
+}
+
+/* The same with the epilogue @ep (store only): separate instances, so that
+ * the plain kernel stays as it was. */
+__attribute__ ((target ("avx512f"))) static void
+dfq_conv3_tiles_fused (const DfqConv3Geom *k, const float *restrict xp, const float *restrict wpack,
+                       float *restrict y, const float *b, const DfqPrivConvEpilogue *ep, const float *res,
+                       const float *next, gint64 next_bytes)
+{
+    if (k->s == 1 && k->nv == 2)
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, TRUE, ep, res, next, next_bytes, 2, 1, TRUE);
+    else if (k->s == 1)
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, TRUE, ep, res, next, next_bytes, DFQ_CONV3_NV, 1, TRUE);
+    else if (k->nv == 2)
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, TRUE, ep, res, next, next_bytes, 2, 2, TRUE);
+    else
+        dfq_conv3_tiles_nv (k, xp, wpack, y, b, TRUE, ep, res, next, next_bytes, DFQ_CONV3_NV, 2, TRUE);
 }
 #else
 static void
@@ -946,15 +1146,29 @@ dfq_conv3_tiles (const DfqConv3Geom *k, const float *xp, const float *wpack, flo
     (void) k, (void) xp, (void) wpack, (void) y, (void) b, (void) store;
     g_assert_not_reached ();
 }
+
+static void
+dfq_conv3_tiles_fused (const DfqConv3Geom *k, const float *xp, const float *wpack, float *y, const float *b,
+                       const DfqPrivConvEpilogue *ep, const float *res, const float *next, gint64 next_bytes)
+{
+    (void) k, (void) xp, (void) wpack, (void) y, (void) b, (void) ep, (void) res, (void) next, (void) next_bytes;
+    g_assert_not_reached ();
+}
 #endif
 
-/* One image: y_n = conv3 (x_n) (+ b), or y_n += it. @ws: xp_size floats. */
+/* One image: y_n = conv3 (x_n) (+ b), or y_n += it; with the epilogue @ep
+ * (residual image @res_n; the input of the image to come, @next, to
+ * prefetch, or NULL) when not NULL. @ws: xp_size floats. */
 static void
 dfq_conv3_image (const DfqConv3Geom *k, const float *xn, const float *wpack, const float *b, float *yn,
-                 gboolean store, float *ws)
+                 gboolean store, const DfqPrivConvEpilogue *ep, const float *res_n, const float *next, float *ws)
 {
     dfq_conv3_pad (k, xn, ws);
-    dfq_conv3_tiles (k, ws, wpack, yn, b, store);
+    if (ep != NULL)
+        dfq_conv3_tiles_fused (k, ws, wpack, yn, b, ep, res_n, next,
+                               next != NULL ? k->cin * k->in_h * k->in_w * (gint64) sizeof (float) : 0);
+    else
+        dfq_conv3_tiles (k, ws, wpack, yn, b, store);
 }
 
 /* Weight gradient of a 3x3 "same" conv without im2col: over the flattened grid,
@@ -1112,8 +1326,11 @@ dfq_conv2d_gemm_single (const DfqConv2dGeom *g, const float *x, const float *w, 
     }
 }
 
-void
-dfq_op_conv2d_forward (DfqTensor *dst)
+static gboolean dfq_conv3_fused_usable (const DfqConv2dGeom *g, gboolean has_bias);
+
+/* The forward, with an epilogue only where dfq_priv_conv2d_fusable said so. */
+static void
+dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
 {
     DfqConv2dGeom g;
     dfq_conv2d_geom (dst, &g);
@@ -1124,13 +1341,14 @@ dfq_op_conv2d_forward (DfqTensor *dst)
 
     if (g.n == 0 || g.co == 0 || g.p_out == 0)
         return;
-    if (g.direct) {
+    g_assert (ep == NULL || dfq_conv3_fused_usable (&g, b != NULL));
+    if (g.direct && ep == NULL) {
         dfq_conv2d_direct_forward (&g, x, w, b, y);
         return;
     }
 
     const int n_threads = dfq_get_num_threads ();
-    if (dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g)) {
+    if (ep != NULL || dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g)) {
         DfqConv3Geom k;
         dfq_conv3_geom (&k, g.ci, g.co, g.h, g.w, g.s);
         float *wpack = dfq_arena_alloc_uninit (dst->arena, (gsize) (k.cout_pad * k.cin * 9) * sizeof (float));
@@ -1140,7 +1358,9 @@ dfq_op_conv2d_forward (DfqTensor *dst)
         const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (g.n > 1)
         for (gint64 n = 0; n < g.n; n++)
-            dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE,
+            dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE, ep,
+                             ep != NULL && ep->residual != NULL ? ep->residual + n * y_step : NULL,
+                             n + 1 < g.n ? x + (n + 1) * x_step : NULL,
                              ws + (gsize) dfq_conv2d_thread_id () * ws_size);
         return;
     }
@@ -1159,6 +1379,111 @@ dfq_op_conv2d_forward (DfqTensor *dst)
         float *col = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * col_size : NULL;
         dfq_conv2d_gemm_image (&g, x + n * x_step, w, b, y + n * y_step, col);
     }
+}
+
+void
+dfq_op_conv2d_forward (DfqTensor *dst)
+{
+    dfq_conv2d_forward_with (dst, NULL);
+}
+
+/* Whether the 3x3 kernel computes a 1-input-channel conv (which the direct
+ * loops run) with the same bits: the direct loops add the taps in the same
+ * order, starting from the bias, and skip the taps in the padding, where the
+ * kernel adds zeros (which change nothing: its sums start at +0 and never
+ * become -0) and then the bias (0: no bias only). What remains is whether
+ * the loader's clone of the direct loops fuses each multiply-add, as the
+ * kernel does: run both once on the same data and compare. */
+static gboolean
+dfq_conv3_direct_same_bits (void)
+{
+#ifdef DFQ_CONV3_AVX512
+    static gsize once = 0;
+    static gboolean same = FALSE;
+    if (g_once_init_enter (&once)) {
+        enum { H = 9, W = 11, CO = DFQ_CONV3_COT };
+        float x[H * W], wt[CO * 9], y_direct[CO * H * W], y_kernel[CO * H * W];
+        guint32 state = 12345u;
+        for (int i = 0; i < H * W; i++) {
+            state = state * 1664525u + 1013904223u;
+            x[i] = ldexpf ((float) (state >> 8) / 16777216.0f - 0.5f, (int) (state % 7) - 3);
+        }
+        for (int i = 0; i < CO * 9; i++) {
+            state = state * 1664525u + 1013904223u;
+            wt[i] = (float) (state >> 8) / 16777216.0f - 0.5f;
+        }
+        for (int co = 0; co < CO; co++)
+            dfq_conv2d_direct_plane (x, H, W, wt + co * 9, 3, 3, 1, 1, 1, y_direct + co * H * W, H, W, 0.0f, FALSE);
+        DfqConv3Geom k;
+        dfq_conv3_geom (&k, 1, CO, H, W, 1);
+        float wpack[CO * 9], ws[512];
+        g_assert (k.cout_pad == CO && k.xp_size <= (gint64) G_N_ELEMENTS (ws));
+        dfq_conv3_pack_forward (&k, wt, wpack);
+        dfq_conv3_image (&k, x, wpack, NULL, y_kernel, TRUE, NULL, NULL, NULL, ws);
+        same = memcmp (y_direct, y_kernel, sizeof y_direct) == 0;
+        g_once_init_leave (&once, 1);
+    }
+    return same;
+#else
+    return FALSE;
+#endif
+}
+
+/* The convs that the fused path runs in the 3x3 kernel: those that take it
+ * anyway, and 1-input-channel stems without bias (see above). */
+static gboolean
+dfq_conv3_fused_usable (const DfqConv2dGeom *g, gboolean has_bias)
+{
+    if (dfq_conv3_usable (g, FALSE) || dfq_conv3_usable_s2 (g))
+        return TRUE;
+    return g->ci == 1 && g->g == 1 && g->kh == 3 && g->kw == 3 && g->s == 1 && g->p == 1 && !has_bias &&
+           g->co >= DFQ_CONV3_COT && g->h * g->w >= 36 && dfq_conv3_cpu_ok () && dfq_conv3_direct_same_bits ();
+}
+
+gboolean
+dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, const DfqTensor *bias, int stride, int padding,
+                         int groups)
+{
+    if (x == NULL || weight == NULL || x->dtype != DFQ_DTYPE_F32 || weight->dtype != DFQ_DTYPE_F32 ||
+        x->n_dims != 4 || weight->n_dims != 4 || !dfq_tensor_is_contiguous (x) ||
+        !dfq_tensor_is_contiguous (weight) || stride < 1 || groups < 1 ||
+        x->shape[0] == 0 || weight->shape[0] == 0 || x->shape[1] % groups != 0 ||
+        weight->shape[1] != x->shape[1] / groups || weight->shape[2] != 3 || weight->shape[3] != 3 ||
+        x->shape[2] + 2 * padding < 3 || x->shape[3] + 2 * padding < 3)
+        return FALSE;
+    if (dfq_priv_bn_eval_rounding () != DFQ_PRIV_BN_ROUNDING_FMA)
+        return FALSE;
+    DfqConv2dGeom g = {
+        .n = x->shape[0], .ci = x->shape[1], .h = x->shape[2], .w = x->shape[3],
+        .co = weight->shape[0], .kh = 3, .kw = 3,
+        .ho = (x->shape[2] + 2 * padding - 3) / stride + 1, .wo = (x->shape[3] + 2 * padding - 3) / stride + 1,
+        .s = stride, .p = padding, .g = groups,
+    };
+    g.cig = g.ci / g.g;
+    g.direct = g.cig == 1;
+    return dfq_conv3_fused_usable (&g, bias != NULL);
+}
+
+DfqTensor *
+dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride, int padding,
+                       const DfqPrivConvEpilogue *epilogue)
+{
+    g_return_val_if_fail (dfq_priv_conv2d_fusable (x, weight, bias, stride, padding, 1), NULL);
+    g_return_val_if_fail (epilogue != NULL && epilogue->mean != NULL && epilogue->scale != NULL &&
+                          epilogue->shift != NULL, NULL);
+    gint64 shape[4] = { x->shape[0], weight->shape[0], (x->shape[2] + 2 * padding - 3) / stride + 1,
+                        (x->shape[3] + 2 * padding - 3) / stride + 1 };
+    DfqTensor *srcs[3] = { x, weight, bias };
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_CONV2D, DFQ_DTYPE_F32, 4, shape, 3, srcs);
+    g_return_val_if_fail (!dfq_tensor_requires_grad (t), NULL);
+    t->op_params[0] = stride;
+    t->op_params[1] = padding;
+    t->op_params[2] = 1;
+    dfq_conv2d_forward_with (t, epilogue);
+    /* a leaf, as dfq_priv_op_run leaves a result that needs no gradient */
+    t->op = DFQ_OP_NONE;
+    memset (t->src, 0, sizeof t->src);
+    return t;
 }
 
 /* Backward of one image on the calling thread: wt = wbeta wt + (cols(x_n) dY_n^T)
@@ -1183,7 +1508,7 @@ dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const f
             dfq_conv2d_wgrad_gemm (g, grp, 0, g->kg, cols, gyn, wbeta, wt);
     }
     if (gxn != NULL && k3 != NULL) {
-        dfq_conv3_image (k3, gyn, wpack3, NULL, gxn, gx_fresh, buf);
+        dfq_conv3_image (k3, gyn, wpack3, NULL, gxn, gx_fresh, NULL, NULL, NULL, buf);
     } else if (gxn != NULL) {
         /* 1x1 stride 1: the column gradient is the input gradient itself. */
         const gint64 nb = dfq_conv2d_small_gemm_blocks (g->kg, g->p_out, g->cog);

@@ -58,6 +58,45 @@ dfq_priv_src_grad_of_fresh (DfqTensor *dst, int i, DfqArena *scratch, gboolean *
     return dfq_priv_grad_of_fresh (dst->src[i], scratch, fresh);
 }
 
+/* ---- fused eval-mode layers (dfq_layer_conv_bn in core/model) ----
+ * In eval mode without a graph, conv -> BN (running statistics) -> optional
+ * residual add -> optional ReLU can run as one pass: the 3x3 kernel applies
+ * the rest to each output tile in its registers before storing it. Every step
+ * is the same float operation as in the separate ops, so the result has the
+ * same bits (tests/models/test-models.c checks it). */
+
+/* How the eval BN op rounds (x - m) a + b: with one rounding (a fused
+ * multiply-add: the AVX2/FMA clone of its loop, contracted by the compiler), or
+ * the product and the sum separately. UNKNOWN: neither (then nothing fuses). */
+typedef enum {
+    DFQ_PRIV_BN_ROUNDING_UNKNOWN,
+    DFQ_PRIV_BN_ROUNDING_FMA,
+    DFQ_PRIV_BN_ROUNDING_SEPARATE,
+} DfqPrivBnRounding;
+DfqPrivBnRounding dfq_priv_bn_eval_rounding (void);
+/* The eval BN op's per-channel mean, scale a and shift b (float[C] each). */
+void dfq_priv_bn_eval_coeffs (const DfqTensor *gamma, const DfqTensor *beta, const DfqTensor *running_mean,
+                              const DfqTensor *running_var, float eps, float *mean, float *scale, float *shift);
+
+/* What follows the conv, per output channel co:
+ * y = relu (((conv + bias) - mean[co]) * scale[co] + shift[co] + residual). */
+typedef struct {
+    const float *mean;     /* float[Co] */
+    const float *scale;    /* float[Co] */
+    const float *shift;    /* float[Co] */
+    const float *residual; /* [N, Co, Ho, Wo] (the result's shape), or NULL */
+    gboolean relu;
+} DfqPrivConvEpilogue;
+
+/* Whether dfq_priv_conv2d_fused can run this conv (the 3x3 kernels on this
+ * CPU, and a BN rounding they can reproduce). */
+gboolean dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, const DfqTensor *bias, int stride,
+                                  int padding, int groups);
+/* The conv with its epilogue, as a leaf (no graph: nothing may require a
+ * gradient). Only where dfq_priv_conv2d_fusable says so. */
+DfqTensor *dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride,
+                                  int padding, const DfqPrivConvEpilogue *epilogue);
+
 /* Channel index helpers for per-channel parameters along @axis. */
 static inline gint64
 dfq_priv_inner_size (const DfqTensor *t, int axis)

@@ -130,6 +130,177 @@ test_bad_depth (void)
     dfq_config_node_free (node);
 }
 
+/* ---- eval-mode conv-bn fusion (dfq_layer_conv_bn) against the separate ops ---- */
+
+typedef struct {
+    const char *yaml;
+    gint batch;
+    gboolean kernels; /* some conv takes the 3x3 kernels (on an AVX-512 CPU) */
+} FusionCase;
+
+static const FusionCase fusion_cases[] = {
+    /* the teacher's shape: every 3x3 conv but the 1-channel stem in the kernels, 7x7 planes with tiles of 32 */
+    { "use: resnet-cifar\ndepth: 20\nin_channels: 1\nimage_size: 28\n", 3, TRUE },
+    /* RGB stem (Ci = 3) in the kernel too, 8x8 planes */
+    { "use: resnet-cifar\ndepth: 20\nin_channels: 3\nimage_size: 32\n", 2, TRUE },
+    /* first stage with 4 channels (below a tile: the separate ops), then 8 and 16 */
+    { "use: resnet-cifar\ndepth: 8\nin_channels: 1\nimage_size: 28\nwidth: 4\n", 2, TRUE },
+    /* 12 / 24 / 48 channels (part-empty tiles), odd planes 19 -> 10 -> 5 (the last below 36 positions) */
+    { "use: resnet-cifar\ndepth: 8\nin_channels: 3\nimage_size: 19\nwidth: 12\n", 3, TRUE },
+    /* nothing fusable: 2 channels, then 4 and 8 on 4x4 planes */
+    { "use: resnet-cifar\ndepth: 8\nin_channels: 1\nimage_size: 8\nwidth: 2\n", 2, FALSE },
+};
+
+/* BN statistics and affine parameters away from their identity defaults. */
+static void
+fusion_randomize_bn (DfqModel *m)
+{
+    GHashTableIter it;
+    gpointer key, value;
+    guint64 stream = 100;
+    g_hash_table_iter_init (&it, m->by_name);
+    while (g_hash_table_iter_next (&it, &key, &value)) {
+        const char *name = key;
+        DfqTensor *t = value;
+        if (t->n_dims != 1 || g_str_has_prefix (name, "fc."))
+            continue;
+        if (g_str_has_suffix (name, ".running_mean"))
+            dfq_rand_normal_fill (t, 11, stream++, 0.0f, 0.5f);
+        else if (g_str_has_suffix (name, ".running_var"))
+            dfq_rand_uniform_fill (t, 11, stream++, 0.05f, 2.0f);
+        else if (g_str_has_suffix (name, ".weight"))
+            dfq_rand_normal_fill (t, 11, stream++, 1.0f, 0.5f);
+        else if (g_str_has_suffix (name, ".bias"))
+            dfq_rand_normal_fill (t, 11, stream++, 0.0f, 0.5f);
+    }
+}
+
+static DfqTensor *
+fusion_record_act (gpointer data, DfqForward *fwd, const char *site, DfqTensor *x)
+{
+    (void) fwd;
+    g_string_append_printf (data, "a:%s ", site);
+    return x;
+}
+
+static DfqTensor *
+fusion_record_weight (gpointer data, DfqForward *fwd, const char *site, DfqTensor *x)
+{
+    (void) fwd;
+    g_string_append_printf (data, "w:%s ", site);
+    return x;
+}
+
+/* One eval forward, fused or not: the logits (a copy in @keep), the bytes it
+ * took from its arena, the hook calls in order, and the names of the taps of
+ * @patterns in order. */
+static DfqTensor *
+fusion_forward (DfqModel *m, DfqTensor *x, gboolean fused, const char *const *patterns, DfqArena *keep,
+                gsize *used, GString *hooks, GString *tap_names)
+{
+    g_autoptr (DfqArena) arena = dfq_arena_new (0);
+    g_autoptr (DfqTapSet) taps = patterns != NULL ? dfq_tap_set_new (patterns) : NULL;
+    gboolean prev = dfq_layer_set_fusion_enabled (fused);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, arena, FALSE);
+    if (taps != NULL)
+        dfq_forward_add_taps (&fwd, taps);
+    if (hooks != NULL) {
+        fwd.quantize_weight = fusion_record_weight;
+        fwd.quantize_act = fusion_record_act;
+        fwd.quant_data = hooks;
+    }
+    DfqTensor *logits = dfq_model_forward (m, &fwd, x);
+    dfq_layer_set_fusion_enabled (prev);
+    if (used != NULL)
+        *used = dfq_arena_used (arena);
+    for (guint i = 0; tap_names != NULL && i < dfq_tap_set_size (taps); i++)
+        g_string_append_printf (tap_names, "%s ", dfq_tap_set_get (taps, i)->name);
+    return dfq_tensor_dup (keep, logits);
+}
+
+static gboolean
+fusion_same_bits (const DfqTensor *a, const DfqTensor *b)
+{
+    return dfq_tensor_same_shape (a, b) &&
+           memcmp (a->data, b->data, (gsize) dfq_tensor_numel (a) * sizeof (float)) == 0;
+}
+
+static gboolean
+fusion_kernels_on (void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init ();
+    return __builtin_cpu_supports ("avx512f") && g_getenv ("DFQ_CONV_NO_AVX512") == NULL &&
+           g_getenv ("DFQ_NO_FUSION") == NULL;
+#else
+    return FALSE;
+#endif
+}
+
+static void
+test_fused_eval (gconstpointer data)
+{
+    const FusionCase *c = data;
+    g_test_summary ("In eval mode without a graph, conv-BN-(add-)ReLU fused into the 3x3 kernel gives the same "
+                    "logits, bit for bit, as the separate ops; taps, hooks and graphs turn it off where needed");
+    g_autoptr (DfqFeature) f = (DfqFeature *) make_model (c->yaml);
+    DfqModel *m = (DfqModel *) f;
+    fusion_randomize_bn (m);
+    g_autoptr (DfqArena) arena = dfq_arena_new (0);
+    DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, c->batch, m->in_channels, m->height, m->width);
+    dfq_rand_normal_fill (x, 7, 1, 0.0f, 1.0f);
+
+    /* plain eval: grad mode off (evaluation), grad mode on with a frozen model
+     * (nothing requires a gradient: a teacher), and a trainable model in grad
+     * mode (a graph: nothing fuses) */
+    for (int mode = 0; mode < 3; mode++) {
+        gboolean prev = dfq_set_grad_enabled (mode > 0);
+        dfq_model_set_trainable (m, mode != 1);
+        gsize used_sep, used_fused;
+        DfqTensor *sep = fusion_forward (m, x, FALSE, NULL, arena, &used_sep, NULL, NULL);
+        DfqTensor *fused = fusion_forward (m, x, TRUE, NULL, arena, &used_fused, NULL, NULL);
+        dfq_set_grad_enabled (prev);
+        dfq_model_set_trainable (m, TRUE);
+        g_assert_true (fusion_same_bits (sep, fused));
+        g_test_message ("mode %d: arena bytes separate %" G_GSIZE_FORMAT ", fused %" G_GSIZE_FORMAT, mode,
+                        used_sep, used_fused);
+        if (c->kernels && fusion_kernels_on () && mode < 2)
+            g_assert_cmpuint (used_fused, <, used_sep); /* it did fuse */
+        else
+            g_assert_cmpuint (used_fused, ==, used_sep);
+    }
+
+    /* the hooks (quantization sites) see the same layers in the same order */
+    g_autoptr (GString) hooks_sep = g_string_new (NULL);
+    g_autoptr (GString) hooks_fused = g_string_new (NULL);
+    g_assert_true (fusion_same_bits (fusion_forward (m, x, FALSE, NULL, arena, NULL, hooks_sep, NULL),
+                                     fusion_forward (m, x, TRUE, NULL, arena, NULL, hooks_fused, NULL)));
+    g_assert_cmpstr (hooks_sep->str, ==, hooks_fused->str);
+
+    /* taps on some layers: those stay separate, the others fuse */
+    static const char *const patterns[] = { "*.bn1:in", "layers.1:body", "layers.2.conv2:out", "*:out", "*.down.*",
+                                            "layers.*:out", NULL };
+    for (guint i = 0; patterns[i] != NULL; i++) {
+        const char *const one[] = { patterns[i], "logits", NULL };
+        g_autoptr (GString) taps_sep = g_string_new (NULL);
+        g_autoptr (GString) taps_fused = g_string_new (NULL);
+        DfqTensor *sep = fusion_forward (m, x, FALSE, one, arena, NULL, NULL, taps_sep);
+        DfqTensor *fused = fusion_forward (m, x, TRUE, one, arena, NULL, NULL, taps_fused);
+        g_assert_true (fusion_same_bits (sep, fused));
+        g_assert_cmpstr (taps_sep->str, ==, taps_fused->str);
+    }
+
+    /* the input requires a gradient (the GDFQ teacher): a graph, no fusion, and the same logits */
+    DfqTensor *xg = dfq_tensor_dup (arena, x);
+    xg->flags |= DFQ_TENSOR_FLAG_REQUIRES_GRAD;
+    gsize used_sep, used_fused;
+    DfqTensor *sep = fusion_forward (m, xg, FALSE, NULL, arena, &used_sep, NULL, NULL);
+    DfqTensor *fused = fusion_forward (m, xg, TRUE, NULL, arena, &used_fused, NULL, NULL);
+    g_assert_true (fusion_same_bits (sep, fused));
+    g_assert_cmpuint (used_fused, ==, used_sep);
+}
+
 static char *
 shared_fixture (const char *name)
 {
@@ -184,6 +355,10 @@ main (int argc, char **argv)
     g_test_add_data_func ("/models/mobilenetv2-cifar/blocks-compose", "use: mobilenetv2-cifar\nwidth_mult: 0.25\n", test_blocks_compose);
     g_test_add_data_func ("/models/tiny-cnn/blocks-compose", "use: tiny-cnn\n", test_blocks_compose);
     g_test_add_func ("/models/resnet-cifar/fixture-teacher-accuracy", test_fixture_teacher_accuracy);
+    for (guint i = 0; i < G_N_ELEMENTS (fusion_cases); i++) {
+        g_autofree char *p = g_strdup_printf ("/models/resnet-cifar/fused-eval/%u", i);
+        g_test_add_data_func (p, &fusion_cases[i], test_fused_eval);
+    }
     int rc = g_test_run ();
     dfq_registry_free (registry);
     return rc;

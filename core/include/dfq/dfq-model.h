@@ -137,6 +137,44 @@ DFQ_API DfqTensor *dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *na
 typedef enum { DFQ_ACT_RELU, DFQ_ACT_RELU6 } DfqActKind;
 /* Activation followed by the activation quantization site named @site. */
 DFQ_API DfqTensor *dfq_layer_act (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x, DfqActKind kind);
+/* conv -> BN -> [+ residual] -> [activation], the usual "conv-bn-relu" unit:
+ * the same result, taps, quantization sites and hooks as dfq_layer_conv (with
+ * groups 1), dfq_layer_bn, dfq_add (bn_out, residual) and dfq_layer_act in that
+ * order. Fields not set (zero) mean: no activation (@act_site NULL), no
+ * residual, no body tap. */
+typedef struct {
+    const char *conv;      /* conv "<conv>.weight" (+ ".bias"), as dfq_layer_conv */
+    int stride;
+    int padding;
+    const char *bn;        /* BN "<bn>.*", as dfq_layer_bn */
+    float bn_eps;
+    float bn_momentum;
+    DfqTensor *residual;   /* added to the BN output before the activation (a shortcut), or NULL */
+    const char *body_tap;  /* a DFQ_TAP_BODY tap of this name on the BN output, before the add, or NULL */
+    const char *act_site;  /* activation and its quantization site, as dfq_layer_act; NULL: none */
+    DfqActKind act;
+    gpointer reserved[4];
+} DfqLayerConvBn;
+
+/* Runs @layer on @x. In eval mode, when no gradient is needed (grad mode off,
+ * or neither @x, the weights, BN affine nor @residual requires one) and no tap
+ * set wants the conv or BN output or the body, a conv that takes the engine's
+ * 3x3 kernels (AVX-512 CPUs) computes BN, the residual add and a ReLU in the
+ * epilogue of the conv: one pass instead of four, with the same bits as the
+ * separate ops. Anything else runs the separate ops. */
+DFQ_API DfqTensor *dfq_layer_conv_bn (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x);
+/* Whether dfq_layer_conv_bn (@self, @fwd, @layer, @x) will take the fused
+ * path, for a model that would then compute a shortcut early, to pass it as
+ * @layer->residual: TRUE only when @fwd has no hooks (quantization sites,
+ * conv input), whose calls would then come in another order. The residual
+ * itself is not checked when NULL: the caller makes sure that it will need
+ * no gradient and have the conv output's shape. */
+DFQ_API gboolean dfq_layer_conv_bn_fuses (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x);
+/* Whether dfq_layer_conv_bn may fuse (default TRUE; FALSE when the environment
+ * variable DFQ_NO_FUSION is set at the first call): for comparisons and tests.
+ * Process-wide; returns the previous setting. */
+DFQ_API gboolean dfq_layer_set_fusion_enabled (gboolean enabled);
+
 /* Emits a tap to every tap set whose patterns match @name. */
 DFQ_API void dfq_layer_tap (DfqForward *fwd, const char *name, DfqTapKind kind, DfqTensor *t, DfqTensor *aux0, DfqTensor *aux1);
 

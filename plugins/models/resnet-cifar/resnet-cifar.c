@@ -74,47 +74,100 @@ resnet_cifar_build (DfqModel *model, GError **error)
 #define RESNET_BN_EPS 1e-5f
 #define RESNET_BN_MOMENTUM 0.1f
 
+/* conv-bn(-add)(-relu) through dfq_layer_conv_bn, which fuses them in eval mode. */
+static void
+resnet_cifar_conv_bn_layer (DfqLayerConvBn *layer, const char *conv, const char *bn, int stride,
+                            const char *act_site, DfqTensor *residual, const char *body_tap)
+{
+    *layer = (DfqLayerConvBn) {
+        .conv = conv,
+        .stride = stride,
+        .padding = 1,
+        .bn = bn,
+        .bn_eps = RESNET_BN_EPS,
+        .bn_momentum = RESNET_BN_MOMENTUM,
+        .residual = residual,
+        .body_tap = body_tap,
+        .act_site = act_site,
+        .act = DFQ_ACT_RELU,
+    };
+}
+
 static DfqTensor *
 resnet_cifar_stem (DfqModel *model, DfqForward *fwd, DfqTensor *x)
 {
-    x = dfq_layer_conv (model, fwd, "conv", x, 1, 1, 1);
-    x = dfq_layer_bn (model, fwd, "bn", x, RESNET_BN_EPS, RESNET_BN_MOMENTUM);
-    return dfq_layer_act (model, fwd, "relu", x, DFQ_ACT_RELU);
+    DfqLayerConvBn layer;
+    resnet_cifar_conv_bn_layer (&layer, "conv", "bn", 1, "relu", NULL, NULL);
+    return dfq_layer_conv_bn (model, fwd, &layer, x);
 }
 
-/* One residual unit: body = conv-bn-relu-conv-bn; out = relu(body + shortcut). */
+/* The downsampling shortcut: 1x1 conv (stride @stride) and BN. */
+static DfqTensor *
+resnet_cifar_down (DfqModel *model, DfqForward *fwd, int b, int stride, DfqTensor *x)
+{
+    char n[64];
+    g_snprintf (n, sizeof n, "layers.%d.down.0", b);
+    DfqTensor *shortcut = dfq_layer_conv (model, fwd, n, x, stride, 0, 1);
+    g_snprintf (n, sizeof n, "layers.%d.down.1", b);
+    return dfq_layer_bn (model, fwd, n, shortcut, RESNET_BN_EPS, RESNET_BN_MOMENTUM);
+}
+
+/* Whether the downsampling shortcut needs no gradient (nor builds a graph). */
+static gboolean
+resnet_cifar_down_no_grad (DfqModel *model, int b, DfqTensor *x)
+{
+    static const char *const suffix[] = { "down.0.weight", "down.0.bias", "down.1.weight", "down.1.bias" };
+    if (!dfq_grad_enabled ())
+        return TRUE;
+    if (dfq_tensor_requires_grad (x))
+        return FALSE;
+    for (guint i = 0; i < G_N_ELEMENTS (suffix); i++) {
+        char n[64];
+        g_snprintf (n, sizeof n, "layers.%d.%s", b, suffix[i]);
+        DfqTensor *t = dfq_model_get (model, n);
+        if (t != NULL && dfq_tensor_requires_grad (t))
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* One residual unit: body = conv-bn-relu-conv-bn; out = relu(body + shortcut).
+ * The add and the last ReLU go with conv2 (fused in eval mode). A
+ * downsampling shortcut is computed after the body (hooks and taps see the
+ * layers in this order), or before conv2 where conv2 fuses with it. */
 static DfqTensor *
 resnet_cifar_unit (ResnetCifar *self, DfqForward *fwd, int b, DfqTensor *x)
 {
     DfqModel *model = (DfqModel *) self;
     int stage = b / self->n_units;
     int stride = (b % self->n_units == 0 && stage > 0) ? 2 : 1;
-    char n[64];
-    g_snprintf (n, sizeof n, "layers.%d.conv1", b);
-    DfqTensor *y = dfq_layer_conv (model, fwd, n, x, stride, 1, 1);
-    g_snprintf (n, sizeof n, "layers.%d.bn1", b);
-    y = dfq_layer_bn (model, fwd, n, y, RESNET_BN_EPS, RESNET_BN_MOMENTUM);
-    g_snprintf (n, sizeof n, "layers.%d.relu1", b);
-    y = dfq_layer_act (model, fwd, n, y, DFQ_ACT_RELU);
-    g_snprintf (n, sizeof n, "layers.%d.conv2", b);
-    y = dfq_layer_conv (model, fwd, n, y, 1, 1, 1);
-    g_snprintf (n, sizeof n, "layers.%d.bn2", b);
-    y = dfq_layer_bn (model, fwd, n, y, RESNET_BN_EPS, RESNET_BN_MOMENTUM);
-    if (fwd->n_tap_sets > 0) {
-        g_snprintf (n, sizeof n, "layers.%d:body", b);
-        dfq_layer_tap (fwd, n, DFQ_TAP_BODY, y, NULL, NULL);
-    }
-    DfqTensor *shortcut = x;
+    char c1[64], b1[64], r1[64], c2[64], b2[64], r2[64], body[64], n[64];
+    g_snprintf (c1, sizeof c1, "layers.%d.conv1", b);
+    g_snprintf (b1, sizeof b1, "layers.%d.bn1", b);
+    g_snprintf (r1, sizeof r1, "layers.%d.relu1", b);
+    g_snprintf (c2, sizeof c2, "layers.%d.conv2", b);
+    g_snprintf (b2, sizeof b2, "layers.%d.bn2", b);
+    g_snprintf (r2, sizeof r2, "layers.%d.relu2", b);
+    g_snprintf (body, sizeof body, "layers.%d:body", b);
+    DfqLayerConvBn layer;
+    resnet_cifar_conv_bn_layer (&layer, c1, b1, stride, r1, NULL, NULL);
+    DfqTensor *y = dfq_layer_conv_bn (model, fwd, &layer, x);
     g_snprintf (n, sizeof n, "layers.%d.down.0.weight", b);
-    if (dfq_model_get (model, n) != NULL) {
-        g_snprintf (n, sizeof n, "layers.%d.down.0", b);
-        shortcut = dfq_layer_conv (model, fwd, n, x, stride, 0, 1);
-        g_snprintf (n, sizeof n, "layers.%d.down.1", b);
-        shortcut = dfq_layer_bn (model, fwd, n, shortcut, RESNET_BN_EPS, RESNET_BN_MOMENTUM);
+    if (dfq_model_get (model, n) == NULL) {
+        resnet_cifar_conv_bn_layer (&layer, c2, b2, 1, r2, x, body);
+        y = dfq_layer_conv_bn (model, fwd, &layer, y);
+    } else {
+        resnet_cifar_conv_bn_layer (&layer, c2, b2, 1, r2, NULL, body);
+        if (resnet_cifar_down_no_grad (model, b, x) && dfq_layer_conv_bn_fuses (model, fwd, &layer, y)) {
+            layer.residual = resnet_cifar_down (model, fwd, b, stride, x);
+            y = dfq_layer_conv_bn (model, fwd, &layer, y);
+        } else {
+            layer.act_site = NULL;
+            y = dfq_layer_conv_bn (model, fwd, &layer, y);
+            y = dfq_add (fwd->arena, y, resnet_cifar_down (model, fwd, b, stride, x));
+            y = dfq_layer_act (model, fwd, r2, y, DFQ_ACT_RELU);
+        }
     }
-    y = dfq_add (fwd->arena, y, shortcut);
-    g_snprintf (n, sizeof n, "layers.%d.relu2", b);
-    y = dfq_layer_act (model, fwd, n, y, DFQ_ACT_RELU);
     if (fwd->n_tap_sets > 0) {
         g_snprintf (n, sizeof n, "layers.%d:out", b);
         dfq_layer_tap (fwd, n, DFQ_TAP_BLOCK, y, NULL, NULL);
