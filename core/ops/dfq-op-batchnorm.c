@@ -10,8 +10,9 @@
  * + eps) that normalised each channel, for the backward (and for anyone who
  * wants to see them).
  *
- * Each channel is handled by one thread, its planes visited in order, with sums
- * in double over fixed lanes: results do not depend on the thread count. */
+ * Each channel is handled by one thread (channels go in pairs, whose sums run
+ * side by side), its planes visited in order, with sums in double over fixed
+ * lanes: results do not depend on the thread count. */
 #include <math.h>
 
 #include "dfq-op-private.h"
@@ -23,7 +24,7 @@
  * Lanes keep independent accumulators so the loop vectorises without reordering
  * any sum (the compiler may not reassociate): same result every run. */
 DFQ_PRIV_SIMD_CLONES static void
-dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double *sa, double *sab)
+dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double *restrict sa, double *restrict sab)
 {
     double la[DFQ_BN_LANES] = { 0 }, lab[DFQ_BN_LANES] = { 0 };
     gint64 k = 0;
@@ -52,9 +53,92 @@ dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double 
             lab[0] += v * (double) b[k];
         }
     }
+    /* Lane order, through locals: *sa and *sab never alias, and a load and
+     * a store around each add would lengthen this chain of dependent adds. */
+    double ta = *sa, tab = *sab;
     for (int l = 0; l < DFQ_BN_LANES; l++) {
-        *sa += la[l];
-        *sab += lab[l];
+        ta += la[l];
+        tab += lab[l];
+    }
+    *sa = ta;
+    *sab = tab;
+}
+
+/* dfq_bn_sums of two planes of the same length that belong to two channels:
+ * @a0 (with @b0) into *sa0 / *sab0 and @a1 (with @b1) into *sa1 / *sab1. Each
+ * plane's lanes and their sum into its channel's totals are exactly those of
+ * dfq_bn_sums, so the result is bit for bit that of two calls. One loop over
+ * both keeps twice as many independent add chains in flight: one plane's
+ * lanes are bound by the add latency, and so is the lane-order sum into the
+ * channel's total (the whole of it for small planes, 7x7 say). */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_sums2 (const float *restrict a0, const float *restrict b0, const float *restrict a1,
+              const float *restrict b1, gint64 n, double *restrict sa0, double *restrict sab0,
+              double *restrict sa1, double *restrict sab1)
+{
+    double la0[DFQ_BN_LANES] = { 0 }, lab0[DFQ_BN_LANES] = { 0 };
+    double la1[DFQ_BN_LANES] = { 0 }, lab1[DFQ_BN_LANES] = { 0 };
+    gint64 k = 0;
+    if (b0 == NULL) {
+        for (; k + DFQ_BN_LANES <= n; k += DFQ_BN_LANES)
+            for (int l = 0; l < DFQ_BN_LANES; l++) {
+                double v0 = a0[k + l], v1 = a1[k + l];
+                la0[l] += v0;
+                lab0[l] += v0 * v0;
+                la1[l] += v1;
+                lab1[l] += v1 * v1;
+            }
+        for (; k < n; k++) {
+            double v0 = a0[k], v1 = a1[k];
+            la0[0] += v0;
+            lab0[0] += v0 * v0;
+            la1[0] += v1;
+            lab1[0] += v1 * v1;
+        }
+    } else {
+        for (; k + DFQ_BN_LANES <= n; k += DFQ_BN_LANES)
+            for (int l = 0; l < DFQ_BN_LANES; l++) {
+                double v0 = a0[k + l], v1 = a1[k + l];
+                la0[l] += v0;
+                lab0[l] += v0 * (double) b0[k + l];
+                la1[l] += v1;
+                lab1[l] += v1 * (double) b1[k + l];
+            }
+        for (; k < n; k++) {
+            double v0 = a0[k], v1 = a1[k];
+            la0[0] += v0;
+            lab0[0] += v0 * (double) b0[k];
+            la1[0] += v1;
+            lab1[0] += v1 * (double) b1[k];
+        }
+    }
+    double t0 = *sa0, tb0 = *sab0, t1 = *sa1, tb1 = *sab1;
+    for (int l = 0; l < DFQ_BN_LANES; l++) {
+        t0 += la0[l];
+        tb0 += lab0[l];
+        t1 += la1[l];
+        tb1 += lab1[l];
+    }
+    *sa0 = t0;
+    *sab0 = tb0;
+    *sa1 = t1;
+    *sab1 = tb1;
+}
+
+/* The sums of the @nj (1 or 2) channels from @j0 over their @n planes of
+ * @inner values (of @a, and with @b when not NULL), plane by plane in order:
+ * dfq_bn_sums per plane and channel, two channels at a time. */
+static void
+dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 inner, gint64 j0, int nj,
+                     double *sa, double *sab)
+{
+    for (gint64 i = 0; i < n; i++) {
+        const gint64 o = (i * c + j0) * inner;
+        if (nj == 2)
+            dfq_bn_sums2 (a + o, b ? b + o : NULL, a + o + inner, b ? b + o + inner : NULL, inner, &sa[0], &sab[0],
+                          &sa[1], &sab[1]);
+        else
+            dfq_bn_sums (a + o, b ? b + o : NULL, inner, &sa[0], &sab[0]);
     }
 }
 
@@ -186,38 +270,45 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
     float *mean_out = dst->op_aux, *istd_out = (float *) dst->op_aux + c;
     float *y = dfq_tensor_f32 (dst);
 
+    /* Channels in pairs (their sums side by side, see dfq_bn_sums2); each
+     * channel's values are the same as when it is handled alone. */
+    const gint64 n_pairs = (c + 1) / 2;
 #pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
-    for (gint64 j = 0; j < c; j++) {
-        double mean, var;
-        if (batch_stats) {
-            double s = 0.0, ss = 0.0;
-            if (inner == 1) {
-                for (gint64 i = 0; i < n; i++) { /* [N,C]: a strided column */
-                    double v = x[i * c + j];
-                    s += v;
-                    ss += v * v;
+    for (gint64 jp = 0; jp < n_pairs; jp++) {
+        const gint64 j0 = 2 * jp;
+        const int nj = (int) MIN (2, c - j0);
+        double s2[2] = { 0.0, 0.0 }, ss2[2] = { 0.0, 0.0 };
+        if (batch_stats && inner != 1)
+            dfq_bn_channel_sums (x, NULL, n, c, inner, j0, nj, s2, ss2);
+        for (gint64 j = j0; j < j0 + nj; j++) {
+            double mean, var;
+            if (batch_stats) {
+                double s = s2[j - j0], ss = ss2[j - j0];
+                if (inner == 1) {
+                    for (gint64 i = 0; i < n; i++) { /* [N,C]: a strided column */
+                        double v = x[i * c + j];
+                        s += v;
+                        ss += v * v;
+                    }
+                }
+                mean = m > 0 ? s / (double) m : 0.0;
+                var = m > 0 ? MAX (ss / (double) m - mean * mean, 0.0) : 0.0;
+                if (update) {
+                    double unbiased = m > 1 ? var * (double) m / (double) (m - 1) : var;
+                    rmean[j] = (float) ((1.0 - momentum) * rmean[j] + momentum * mean);
+                    rvar[j] = (float) ((1.0 - momentum) * rvar[j] + momentum * unbiased);
                 }
             } else {
-                for (gint64 i = 0; i < n; i++)
-                    dfq_bn_sums (x + (i * c + j) * inner, NULL, inner, &s, &ss);
+                mean = rmean[j];
+                var = rvar[j];
             }
-            mean = m > 0 ? s / (double) m : 0.0;
-            var = m > 0 ? MAX (ss / (double) m - mean * mean, 0.0) : 0.0;
-            if (update) {
-                double unbiased = m > 1 ? var * (double) m / (double) (m - 1) : var;
-                rmean[j] = (float) ((1.0 - momentum) * rmean[j] + momentum * mean);
-                rvar[j] = (float) ((1.0 - momentum) * rvar[j] + momentum * unbiased);
-            }
-        } else {
-            mean = rmean[j];
-            var = rvar[j];
+            float fm, istd, a, b;
+            dfq_bn_coeffs (mean, var, eps, gamma ? &gamma[j] : NULL, beta ? &beta[j] : NULL, &fm, &istd, &a, &b);
+            mean_out[j] = fm;
+            istd_out[j] = istd;
+            for (gint64 i = 0; i < n; i++)
+                dfq_bn_normalize_plane (x + (i * c + j) * inner, y + (i * c + j) * inner, inner, fm, a, b);
         }
-        float fm, istd, a, b;
-        dfq_bn_coeffs (mean, var, eps, gamma ? &gamma[j] : NULL, beta ? &beta[j] : NULL, &fm, &istd, &a, &b);
-        mean_out[j] = fm;
-        istd_out[j] = istd;
-        for (gint64 i = 0; i < n; i++)
-            dfq_bn_normalize_plane (x + (i * c + j) * inner, y + (i * c + j) * inner, inner, fm, a, b);
     }
 }
 
@@ -239,28 +330,33 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
 
     if (m == 0)
         return;
+    const gint64 n_pairs = (c + 1) / 2; /* as in the forward */
 #pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
-    for (gint64 j = 0; j < c; j++) {
+    for (gint64 jp = 0; jp < n_pairs; jp++) {
+        const gint64 j0 = 2 * jp;
+        const int nj = (int) MIN (2, c - j0);
         /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
-        double sdy = 0.0, sdyx = 0.0;
-        for (gint64 i = 0; i < n; i++)
-            dfq_bn_sums (gy + (i * c + j) * inner, x + (i * c + j) * inner, inner, &sdy, &sdyx);
-        const double sdyxhat = (double) istd[j] * (sdyx - (double) mean[j] * sdy);
-        if (ggamma != NULL)
-            ggamma[j] += (float) sdyxhat;
-        if (gbeta != NULL)
-            gbeta[j] += (float) sdy;
-        if (gx == NULL)
-            continue;
-        const float fm = mean[j];
-        const float a = gamma ? gamma[j] * istd[j] : istd[j];
-        /* Batch statistics: dx = a (dy - mean(dy) - xhat mean(dy xhat)), since
-         * the mean and variance depend on x too. Running statistics are
-         * constants: dx = a dy. */
-        const float mdy = batch_stats ? (float) (sdy / (double) m) : 0.0f;
-        const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
-        for (gint64 i = 0; i < n; i++)
-            dfq_bn_backward_plane (x + (i * c + j) * inner, gy + (i * c + j) * inner, gx + (i * c + j) * inner,
-                                   inner, fm, a, mdy, kx, fresh);
+        double sdy2[2] = { 0.0, 0.0 }, sdyx2[2] = { 0.0, 0.0 };
+        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, sdy2, sdyx2);
+        for (gint64 j = j0; j < j0 + nj; j++) {
+            const double sdy = sdy2[j - j0], sdyx = sdyx2[j - j0];
+            const double sdyxhat = (double) istd[j] * (sdyx - (double) mean[j] * sdy);
+            if (ggamma != NULL)
+                ggamma[j] += (float) sdyxhat;
+            if (gbeta != NULL)
+                gbeta[j] += (float) sdy;
+            if (gx == NULL)
+                continue;
+            const float fm = mean[j];
+            const float a = gamma ? gamma[j] * istd[j] : istd[j];
+            /* Batch statistics: dx = a (dy - mean(dy) - xhat mean(dy xhat)), since
+             * the mean and variance depend on x too. Running statistics are
+             * constants: dx = a dy. */
+            const float mdy = batch_stats ? (float) (sdy / (double) m) : 0.0f;
+            const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
+            for (gint64 i = 0; i < n; i++)
+                dfq_bn_backward_plane (x + (i * c + j) * inner, gy + (i * c + j) * inner, gx + (i * c + j) * inner,
+                                       inner, fm, a, mdy, kx, fresh);
+        }
     }
 }

@@ -159,8 +159,11 @@ dfq_conv2d_valid_rows (const DfqConv2dGeom *g, gint64 i, gint64 *lo, gint64 *hi)
 }
 
 /* Rows (c*kh + i)*kw + j of the column matrix of one image:
- * col[row][ho*Wo + wo] = x[c][ho*s - p + i][wo*s - p + j], 0 outside. */
-static void
+ * col[row][ho*Wo + wo] = x[c][ho*s - p + i][wo*s - p + j], 0 outside.
+ * The edge columns of a row are the padding, a float or two: without
+ * DFQ_PRIV_NO_LOOP_MEMSET each of those little zeroing loops became a memset
+ * call (two per output row, tens of millions per epoch for the stem). */
+DFQ_PRIV_NO_LOOP_MEMSET static void
 dfq_conv2d_im2col_channel (const DfqConv2dGeom *g, const float *restrict x, float *restrict col, gint64 c)
 {
     const gint64 wo = g->wo, s = g->s;
@@ -173,8 +176,10 @@ dfq_conv2d_im2col_channel (const DfqConv2dGeom *g, const float *restrict x, floa
             gint64 lo, hi;
             dfq_conv2d_valid_range (g, j, &lo, &hi);
             const gint64 off = j - g->p; /* input column = wo*s + off */
-            memset (row, 0, (gsize) (rlo * wo) * sizeof (float));
-            memset (row + rhi * wo, 0, (gsize) ((g->ho - rhi) * wo) * sizeof (float));
+            if (rlo > 0)
+                memset (row, 0, (gsize) (rlo * wo) * sizeof (float));
+            if (rhi < g->ho)
+                memset (row + rhi * wo, 0, (gsize) ((g->ho - rhi) * wo) * sizeof (float));
             if (rhi <= rlo)
                 continue;
             if (s == 1 && wo == g->w && hi > lo) {
@@ -856,9 +861,12 @@ dfq_conv3_pad_s2_avx512 (const DfqConv3Geom *k, const float *restrict x, float *
 }
 
 /* Stride 1 with AVX-512 (the kernels run only there): rows of a few dozen
- * floats, where the plain loop below became a memcpy call per row. The
- * padded plane is zeros, then each row copied into place with vectors (the
- * tail masked), row r at pc + (r + 1) wp + 1. */
+ * floats, where the plain loop below became a memcpy call per row. Each row
+ * is copied into place with vectors (the tail masked), row r at
+ * pc + (r + 1) wp + 1, and only the border around it is zeroed: the top and
+ * bottom rows, and the two floats between consecutive rows (right border of
+ * one, left border of the next). Every float of the plane is stored once
+ * (zeroing the whole plane first compiled to a memset call per plane). */
 __attribute__ ((target ("avx512f"))) static void
 dfq_conv3_pad_s1 (const DfqConv3Geom *k, const float *restrict x, float *restrict xp)
 {
@@ -868,10 +876,9 @@ dfq_conv3_pad_s1 (const DfqConv3Geom *k, const float *restrict x, float *restric
     for (gint64 c = 0; c < k->cin; c++) {
         float *restrict pc = xp + c * k->plane;
         const float *restrict xc = x + c * h * w;
-        gint64 q = 0;
-        for (; q + 16 <= k->pplane; q += 16)
-            _mm512_storeu_ps (pc + q, zero);
-        _mm512_mask_storeu_ps (pc + q, (__mmask16) ((1u << (k->pplane - q)) - 1u), zero);
+        /* The top row and the left border of row 1. */
+        for (gint64 q = 0; q < wp + 1; q += 16)
+            _mm512_mask_storeu_ps (pc + q, dfq_conv3_lanes (wp + 1 - q), zero);
         for (gint64 r = 0; r < h; r++) {
             float *restrict pr = pc + (r + 1) * wp + 1;
             const float *restrict xr = xc + r * w;
@@ -880,7 +887,12 @@ dfq_conv3_pad_s1 (const DfqConv3Geom *k, const float *restrict x, float *restric
                 _mm512_storeu_ps (pr + v, _mm512_loadu_ps (xr + v));
             if (tail != 0)
                 _mm512_mask_storeu_ps (pr + v, tail, _mm512_maskz_loadu_ps (tail, xr + v));
+            pr[w] = 0.0f;     /* right border of this row */
+            pr[w + 1] = 0.0f; /* left border of the next (or the bottom row's first) */
         }
+        /* The rest of the bottom row. */
+        for (gint64 q = 1; q < wp; q += 16)
+            _mm512_mask_storeu_ps (pc + (h + 1) * wp + q, dfq_conv3_lanes (wp - q), zero);
     }
     gint64 used = k->cin * k->plane;
     memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
@@ -927,6 +939,7 @@ dfq_conv3_pad (const DfqConv3Geom *k, const float *restrict x, float *restrict x
     memset (xp + used, 0, (gsize) (k->xp_size - used) * sizeof (float));
 }
 
+#ifdef DFQ_CONV3_AVX512
 /* The output rows that grid positions [q, q + 16) fall on: for each, the mask
  * of the positions that are real outputs (wo < W, row < H) and the offset in
  * the output plane of position q + 0 under that row's mapping
@@ -949,7 +962,6 @@ dfq_conv3_segments (const DfqConv3Geom *k, gint64 q, guint16 *mask, gint64 *base
     return n;
 }
 
-#ifdef DFQ_CONV3_AVX512
 /* Stores one tile (@nv vectors at grid position @q0, channels cb..cb + n_t)
  * through the epilogue: see dfq_conv3_tiles_nv. */
 __attribute__ ((target ("avx512f"), noinline)) static void

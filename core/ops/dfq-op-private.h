@@ -121,6 +121,22 @@ dfq_priv_inner_size (const DfqTensor *t, int axis)
 #define DFQ_PRIV_SIMD_CLONES
 #endif
 
+/* Per-function code generation switches (GCC's optimize attribute; other
+ * compilers get nothing).
+ * NO_FP_CONTRACT: a loop whose products must be rounded on their own, as in
+ * the plain build, also in its x86-64-v3 clone (GCC contracts a * b - c into
+ * one FMA there, which rounds once: different bits). Under clang, put
+ * `#pragma clang fp contract(off)` in the function body as well.
+ * NO_LOOP_MEMSET: GCC turns a loop that stores zeros into a memset call; for
+ * loops of a float or two, run millions of times, the call costs more. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define DFQ_PRIV_NO_FP_CONTRACT __attribute__ ((optimize ("fp-contract=off")))
+#define DFQ_PRIV_NO_LOOP_MEMSET __attribute__ ((optimize ("no-tree-loop-distribute-patterns")))
+#else
+#define DFQ_PRIV_NO_FP_CONTRACT
+#define DFQ_PRIV_NO_LOOP_MEMSET
+#endif
+
 /* Elementwise loops go over fixed chunks of this many elements, one chunk per
  * OpenMP iteration (the chunks depend on the size only). */
 #define DFQ_PRIV_CHUNK 8192

@@ -118,11 +118,45 @@ dfq_fake_quant (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi,
     g_return_val_if_fail (bits >= 1 && bits <= 16, NULL);
     g_return_val_if_fail (ste == DFQ_STE_PLAIN || ste == DFQ_STE_CLIPPED, NULL);
     DfqTensor *srcs[3] = { x, lo, hi };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_FAKE_QUANT, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
+    /* Not zero-filled: the blocks of the forward cover every element. */
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_FAKE_QUANT, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
     t->op_params[0] = axis;
     t->op_params[1] = bits;
     t->op_params[2] = ste;
     return dfq_priv_op_run (t);
+}
+
+/* The elementwise part of the forward over one block:
+ * y = (clamp (nearbyintf (s x - zp), -half, half - 1) + zp) / s.
+ *
+ * Bit for bit what the plain loop with libm calls computed, for every input:
+ * - s x - zp is rounded twice (product, then difference):
+ *   DFQ_PRIV_NO_FP_CONTRACT keeps GCC from fusing it into one FMA in the
+ *   AVX2 clone (tests/core/test-quant.c fails if it does).
+ * - nearbyintf in the AVX2 clone is inlined as roundps with the current
+ *   rounding mode and no inexact flag (immediate 0xc), exactly nearbyintf.
+ * - fmaxf (q, -half) is q > -half ? q : -half: both return -half for a NaN q
+ *   and differ nowhere else (-half is never zero: half >= 1).
+ * - fminf (q, half - 1) is q < half - 1 ? q : half - 1 (q is no longer NaN);
+ *   for q = -0 and half - 1 = +0 (1 bit) the two may disagree on the sign of
+ *   the zero, but q + zp is then the same (zp is never -0: an integer plus
+ *   half >= 1, rounded to nearest), so y is too.
+ * The loop vectorises (roundps, maxps, minps, divps), which the libm calls
+ * prevented. */
+DFQ_PRIV_SIMD_CLONES DFQ_PRIV_NO_FP_CONTRACT static void
+dfq_fake_quant_block (const float *restrict x, float *restrict y, gint64 n, float s, float zp, float half)
+{
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+    const float qlo = -half, qhi = half - 1.0f;
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++) {
+        float q = nearbyintf (s * x[i] - zp);
+        q = q > qlo ? q : qlo;
+        q = q < qhi ? q : qhi;
+        y[i] = (q + zp) / s;
+    }
 }
 
 void
@@ -146,11 +180,36 @@ dfq_op_fake_quant_forward (DfqTensor *dst)
          * [-2^(k-1), 2^(k-1)-1] onto [xmin, xmax]. */
         float s = levels / fmaxf (xmax - xmin, DFQ_QUANT_MIN_RANGE);
         float zp = nearbyintf (s * xmin) + half;
-        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
-            float q = nearbyintf (s * x[i] - zp);
-            q = fminf (fmaxf (q, -half), half - 1.0f);
-            y[i] = (q + zp) / s;
-        }
+        gint64 i0 = b * l.block_len;
+        dfq_fake_quant_block (x + i0, y + i0, dfq_quant_block_end (&l, b) - i0, s, zp, half);
+    }
+}
+
+/* gx += gy where lo <= x <= hi (all of it when @x is NULL: the plain STE).
+ * With @fresh the buffer is new and not zero-filled: gx = 0 + gy, which is
+ * what adding to zeros gave (0 + -0 is +0, so not a plain copy). Selects
+ * instead of a conditional add, so that the loop vectorises; a NaN x is in no
+ * range, as before. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_fake_quant_backward_block (const float *restrict x, const float *restrict gy, float *restrict gx, gint64 n,
+                               float xmin, float xmax, gboolean fresh)
+{
+    if (x == NULL && fresh) {
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] = 0.0f + gy[i];
+    } else if (x == NULL) {
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] += gy[i];
+    } else if (fresh) {
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] = x[i] >= xmin && x[i] <= xmax ? 0.0f + gy[i] : 0.0f;
+    } else {
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] = x[i] >= xmin && x[i] <= xmax ? gx[i] + gy[i] : gx[i];
     }
 }
 
@@ -158,15 +217,19 @@ void
 dfq_op_fake_quant_backward (DfqTensor *dst, DfqArena *scratch)
 {
     /* lo/hi are statistics of the input (min/max or their EMA): no gradient. */
-    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    gboolean fresh;
+    float *restrict gx = dfq_priv_src_grad_of_fresh (dst, 0, scratch, &fresh);
     if (gx == NULL)
         return;
     const float *restrict gy = dfq_tensor_f32 (dst->grad);
     gint64 n = dfq_tensor_numel (dst);
     if (dst->op_params[2] == DFQ_STE_PLAIN) {
+        gint64 nc = dfq_priv_n_chunks (n);
 #pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
-        for (gint64 i = 0; i < n; i++)
-            gx[i] += gy[i];
+        for (gint64 c = 0; c < nc; c++) {
+            gint64 lo = c * DFQ_PRIV_CHUNK;
+            dfq_fake_quant_backward_block (NULL, gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK), 0.0f, 0.0f, fresh);
+        }
         return;
     }
     const DfqTensor *lot = dst->src[1], *hit = dst->src[2];
@@ -178,9 +241,9 @@ dfq_op_fake_quant_backward (DfqTensor *dst, DfqArena *scratch)
     for (gint64 b = 0; b < l.n_blocks; b++) {
         float xmin = lo[dfq_quant_param_index (&l, lot, b)];
         float xmax = hi[dfq_quant_param_index (&l, hit, b)];
-        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++)
-            if (x[i] >= xmin && x[i] <= xmax)
-                gx[i] += gy[i];
+        gint64 i0 = b * l.block_len;
+        dfq_fake_quant_backward_block (x + i0, gy + i0, gx + i0, dfq_quant_block_end (&l, b) - i0, xmin, xmax,
+                                       fresh);
     }
 }
 

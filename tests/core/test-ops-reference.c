@@ -643,6 +643,66 @@ test_conv2d_timing (void)
     }
 }
 
+/* --------------------------------------------------- channel statistics */
+
+static gboolean
+same_bits (float a, float b)
+{
+    return memcmp (&a, &b, sizeof a) == 0;
+}
+
+static void
+test_channel_stats_sequential (void)
+{
+    g_test_summary ("channel_mean and channel_var (channels summed in interleaved groups) give the bits of "
+                    "one sequential double sum per channel in the order n, k; the var backward, too");
+    /* 19 channels: two groups of 8 and three left over; 4-D and 3-D shapes. */
+    static const gint64 shapes[][4] = { { 3, 19, 37, 1 }, { 2, 16, 5, 5 }, { 5, 3, 7, 1 } };
+    static const int n_dims[] = { 3, 4, 3 };
+    for (guint t = 0; t < G_N_ELEMENTS (shapes); t++) {
+        g_autoptr (DfqArena) arena = dfq_arena_new (0);
+        DfqTensor *x0 = random_tensor (arena, n_dims[t], shapes[t], 40 + t, 1.5f);
+        dfq_tensor_set_param (x0);
+        for (int unbiased = 0; unbiased <= 1; unbiased++) {
+            /* An intermediate result, so that the var backward writes a new buffer. */
+            DfqTensor *x = dfq_affine (arena, x0, 1.0f, 0.0f);
+            const gint64 n = x->shape[0], c = x->shape[1], inner = dfq_tensor_numel (x) / (n * c);
+            const float *xd = dfq_tensor_f32 (x);
+            dfq_tensor_zero_grad (x0);
+            DfqTensor *mean = dfq_channel_mean (arena, x);
+            DfqTensor *var = dfq_channel_var (arena, x, unbiased);
+            DfqTensor *gv = random_tensor (arena, 1, &c, 50 + t, 1.0f);
+            dfq_backward_with_grad (var, gv, arena);
+            const double denom = (double) (unbiased ? n * inner - 1 : n * inner);
+            for (gint64 j = 0; j < c; j++) {
+                double s = 0.0;
+                for (gint64 i = 0; i < n; i++)
+                    for (gint64 k = 0; k < inner; k++)
+                        s += xd[(i * c + j) * inner + k];
+                const double mu = s / (double) (n * inner);
+                double ss = 0.0;
+                for (gint64 i = 0; i < n; i++)
+                    for (gint64 k = 0; k < inner; k++) {
+                        double d = xd[(i * c + j) * inner + k] - mu;
+                        volatile double dd = d * d; /* rounded on its own, as in the op */
+                        ss += dd;
+                    }
+                g_assert_true (same_bits (dfq_tensor_f32 (mean)[j], (float) mu));
+                g_assert_true (same_bits (dfq_tensor_f32 (var)[j], (float) (ss / denom)));
+                const double g = 2.0 * dfq_tensor_f32 (gv)[j] / denom;
+                for (gint64 i = 0; i < n; i++)
+                    for (gint64 k = 0; k < inner; k++) {
+                        gint64 e = (i * c + j) * inner + k;
+                        /* x's gradient (0 + v in a new buffer), through the affine
+                         * (times 1) into x0's zeroed one. */
+                        float want = 0.0f + (float) (g * (xd[e] - mu));
+                        g_assert_true (same_bits (dfq_tensor_f32 (x0->grad)[e], want));
+                    }
+            }
+        }
+    }
+}
+
 static void
 test_report (void)
 {
@@ -659,6 +719,7 @@ main (int argc, char **argv)
     g_test_add_func ("/ops-reference/batchnorm/reference", test_batchnorm_reference);
     g_test_add_func ("/ops-reference/conv2d/deterministic", test_conv2d_deterministic);
     g_test_add_func ("/ops-reference/linear/deterministic", test_linear_deterministic);
+    g_test_add_func ("/ops-reference/channel-stats/sequential", test_channel_stats_sequential);
     g_test_add_func ("/ops-reference/steady-state/no-alloc", test_steady_state_no_alloc);
     g_test_add_func ("/ops-reference/conv2d/timing", test_conv2d_timing);
     g_test_add_func ("/ops-reference/summary/worst-errors", test_report);

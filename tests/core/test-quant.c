@@ -2,6 +2,7 @@
  * gradient check: grid properties, error bounds, exact STE behaviour, the
  * degenerate-range guard, rounding of ties, soft-bit hard mode, the rounding
  * regulariser and thread-count independence. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -336,6 +337,104 @@ test_thread_independent (QuantFixture *f, gconstpointer data)
     g_assert_cmpmem (results[0], sizeof results[0], results[1], sizeof results[1]);
 }
 
+/* The forward of dfq_fake_quant as first written, with the libm calls
+ * (nearbyintf, fminf, fmaxf) and the product rounded on its own. */
+static float
+quant_libm_reference (float x, float xmin, float xmax, int bits)
+{
+    const float levels = (float) ((1 << bits) - 1);
+    const float half = (float) (1 << (bits - 1));
+    float s = levels / fmaxf (xmax - xmin, 1e-8f);
+    volatile float sxmin = s * xmin;
+    float zp = nearbyintf (sxmin) + half;
+    volatile float sx = s * x;
+    float q = nearbyintf (sx - zp);
+    q = fminf (fmaxf (q, -half), half - 1.0f);
+    return (q + zp) / s;
+}
+
+static gboolean
+quant_same_bits (float a, float b)
+{
+    return memcmp (&a, &b, sizeof a) == 0 || (isnan (a) && isnan (b));
+}
+
+static void
+test_fake_quant_libm_reference (QuantFixture *f, gconstpointer data)
+{
+    g_test_summary ("The fake-quant forward (inlined rounding and clamps, vectorised) gives the bits of the "
+                    "nearbyintf/fminf/fmaxf formula for every input: ties, zeros of both signs, NaN, infinities, "
+                    "subnormals, out-of-range values; per tensor and per channel, 1 to 16 bits");
+    const int bits_list[] = { 1, 2, 3, 4, 5, 8, 16 };
+    const float special[] = { 0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f, FLT_MAX, -FLT_MAX,
+                              0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 1e30f, -1e30f, 8388608.5f, -8388609.0f };
+    /* Channel ranges: ordinary, tiny, degenerate (lo == hi), reversed, around zero. */
+    const float lo_v[5] = { -1.0f, -1e-6f, 0.25f, 1.0f, -3.0f };
+    const float hi_v[5] = { 1.5f, 2e-6f, 0.25f, -1.0f, 0.0f };
+    for (guint bi = 0; bi < G_N_ELEMENTS (bits_list); bi++) {
+        const int bits = bits_list[bi];
+        for (int axis = -1; axis <= 1; axis += 2) {
+            g_autoptr (DfqArena) scratch = dfq_arena_new (0);
+            /* 5 channels of 13x7 (vector bodies and remainders in every block). */
+            DfqTensor *x = dfq_tensor_new_4d (f->arena, DFQ_DTYPE_F32, 3, 5, 13, 7);
+            gint64 n = dfq_tensor_numel (x), inner = 13 * 7;
+            dfq_rand_normal_fill (x, 11 + bits, 0, 0.0f, 2.0f);
+            float *xd = dfq_tensor_f32 (x);
+            const float level_step = (float) ((1 << bits) - 1) / 2.5f; /* S of channel 0 */
+            for (gint64 i = 0; i < n; i++) {
+                if (i % 3 == 0) /* exact ties of channel 0's grid: (k + 1/2) / S */
+                    xd[i] = ((float) (i % 17) - 8.0f + 0.5f) / level_step;
+                if (i % 7 == 1)
+                    xd[i] = special[(i / 7) % G_N_ELEMENTS (special)];
+            }
+            gint64 np = axis < 0 ? 1 : 5;
+            DfqTensor *lo = dfq_tensor_new_1d (f->arena, DFQ_DTYPE_F32, np);
+            DfqTensor *hi = dfq_tensor_new_1d (f->arena, DFQ_DTYPE_F32, np);
+            memcpy (dfq_tensor_f32 (lo), lo_v, (gsize) np * sizeof (float));
+            memcpy (dfq_tensor_f32 (hi), hi_v, (gsize) np * sizeof (float));
+            DfqTensor *y = dfq_fake_quant (scratch, x, lo, hi, axis, bits, DFQ_STE_PLAIN);
+            for (gint64 i = 0; i < n; i++) {
+                gint64 c = axis < 0 ? 0 : (i / inner) % 5;
+                float want = quant_libm_reference (xd[i], lo_v[c], hi_v[c], bits);
+                float got = dfq_tensor_f32 (y)[i];
+                if (!quant_same_bits (got, want)) {
+                    g_test_fail_printf ("bits %d axis %d element %" G_GINT64_FORMAT ": x %a -> %a, libm formula %a",
+                                        bits, axis, i, (double) xd[i], (double) got, (double) want);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+static void
+test_fake_quant_ste_accumulates (QuantFixture *f, gconstpointer data)
+{
+    g_test_summary ("Both STEs write a new gradient buffer as 0 + g and add to an existing one, in either "
+                    "order (x used by a clipped and a plain fake-quant)");
+    g_autoptr (DfqArena) scratch = dfq_arena_new (0);
+    DfqTensor *x = dfq_tensor_new_4d (f->arena, DFQ_DTYPE_F32, 2, 3, 9, 9);
+    dfq_rand_normal_fill (x, 21, 0, 0.0f, 1.0f);
+    dfq_tensor_set_param (x);
+    DfqTensor *lo = dfq_tensor_new_scalar (f->arena, -0.7f);
+    DfqTensor *hi = dfq_tensor_new_scalar (f->arena, 0.6f);
+    DfqTensor *ya = dfq_fake_quant (scratch, x, lo, hi, -1, 4, DFQ_STE_CLIPPED);
+    DfqTensor *yb = dfq_fake_quant (scratch, x, lo, hi, -1, 4, DFQ_STE_PLAIN);
+    DfqTensor *y = dfq_add (scratch, ya, yb);
+    DfqTensor *g = dfq_tensor_new_like (f->arena, y);
+    dfq_rand_normal_fill (g, 22, 0, 0.0f, 1.0f);
+    float *gd = dfq_tensor_f32 (g);
+    for (gint64 i = 0; i < dfq_tensor_numel (g); i += 5)
+        gd[i] = (i / 5) % 2 ? -0.0f : 0.0f;
+    dfq_backward_with_grad (y, g, scratch);
+    const float *xd = dfq_tensor_f32 (x);
+    for (gint64 i = 0; i < dfq_tensor_numel (x); i++) {
+        float ga = xd[i] >= -0.7f && xd[i] <= 0.6f ? gd[i] : 0.0f;
+        float want = (0.0f + ga) + gd[i]; /* the same as (0 + g) + ga */
+        g_assert_true (quant_same_bits (dfq_tensor_f32 (x->grad)[i], want));
+    }
+}
+
 static void
 test_fake_quant_bad_param_shape (QuantFixture *f, gconstpointer data)
 {
@@ -363,6 +462,8 @@ main (int argc, char **argv)
     ADD ("/quant/fake-quant/ste-clipped", test_fake_quant_ste_clipped);
     ADD ("/quant/fake-quant/degenerate-range", test_fake_quant_degenerate_range);
     ADD ("/quant/fake-quant/bad-param-shape", test_fake_quant_bad_param_shape);
+    ADD ("/quant/fake-quant/libm-reference", test_fake_quant_libm_reference);
+    ADD ("/quant/fake-quant/ste-accumulates", test_fake_quant_ste_accumulates);
     ADD ("/quant/round/half-to-even", test_round_half_even);
     ADD ("/quant/lsq/on-grid", test_lsq_on_grid);
     ADD ("/quant/softbit/hard-on-grid", test_softbit_hard_on_grid);
