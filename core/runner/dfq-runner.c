@@ -532,6 +532,9 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
     DfqOptimConfig ocfg;
     gint start_epoch = 0, best_epoch = -1, epochs_this_call = 0;
     double best = -1.0, last = NAN, prior_wall = 0.0;
+    /* wall time through the last epoch done (as its checkpoint records it): a
+     * rerun of a finished run reports and writes the same figure */
+    double wall_done = 0.0;
 
     dfq_set_num_threads (MAX (cfg->threads, 1));
     r.run_dir = dfq_runner_get_run_dir (pipeline, options);
@@ -628,6 +631,7 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
         best_epoch = (gint) dfq_priv_meta_double (st, "best_epoch", -1);
         last = dfq_priv_meta_double (st, "last_top1", NAN);
         prior_wall = dfq_priv_meta_double (st, "wall_seconds", 0);
+        wall_done = prior_wall;
         dfq_optim_set_step (r.optim, (gint64) dfq_priv_meta_double (st, "optim_step", 0));
         if (DFQ_SYNTHESIZER_CLASS (r.synth)->set_optim_step != NULL)
             DFQ_SYNTHESIZER_CLASS (r.synth)->set_optim_step (r.synth, (gint64) dfq_priv_meta_double (st, "synth_optim_step", 0));
@@ -779,7 +783,8 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
         dfq_priv_meta_set_double (meta, "optim_step", (double) dfq_optim_get_step (r.optim));
         if (DFQ_SYNTHESIZER_CLASS (r.synth)->get_optim_step != NULL)
             dfq_priv_meta_set_double (meta, "synth_optim_step", (double) DFQ_SYNTHESIZER_CLASS (r.synth)->get_optim_step (r.synth));
-        dfq_priv_meta_set_double (meta, "wall_seconds", prior_wall + (g_get_monotonic_time () - t_start) / 1e6);
+        wall_done = prior_wall + (g_get_monotonic_time () - t_start) / 1e6;
+        dfq_priv_meta_set_double (meta, "wall_seconds", wall_done);
         if (!dfq_priv_ckpt_save (r.run_dir, r.ckpt_names, r.ckpt_tensors, meta, &e))
             goto out;
         result->epochs_done = epoch + 1;
@@ -805,7 +810,7 @@ dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOption
     result->best_epoch = best_epoch;
     result->best_split = g_strdup (dfq_pipeline_split_names[cfg->eval.split]);
     result->epochs_done = cfg->train.epochs;
-    result->wall_seconds = prior_wall + (g_get_monotonic_time () - t_start) / 1e6;
+    result->wall_seconds = wall_done;
     if (!dfq_priv_write_result (r.run_dir, result, NULL, NULL, &e))
         goto out;
     prog.phase = "done";

@@ -40,6 +40,9 @@ dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOpti
     DfqOptimConfig ocfg;
     gint start_epoch = 0, best_epoch = -1, epochs_this_call = 0;
     double best = -1.0, last = NAN, prior_wall = 0.0;
+    /* wall time through the last epoch done (as its checkpoint records it): a
+     * rerun of a finished run reports and writes the same figure */
+    double wall_done = 0.0;
 
     dfq_set_num_threads (MAX (cfg->threads, 1));
     if (!dfq_priv_prepare_run_dir (run_dir, pipeline, options && options->restart, &config_hash, &e))
@@ -87,6 +90,7 @@ dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOpti
         best_epoch = (gint) dfq_priv_meta_double (st, "best_epoch", -1);
         last = dfq_priv_meta_double (st, "last_top1", NAN);
         prior_wall = dfq_priv_meta_double (st, "wall_seconds", 0);
+        wall_done = prior_wall;
         dfq_optim_set_step (optim, (gint64) dfq_priv_meta_double (st, "optim_step", 0));
         if (!dfq_priv_truncate_metrics (run_dir, start_epoch, &e))
             goto out;
@@ -191,7 +195,8 @@ dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOpti
         dfq_priv_meta_set_double (meta, "best_epoch", best_epoch);
         dfq_priv_meta_set_double (meta, "last_top1", last);
         dfq_priv_meta_set_double (meta, "optim_step", (double) dfq_optim_get_step (optim));
-        dfq_priv_meta_set_double (meta, "wall_seconds", prior_wall + (g_get_monotonic_time () - t_start) / 1e6);
+        wall_done = prior_wall + (g_get_monotonic_time () - t_start) / 1e6;
+        dfq_priv_meta_set_double (meta, "wall_seconds", wall_done);
         if (!dfq_priv_ckpt_save (run_dir, names, tensors, meta, &e))
             goto out;
         result->epochs_done = epoch + 1;
@@ -210,7 +215,7 @@ dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOpti
     result->best_split = g_strdup (dfq_pipeline_split_names[cfg->eval.split]);
     result->epochs_done = cfg->train.epochs;
     result->fp_top1 = last;
-    result->wall_seconds = prior_wall + (g_get_monotonic_time () - t_start) / 1e6;
+    result->wall_seconds = wall_done;
     {
         g_autoptr (GHashTable) meta = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
         g_hash_table_insert (meta, g_strdup ("dfqlab_version"), g_strdup (DFQ_VERSION_STRING));

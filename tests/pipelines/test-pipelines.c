@@ -152,6 +152,22 @@ test_smoke_gdfq (void)
         checked++;
     }
     g_assert_cmpuint (checked, ==, 3); /* conv1, conv2, fc */
+
+    /* running a finished run again trains nothing and changes nothing */
+    g_autofree char *rpath = g_build_filename (dir, "result.json", NULL);
+    g_autofree char *before = NULL, *after = NULL;
+    g_assert_true (g_file_get_contents (rpath, &before, NULL, NULL));
+    DfqRunResult again;
+    g_autoptr (DfqPipeline) p2 = load ("smoke-gdfq.yaml", NULL); /* a pipeline runs once */
+    g_assert_true (dfq_runner_run (registry, p2, &o, &again, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (again.status, ==, "finished");
+    g_assert_cmpfloat (again.last_top1, ==, r.last_top1);
+    g_assert_cmpfloat (again.best_top1, ==, r.best_top1);
+    g_assert_cmpfloat (again.wall_seconds, ==, r.wall_seconds);
+    g_assert_true (g_file_get_contents (rpath, &after, NULL, NULL));
+    g_assert_cmpstr (after, ==, before);
+    dfq_run_result_clear (&again);
     dfq_run_result_clear (&r);
 }
 
