@@ -749,11 +749,13 @@ gboolean
 dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
 {
     gboolean help = FALSE, dry_run = FALSE;
-    gint jobs = 1;
+    gint jobs = 1, threads_opt = 0;
     g_autofree char *out_opt = NULL;
     g_auto (GStrv) only = NULL;
     const GOptionEntry entries[] = {
         { "jobs", 'j', 0, G_OPTION_ARG_INT, &jobs, "Trials run at once (default 1); each gets cores/N threads", "N" },
+        { "threads", 't', 0, G_OPTION_ARG_INT, &threads_opt,
+          "Threads per trial (default cores/N); a sweep that sets threads, or a trial resumed with another count, keeps its own", "T" },
         { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run, "Validate and list the trials and their overrides; run nothing", NULL },
         { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out_opt, "Output directory (default runs/<sweep name>)", "DIR" },
         { "only", 0, 0, G_OPTION_ARG_STRING_ARRAY, &only,
@@ -777,6 +779,11 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
         g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "sweep: -j must be in 1 .. 256, not %d", jobs);
         return FALSE;
     }
+    if (threads_opt < 0 || threads_opt > 1024) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "sweep: --threads must be in 1 .. 1024, not %d",
+                     threads_opt);
+        return FALSE;
+    }
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqSweep) sweep = dfq_sweep_new_from_file (registry, argv[1], error);
     if (sweep == NULL)
@@ -789,7 +796,7 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
     pool.out = out;
     pool.jobs = jobs;
     gint cores = (gint) g_get_num_processors ();
-    pool.threads = MAX (1, cores / jobs);
+    pool.threads = threads_opt > 0 ? threads_opt : MAX (1, cores / jobs);
     pool.plugin_path = cli->plugin_path;
     pool.tty = isatty (STDERR_FILENO);
     g_autoptr (GPtrArray) all = pool.all = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_sweep_job_free);

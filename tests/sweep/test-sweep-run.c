@@ -182,13 +182,14 @@ test_failures (void)
     g_assert_false (g_file_test (out, G_FILE_TEST_EXISTS));
     g_clear_pointer (&text, g_free);
     g_assert_cmpint (run_dfq (&text, "--plugin-path", CRASH_PLUGIN_DIR, "sweep", sweep, "--out", out, "--only",
-                              "seed=2,*", "--dry-run", NULL),
+                              "seed=2,*", "--threads", "3", "--dry-run", NULL),
                      ==, 0);
+    g_assert_nonnull (strstr (text, "-j 1, 3 threads per trial"));
     g_assert_cmpuint (count_substrings (text, "not selected (--only)"), ==, 3);
     g_assert_cmpuint (count_substrings (text, "to run"), ==, 1);
     g_clear_pointer (&text, g_free);
     g_assert_cmpint (run_dfq (&text, "--plugin-path", CRASH_PLUGIN_DIR, "sweep", sweep, "--out", out, "--only",
-                              "seed=2,*", NULL),
+                              "seed=2,*", "--threads", "1", NULL),
                      ==, 0);
     g_assert_nonnull (strstr (text, "4 trials in"));
     g_assert_nonnull (strstr (text, ": 1 finished; 3 not selected (--only)\n"));
@@ -200,6 +201,15 @@ test_failures (void)
         JsonObject *only_counts = json_object_get_object_member (only_index, "counts");
         g_assert_cmpint (json_object_get_int_member (only_counts, "finished"), ==, 1);
         g_assert_cmpint (json_object_get_int_member (only_counts, "queued"), ==, 3);
+        JsonObject *ran = NULL;
+        JsonArray *all = json_object_get_array_member (only_index, "trials");
+        for (guint i = 0; i < json_array_get_length (all); i++) {
+            JsonObject *t = json_array_get_object_element (all, i);
+            if (g_str_equal (json_object_get_string_member (t, "status"), "finished"))
+                ran = t;
+        }
+        g_assert_nonnull (ran);
+        g_assert_cmpint (json_object_get_int_member (ran, "threads"), ==, 1); /* --threads */
         JsonObject *held = index_trial (only_index, "seed=1,crash-test");
         g_autofree char *held_dir = g_build_filename (out, json_object_get_string_member (held, "dir"), NULL);
         g_assert_false (g_file_test (held_dir, G_FILE_TEST_EXISTS));
