@@ -778,7 +778,6 @@ dfq_conv3_pack_dx (const DfqConv3Geom *k, const float *w, float *wp)
                 }
 }
 
-
 /* Stride 2: phase (a, b) of channel c, P[u][v] = x[2u + a - 1][2v + b - 1]
  * (0 outside). */
 static void
