@@ -7,9 +7,9 @@
 #   tools/collect-results.sh DEST RUN_DIR...
 #   e.g. tools/collect-results.sh gdfq/fixture runs/gdfq-vs-bag-cakd-r20-fmnist/*gdfq*
 set -euo pipefail
-cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n '2,9p' "$0"; exit 2; }
-dest=docs/results/$1
+# RUN_DIRs are taken relative to the caller's directory; DEST to the repository.
+dest=$(cd "$(dirname "$0")/.." && pwd)/docs/results/$1
 shift
 for run in "$@"; do
     if ! grep -q '"status" *: *"finished"' "$run/result.json" 2>/dev/null; then

@@ -780,8 +780,8 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
         return FALSE;
     }
     if (threads_opt < 0 || threads_opt > 1024) {
-        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "sweep: --threads must be in 1 .. 1024, not %d",
-                     threads_opt);
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                     "sweep: --threads must be in 1 .. 1024 (or 0: cores / -j), not %d", threads_opt);
         return FALSE;
     }
     DfqRegistry *registry = dfq_cli_get_registry (cli);
