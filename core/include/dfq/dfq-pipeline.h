@@ -251,6 +251,17 @@ typedef struct {
 } DfqPipelineTrain;
 
 typedef struct {
+    gint images;         /* size of the image set */
+    gint batch;          /* images optimised together (one unit of the synthesize phase) */
+    gboolean reuse;      /* take the set from the cache when one with the same key is there, and store it */
+    char *cache;         /* cache directory (NULL: <output_dir>/image-sets) */
+} DfqPipelineSynthesize;
+
+typedef struct {
+    gint batch;          /* images per calibration forward (one unit of the calibrate phase) */
+} DfqPipelineCalibrate;
+
+typedef struct {
     gint version;        /* DFQ_PIPELINE_VERSION */
     char *name;
     gint seed;
@@ -262,7 +273,13 @@ typedef struct {
     DfqPipelineStudent student;
     DfqFeature *synthesizer; /* SYNTHESIZER or NULL */
     DfqPipelineTrain train;
+    char **phases;       /* phase names in order, or NULL: from the synthesizer (see docs/architecture.md) */
+    DfqPipelineSynthesize synthesize;
+    DfqPipelineCalibrate calibrate;
 } DfqPipelineConfig;
+
+/* The phases `phases:` accepts, NULL-terminated. */
+DFQ_API extern const char *const dfq_pipeline_phase_names[];
 
 /* The schema: one row per top-level key (STRUCT rows for the sections). */
 DFQ_API extern const DfqParamSpec dfq_pipeline_param_specs[];

@@ -465,7 +465,7 @@ uniform_quantize_act (DfqQuantizer *q, DfqForward *fwd, const char *site, DfqTen
         return x;
     g_return_val_if_fail (x->dtype == DFQ_DTYPE_F32 && dfq_tensor_is_contiguous (x), x);
     float *r = dfq_tensor_f32 (s->range);
-    if (q->calibrating) {
+    if (q->mode == DFQ_QUANT_MODE_CALIBRATE) {
         /* GDFQ order: update the range with this batch, then quantize with it. */
         float m, M;
         uniform_minmax (fwd->arena, dfq_tensor_f32 (x), dfq_tensor_numel (x), &m, &M);
