@@ -166,7 +166,7 @@ dfq_synthesize_run_unit (DfqRun *r, DfqPhase *p, gint unit, JsonBuilder *b, GErr
     DfqStepContext *ctx = &r->ctx;
     ctx->epoch = 0;
     ctx->iter = unit;
-    ctx->step = unit;
+    ctx->step = first;
     ctx->batch = count;
     r->prog.epoch = unit;
     r->prog.epochs = p->n_units;

@@ -4,7 +4,8 @@
  * updates the generator and hands back a batch (the train phase). Offline ones
  * (zeroq, genie-d, dsg, and the real / noise bounds) have mode
  * DFQ_SYNTH_OFFLINE: the synthesize phase calls step() once per batch of the
- * image set (ctx->iter = batch index, ctx->batch = its size), each call
+ * image set (ctx->iter = batch index, ctx->step = index of its first image in
+ * the set, ctx->batch = its size; prepare() before the first), each call
  * optimising that batch from scratch against the frozen teacher and returning
  * the finished images; the runner keeps them as the run's image set
  * (images.safetensors, reused by runs with the same synthesizer config). */
