@@ -180,15 +180,18 @@ image_set_prepare (DfqSynthesizer *synth, DfqStepContext *ctx, GError **error)
         return FALSE;
     }
     if (dfq_safetensors_lookup (st, "labels") != NULL) {
-        self->labels = dfq_safetensors_get_tensor (st, "labels", synth->arena, error);
-        if (self->labels == NULL || self->labels->dtype != DFQ_DTYPE_I32
-            || self->labels->shape[0] != self->images->shape[0]) {
+        /* read as float (exact for class indices), kept as I32 */
+        DfqTensor *f = dfq_safetensors_get_tensor (st, "labels", synth->arena, error);
+        if (f == NULL || f->n_dims != 1 || f->shape[0] != self->images->shape[0]) {
             g_clear_error (error);
-            g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
-                         "%s: 'labels' must be I32 [%" G_GINT64_FORMAT "]", self->path, self->images->shape[0]);
-            self->images = self->labels = NULL;
+            g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE, "%s: 'labels' must have shape [%" G_GINT64_FORMAT "]",
+                         self->path, self->images->shape[0]);
+            self->images = NULL;
             return FALSE;
         }
+        self->labels = dfq_tensor_new_1d (synth->arena, DFQ_DTYPE_I32, f->shape[0]);
+        for (gint64 i = 0; i < f->shape[0]; i++)
+            dfq_tensor_i32 (self->labels)[i] = (gint32) dfq_tensor_f32 (f)[i];
     }
     return TRUE;
 }
