@@ -210,56 +210,65 @@ dfq_run_finish (DfqRun *r, gboolean ok, GError *e, DfqRunResult *result, GError 
     return ok;
 }
 
-gboolean
-dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options, DfqRunResult *result,
-                GError **error)
+/* What a quantization run does between opening its directory and its phases. */
+static gboolean
+dfq_run_setup_quantization (DfqRun *r, DfqRunResult *result, GError **error)
+{
+    if (r->cfg->teacher.weights == NULL) {
+        g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE,
+                     "teacher.weights is not set: data-free quantization needs a trained teacher");
+        return FALSE;
+    }
+    if (!dfq_run_prepare_models (r, error) || !dfq_run_plan (r, error) || !dfq_run_layout (r, error))
+        return FALSE;
+    /* FP reference: the teacher on the evaluation split */
+    DfqEvalResult ev;
+    if (!dfq_evaluate (r->teacher, NULL, r->eval_set, (guint) r->cfg->eval.batch, r->opts ? r->opts->eval_limit : 0,
+                       &ev, error))
+        return FALSE;
+    r->fp_top1 = ev.top1;
+    result->fp_top1 = ev.top1;
+    dfq_eval_result_clear (&ev);
+    return TRUE;
+}
+
+/* What a model training run does before its phase. */
+static gboolean
+dfq_run_setup_training (DfqRun *r, DfqRunResult *result, GError **error)
+{
+    dfq_priv_ckpt_add_model (r->ckpt_names, r->ckpt_tensors, "model.", r->teacher);
+    dfq_run_add_phase (r, &dfq_phase_train_fp);
+    return TRUE;
+}
+
+/* The common shape of both entry points. */
+static gboolean
+dfq_run_execute (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options, DfqRunResult *result,
+                 gboolean quantize, GError **error)
 {
     g_return_val_if_fail (registry != NULL && pipeline != NULL && result != NULL, FALSE);
     memset (result, 0, sizeof *result);
     result->eval_limit = options ? (gint) options->eval_limit : 0;
     DfqRun r;
     dfq_run_init (&r, registry, pipeline, options);
-    r.save_outputs = dfq_run_save_student;
+    r.save_outputs = quantize ? dfq_run_save_student : dfq_run_save_model;
     GError *e = NULL;
-    gboolean ok = FALSE;
-    if (!dfq_run_open (&r, &e))
-        goto out;
-    if (r.cfg->teacher.weights == NULL) {
-        g_set_error (&e, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE,
-                     "teacher.weights is not set: data-free quantization needs a trained teacher");
-        goto out;
-    }
-    if (!dfq_run_prepare_models (&r, &e) || !dfq_run_plan (&r, &e) || !dfq_run_layout (&r, &e))
-        goto out;
-    /* FP reference: the teacher on the evaluation split */
-    DfqEvalResult ev;
-    if (!dfq_evaluate (r.teacher, NULL, r.eval_set, (guint) r.cfg->eval.batch, options ? options->eval_limit : 0, &ev, &e))
-        goto out;
-    r.fp_top1 = ev.top1;
-    result->fp_top1 = ev.top1;
-    dfq_eval_result_clear (&ev);
-    ok = dfq_run_phases (&r, result, &e);
-out:
+    gboolean ok = dfq_run_open (&r, &e)
+                  && (quantize ? dfq_run_setup_quantization (&r, result, &e) : dfq_run_setup_training (&r, result, &e))
+                  && dfq_run_phases (&r, result, &e);
     return dfq_run_finish (&r, ok, e, result, error);
+}
+
+gboolean
+dfq_runner_run (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options, DfqRunResult *result,
+                GError **error)
+{
+    return dfq_run_execute (registry, pipeline, options, result, TRUE, error);
 }
 
 gboolean
 dfq_runner_train (DfqRegistry *registry, DfqPipeline *pipeline, const DfqRunOptions *options, DfqRunResult *result,
                   GError **error)
 {
-    g_return_val_if_fail (registry != NULL && pipeline != NULL && result != NULL, FALSE);
-    memset (result, 0, sizeof *result);
-    result->eval_limit = options ? (gint) options->eval_limit : 0;
-    DfqRun r;
-    dfq_run_init (&r, registry, pipeline, options);
-    r.save_outputs = dfq_run_save_model;
-    GError *e = NULL;
-    gboolean ok = FALSE;
-    if (!dfq_run_open (&r, &e))
-        goto out;
-    dfq_priv_ckpt_add_model (r.ckpt_names, r.ckpt_tensors, "model.", r.teacher);
-    dfq_run_add_phase (&r, &dfq_phase_train_fp);
-    ok = dfq_run_phases (&r, result, &e);
-out:
-    return dfq_run_finish (&r, ok, e, result, error);
+    return dfq_run_execute (registry, pipeline, options, result, FALSE, error);
 }
