@@ -220,7 +220,7 @@ static const DfqParamSpec dfq_pipeline_synthesize_specs[] = {
     DFQ_PARAM_BOOL (DfqPipelineSynthesize, reuse,
                     "Reuse an image set made before with the same synthesizer, teacher, size, seed and threads "
                     "(the cache), and store new ones there", TRUE, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
-    DFQ_PARAM_STRING (DfqPipelineSynthesize, cache, "Image-set cache directory (null: <output_dir>/image-sets)", NULL,
+    DFQ_PARAM_STRING (DfqPipelineSynthesize, cache, "Image-set cache directory (null: image-sets/ beside the run directory, shared by a sweep's trials)", NULL,
                       .flags = DFQ_PARAM_FLAG_PATH | DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 

@@ -88,9 +88,10 @@ dfq_synthesize_setup (DfqRun *r, DfqPhase *p, GError **error)
     s->key_text = dfq_ptq_key_text (r);
     s->key = g_compute_checksum_for_string (G_CHECKSUM_SHA256, s->key_text, -1);
     if (cfg->synthesize.reuse) {
-        g_autofree char *dir = cfg->synthesize.cache
-                                   ? g_strdup (cfg->synthesize.cache)
-                                   : g_build_filename (cfg->output_dir ? cfg->output_dir : "runs", "image-sets", NULL);
+        /* default: beside the run directory (a sweep's trials share one) */
+        g_autofree char *parent = g_path_get_dirname (r->run_dir);
+        g_autofree char *dir = cfg->synthesize.cache ? g_strdup (cfg->synthesize.cache)
+                                                     : g_build_filename (parent, "image-sets", NULL);
         g_autofree char *leaf = g_strndup (s->key, 16);
         s->cache_path = g_build_filename (dir, leaf, "images.safetensors", NULL);
     }
