@@ -501,6 +501,51 @@ test_ptq_reuse (void)
     dfq_run_result_clear (&r);
 }
 
+static void
+test_train_resume (void)
+{
+    g_test_summary ("dfq train (the train-fp phase) stopped after one epoch and rerun: the same model.safetensors, "
+                    "metrics and result as the uninterrupted training of /pipelines/ setup");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *ref = g_build_filename (tmpdir, "teacher", NULL); /* trained by setup_teacher() */
+    g_autofree char *dir = g_build_filename (tmpdir, "teacher-resumed", NULL);
+    DfqRunResult r;
+    for (int call = 0; call < 2; call++) {
+        g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
+        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_epochs = call == 0 ? 1 : 0 };
+        gboolean ok = dfq_runner_train (registry, p, &o, &r, &error);
+        g_assert_true (ok == (call == 1));
+        if (call == 0) {
+            g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+            g_clear_error (&error);
+        }
+        dfq_run_result_clear (&r);
+    }
+    g_autoptr (GBytes) a = read_bytes (ref, "model.safetensors");
+    g_autoptr (GBytes) b = read_bytes (dir, "model.safetensors");
+    /* the tensors; the metadata holds the train seconds */
+    g_autoptr (DfqSafetensors) sa = dfq_safetensors_new_from_bytes (a, "a", &error);
+    g_autoptr (DfqSafetensors) sb = dfq_safetensors_new_from_bytes (b, "b", &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (dfq_safetensors_get_n_tensors (sa), ==, dfq_safetensors_get_n_tensors (sb));
+    for (guint i = 0; i < dfq_safetensors_get_n_tensors (sa); i++) {
+        const char *name = dfq_safetensors_get_info (sa, i)->name;
+        gsize na, nb;
+        gconstpointer da = dfq_safetensors_get_data (sa, name, &na);
+        gconstpointer db = dfq_safetensors_get_data (sb, name, &nb);
+        g_assert_nonnull (db);
+        g_assert_cmpmem (da, na, db, nb);
+    }
+    g_autofree char *ma = metrics_without_seconds (ref);
+    g_autofree char *mb = metrics_without_seconds (dir);
+    g_assert_cmpstr (ma, ==, mb);
+    g_autofree char *ra = result_without_wall (ref);
+    g_autofree char *rb = result_without_wall (dir);
+    g_assert_cmpstr (ra, ==, rb);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -515,6 +560,7 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/ptq-smoke", test_ptq_smoke);
     g_test_add_func ("/pipelines/ptq-resume", test_ptq_resume);
     g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
+    g_test_add_func ("/pipelines/train-resume", test_train_resume);
     /* Only where allocations can be counted (not under sanitizers). */
     if (dfq_test_malloc_count != NULL)
         g_test_add_func ("/pipelines/steady-state-allocations", test_steady_state_allocations);

@@ -308,6 +308,31 @@ test_uniform_calibration (void)
     g_assert_cmpfloat (hi, >, 0.8f);
 }
 
+static void
+test_site_blocks (void)
+{
+    g_test_summary ("After attach, every quantization site of ResNet-20 knows its block (stem conv, layers.N, fc); "
+                    "modes switch and report");
+    DfqModel *student = dfq_test_resnet20_w8 (registry, FALSE);
+    DfqQuantizer *q = (DfqQuantizer *) dfq_test_make_feature (registry, DFQ_FEATURE_QUANTIZER, "use: uniform");
+    g_autoptr (GError) error = NULL;
+    g_assert_true (dfq_quantizer_attach (q, student, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (dfq_quantizer_get_site_block (q, "conv"), ==, "conv");
+    g_assert_cmpstr (dfq_quantizer_get_site_block (q, "layers.0.conv1"), ==, "layers.0");
+    g_assert_cmpstr (dfq_quantizer_get_site_block (q, "layers.0.relu2"), ==, "layers.0");
+    g_assert_cmpstr (dfq_quantizer_get_site_block (q, "layers.8.conv2"), ==, "layers.8");
+    g_assert_cmpstr (dfq_quantizer_get_site_block (q, "fc"), ==, "fc");
+    g_assert_null (dfq_quantizer_get_site_block (q, "no.such.site"));
+    g_assert_cmpint (dfq_quantizer_get_mode (q), ==, DFQ_QUANT_MODE_LEARN);
+    dfq_quantizer_set_mode (q, DFQ_QUANT_MODE_CALIBRATE);
+    g_assert_cmpstr (dfq_quant_mode_name (dfq_quantizer_get_mode (q)), ==, "calibrate");
+    dfq_quantizer_set_calibrating (q, FALSE);
+    g_assert_cmpint (dfq_quantizer_get_mode (q), ==, DFQ_QUANT_MODE_LEARN);
+    dfq_feature_free ((DfqFeature *) q);
+    dfq_feature_free ((DfqFeature *) student);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -319,6 +344,7 @@ main (int argc, char **argv)
     g_test_add_func ("/zeroq/images", test_zeroq_images);
     g_test_add_func ("/zeroq/image-sources", test_image_sources);
     g_test_add_func ("/zeroq/uniform-calibration", test_uniform_calibration);
+    g_test_add_func ("/zeroq/site-blocks", test_site_blocks);
     int rc = g_test_run ();
     dfq_registry_free (registry);
     return rc;
