@@ -63,6 +63,7 @@ expect "inspect counts" "$tmp/out" "2 features from 1 plugin"
 check "inspect one feature" 0 "$dfq" inspect fixture-good
 expect "inspect shows range and default" "$tmp/out" "range 0 .. 100; default 1.5"
 expect "inspect shows enum values" "$tmp/out" "values mean, sum; default mean"
+expect "inspect shows the plugin's own version" "$tmp/out" "Plugin:       good 2.3.1-fixture"
 check "inspect --json" 0 "$dfq" inspect --json fixture-good
 expect "JSON names the feature" "$tmp/out" '"name" : "fixture-good"'
 check "inspect --json (all)" 0 "$dfq" inspect --json

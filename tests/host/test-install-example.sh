@@ -42,15 +42,23 @@ make -s -C "$work" CFLAGS="-O1 -g -Wall -Wextra -Wno-unused-parameter -Werror"
 test -f "$work/libdfq-example.so"
 
 # The staged dfq, its staged libdfq, the example plus the staged plugins
-# (tiny-cnn for the pipeline's teacher); nothing from the system.
-export LD_LIBRARY_PATH="$stage$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# (tiny-cnn for the pipeline's teacher); nothing from the system. No
+# LD_LIBRARY_PATH: the installed dfq finds its libdfq through its RUNPATH
+# ($ORIGIN/../<libdir>), wherever the prefix lies.
+unset LD_LIBRARY_PATH
 export DFQ_PLUGIN_PATH="$work:$plugindir" DFQ_PLUGIN_SYSTEM_PATH=
 dfq=$stage$bindir/dfq
+resolved_lib=$(ldd "$dfq" | sed -n 's/^[[:space:]]*libdfq\.so\.[0-9]* => \([^ ]*\) .*/\1/p')
+case $resolved_lib in
+    "$stage"/*) echo "# the staged dfq loads $resolved_lib" ;;
+    *) echo "not ok: the staged dfq does not find the staged libdfq (ldd: '$resolved_lib')"; exit 1 ;;
+esac
 "$dfq" --version
 
 out=$("$dfq" inspect example-l1)
 echo "$out" | sed 's/^/# /'
 echo "$out" | grep -q "Plugin:       example" || { echo "not ok: example-l1 not loaded from the example plugin"; exit 1; }
+echo "$out" | grep -q "Plugin:       example 1.0.0 " || { echo "not ok: inspect does not show the plugin's own version"; exit 1; }
 echo "$out" | grep -q "window" || { echo "not ok: inspect does not show the struct param"; exit 1; }
 "$dfq" inspect --json example-sum | grep -q '"feature_kind" : "loss"'
 
