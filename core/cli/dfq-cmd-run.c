@@ -108,7 +108,9 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     }
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqPipeline) pipeline = dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) sets, error);
-    if (pipeline == NULL)
+    /* As dfq validate: a tap pattern that matches nothing fails here, located,
+     * not steps into the run. */
+    if (pipeline == NULL || !dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     g_autoptr (GCancellable) cancellable = g_cancellable_new ();
     DfqCmdProgress cp = { cancellable, isatty (STDERR_FILENO), -1 };

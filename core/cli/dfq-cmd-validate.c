@@ -8,7 +8,9 @@
 
 static const char dfq_cmd_validate_description[] =
     "Checks every key of PIPELINE: unknown keys, wrong types, out-of-range values and\n"
-    "unknown features are errors with file:line:col. Exit status: 0 valid, 2 invalid.\n"
+    "unknown features are errors with file:line:col, and so is a loss's tap pattern that\n"
+    "matches no tap of the teacher's model (the message lists the model's taps).\n"
+    "Exit status: 0 valid, 2 invalid.\n"
     "\n"
     "Examples:\n"
     "  dfq validate pipelines/quickstart.yaml\n"
@@ -57,7 +59,7 @@ dfq_cmd_validate (DfqCli *cli, int argc, char **argv, GError **error)
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqPipeline) pipeline =
         dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) overrides, error);
-    if (pipeline == NULL)
+    if (pipeline == NULL || !dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     if (print_config) {
         g_autofree char *yaml = dfq_pipeline_to_yaml (pipeline);

@@ -64,6 +64,11 @@ check "inspect one feature" 0 "$dfq" inspect fixture-good
 expect "inspect shows range and default" "$tmp/out" "range 0 .. 100; default 1.5"
 expect "inspect shows enum values" "$tmp/out" "values mean, sum; default mean"
 expect "inspect shows the plugin's own version" "$tmp/out" "Plugin:       good 2.3.1-fixture"
+check "--taps needs a model" 2 "$dfq" inspect fixture-good --taps
+expect "--taps names the models" "$tmp/err" "'fixture-good' is not one (models: fixture-good-model)"
+check "--taps of a feature that is no DfqModel fails cleanly" 1 "$dfq" inspect fixture-good-model --taps
+expect "--taps says why" "$tmp/err" "is not a built model"
+check "--taps and --sites together are a usage error" 2 "$dfq" inspect fixture-good-model --taps --sites
 check "inspect --json" 0 "$dfq" inspect --json fixture-good
 expect "JSON names the feature" "$tmp/out" '"name" : "fixture-good"'
 check "inspect --json (all)" 0 "$dfq" inspect --json

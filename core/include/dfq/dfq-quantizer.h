@@ -15,10 +15,7 @@ G_BEGIN_DECLS
 typedef struct _DfqQuantizer DfqQuantizer;
 typedef struct _DfqQuantizerClass DfqQuantizerClass;
 
-typedef enum {
-    DFQ_SITE_WEIGHT,
-    DFQ_SITE_ACT,
-} DfqSiteKind;
+/* DfqSiteKind (weight or activation site) is in dfq-model.h. */
 
 struct _DfqQuantizer {
     DfqFeature parent;
