@@ -32,6 +32,23 @@ dfq_cmd_validate_summary (const DfqPipelineConfig *config)
     return g_string_free (out, FALSE);
 }
 
+void
+dfq_cli_hint_sweep_file (const char *path, GError **error)
+{
+    if (error == NULL || *error == NULL ||
+        !g_error_matches (*error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_UNKNOWN_PARAM))
+        return;
+    g_autoptr (DfqConfigNode) tree = dfq_config_load_file (path, NULL);
+    if (tree == NULL || tree->kind != DFQ_CONFIG_MAPPING || dfq_config_mapping_get (tree, "pipeline") == NULL)
+        return;
+    g_autofree char *message = g_strdup ((*error)->message);
+    g_clear_error (error);
+    g_set_error (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_UNKNOWN_PARAM,
+                 "%s\n%s is a sweep file (its 'pipeline:' names the base pipeline): check it with "
+                 "`dfq sweep --dry-run %s`, run it with `dfq sweep %s` (docs/sweeps.md)",
+                 message, path, path, path);
+}
+
 gboolean
 dfq_cmd_validate (DfqCli *cli, int argc, char **argv, GError **error)
 {
@@ -59,7 +76,11 @@ dfq_cmd_validate (DfqCli *cli, int argc, char **argv, GError **error)
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqPipeline) pipeline =
         dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) overrides, error);
-    if (pipeline == NULL || !dfq_pipeline_check_taps (pipeline, error))
+    if (pipeline == NULL) {
+        dfq_cli_hint_sweep_file (argv[1], error);
+        return FALSE;
+    }
+    if (!dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     if (print_config) {
         g_autofree char *yaml = dfq_pipeline_to_yaml (pipeline);

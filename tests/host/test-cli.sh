@@ -104,8 +104,11 @@ printf 'version: 1\nteacher: {model: fixture-good-model}\ntrain:\n  itres: 3\n' 
 check "invalid pipeline exits 2" 2 "$dfq" validate "$tmp/bad.yaml"
 expect "error located" "$tmp/err" "bad.yaml:4:3: unknown parameter 'itres' in 'train'"
 check "bad --set exits 2" 2 "$dfq" validate "$tmp/good.yaml" --set train.epochs=many
-expect "--set error named" "$tmp/err" "^--set train.epochs: train.epochs: expected an integer"
+expect "--set error names the key once" "$tmp/err" "^--set train.epochs: expected an integer"
 check "missing pipeline exits 2" 2 "$dfq" validate "$tmp/nope.yaml"
+printf 'version: 1\nname: s\npipeline: good.yaml\nseeds: [1, 2]\n' > "$tmp/sweep.yaml"
+check "a sweep file given to validate exits 2" 2 "$dfq" validate "$tmp/sweep.yaml"
+expect "validate says it is a sweep file" "$tmp/err" "is a sweep file .*dfq sweep --dry-run"
 
 # Broken plugins on the path: warnings naming each file, the good one works.
 check "broken plugins do not stop inspect" 0 env DFQ_PLUGIN_PATH="$fixtures/libdfq-good.so:$fixtures" "$dfq" inspect fixture-good
