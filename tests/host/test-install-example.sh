@@ -107,6 +107,10 @@ echo "$err" | grep -q "invalid value 'median' (valid: mean, sum)" || fail "unexp
 # matches nothing is a validate error at its file:line:col listing the taps.
 "$dfq" inspect tiny-cnn --taps | grep -q "^  bn2:out  *bn-out  *\[1, 16, 14, 14\]" || fail "inspect --taps"
 "$dfq" inspect tiny-cnn --sites | grep -q "^  conv1  *weight  *\[8, 1, 3, 3\]" || fail "inspect --sites"
+# The same from a pipeline's teacher section, as JSON.
+"$dfq" inspect --taps --json --pipeline "$stage/attention-transfer/pipeline.yaml" | tr -d ' \n' |
+    grep -q '"model":"tiny-cnn","taps":\[{"name":"input","kind":"input","shape":\[1,1,28,28\]}' ||
+    fail "inspect --taps --json --pipeline"
 sed "s/taps: \['bn\*:out'\]/taps: ['bn*:output']/" "$stage/attention-transfer/pipeline.yaml" > "$stage/bad-taps.yaml"
 line=$(grep -n "bn\*:output" "$stage/bad-taps.yaml" | cut -d: -f1)
 set +e
