@@ -113,9 +113,15 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     };
     const char *name = train ? "train" : "run";
     const char *summary = train ? "Train a model (a teacher) on real data" : "Run a quantization pipeline";
-    if (!dfq_cli_parse (cli, name, "PIPELINE.yaml", summary,
-                        "Writes the run directory (config.yaml, manifest.json, metrics.jsonl, checkpoint, "
-                        "result.json, weights) and resumes from its checkpoint when run again.",
+    const char *description =
+        train ? "Writes the run directory <output_dir>/<name>-s<seed> (or --run-dir): config.yaml, manifest.json, "
+                "metrics.jsonl, checkpoint.safetensors, result.json and the trained weights, model.safetensors "
+                "(also written to train.save when set; use it as teacher.weights). Resumes from its checkpoint "
+                "when run again."
+              : "Writes the run directory <output_dir>/<name>-s<seed> (or --run-dir): config.yaml, manifest.json, "
+                "metrics.jsonl, checkpoint.safetensors, result.json and the student's weights, student.safetensors "
+                "(float) and, with a quantizer, student-quantized.safetensors. Resumes from its checkpoint when run again.";
+    if (!dfq_cli_parse (cli, name, "PIPELINE.yaml", summary, description,
                         entries, &argc, &argv, &help, error))
         return FALSE;
     if (help)
@@ -126,7 +132,13 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     }
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqPipeline) pipeline = dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) sets, error);
-    if (pipeline == NULL)
+    /* As dfq validate: a tap pattern that matches nothing fails here, located,
+     * not steps into the run. */
+    if (pipeline == NULL) {
+        dfq_cli_hint_sweep_file (argv[1], error);
+        return FALSE;
+    }
+    if (!dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     g_autoptr (GCancellable) cancellable = g_cancellable_new ();
     DfqCmdProgress cp = { cancellable, isatty (STDERR_FILENO), -1 };

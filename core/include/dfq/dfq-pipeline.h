@@ -324,6 +324,19 @@ DFQ_API const char *dfq_pipeline_get_filename (const DfqPipeline *pipeline);
  */
 DFQ_API char *dfq_pipeline_to_yaml (const DfqPipeline *pipeline);
 
+/**
+ * dfq_pipeline_check_taps:
+ * Resolves the tap patterns of every loss of @pipeline (train.losses, the
+ * losses inside synthesizers and other features, at any depth) against the
+ * taps of the teacher's model, which the student shares (one eval forward of a
+ * zero image, dfq_model_list_taps). A pattern that matches nothing is
+ * DFQ_PIPELINE_ERROR_BAD_VALUE at the pattern's file:line:col (or the loss's,
+ * when the pattern is not written in the file), naming the loss, the pattern
+ * and every tap of the model. `dfq validate` and `dfq run` call it; a teacher
+ * that is not a built model (test fixtures) is not checked.
+ */
+DFQ_API gboolean dfq_pipeline_check_taps (const DfqPipeline *pipeline, GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqConfigNode, dfq_config_node_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqPipeline, dfq_pipeline_free)
 

@@ -25,10 +25,7 @@ G_BEGIN_DECLS
 typedef struct _DfqQuantizer DfqQuantizer;
 typedef struct _DfqQuantizerClass DfqQuantizerClass;
 
-typedef enum {
-    DFQ_SITE_WEIGHT,
-    DFQ_SITE_ACT,
-} DfqSiteKind;
+/* DfqSiteKind (weight or activation site) is in dfq-model.h. */
 
 typedef enum {
     DFQ_QUANT_MODE_LEARN = 0,     /* ranges frozen, learnable parameters in use (the default) */
