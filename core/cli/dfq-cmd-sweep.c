@@ -503,8 +503,9 @@ dfq_sweep_on_exit (GObject *source, GAsyncResult *res, gpointer data)
     job->log_tail = dfq_sweep_log_tail (job->dir);
     if (dfq_sweep_job_read_result (job))
         ; /* finished or diverged: result.json says so */
-    else if (pool->interrupted)
-        job->state = DFQ_TRIAL_INTERRUPTED;
+    else if (pool->interrupted ||
+             (g_subprocess_get_if_exited (proc) && g_subprocess_get_exit_status (proc) == DFQ_EXIT_REQUEUE))
+        job->state = DFQ_TRIAL_INTERRUPTED; /* by the sweep, or stopped by a signal from elsewhere */
     else if (g_subprocess_get_if_signaled (proc))
         job->state = DFQ_TRIAL_CRASHED;
     else
