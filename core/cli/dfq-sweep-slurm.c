@@ -349,6 +349,7 @@ dfq_slurm_script_body (GString *sh, DfqSweepPool *pool)
                             "# Forward the time-limit warning (USR1), scancel/preemption (TERM) and INT to\n"
                             "# dfq run, which stops after its step, keeps its checkpoint and exits $exit_requeue.\n"
                             "got= child=\n"
+                            "ckpt_before=$(stat -c %%Y \"$dir/checkpoint.safetensors\" 2>/dev/null)\n"
                             "trap 'got=USR1; [ -n \"$child\" ] && kill -USR1 \"$child\"' USR1\n"
                             "trap 'got=TERM; [ -n \"$child\" ] && kill -TERM \"$child\"' TERM\n"
                             "trap 'got=INT; [ -n \"$child\" ] && kill -INT \"$child\"' INT\n"
@@ -363,8 +364,13 @@ dfq_slurm_script_body (GString *sh, DfqSweepPool *pool)
                             "    mv -f \"$dir/slurm.done.tmp\" \"$dir/slurm.done\"\n"
                             "echo \"dfq sweep: trial $index ($label) in $dir: exit status $rc${got:+ after SIG$got}\"\n"
                             "if [ \"$rc\" -eq \"$exit_requeue\" ] && [ \"$got\" = USR1 ] && [ \"$requeue\" = 1 ]; then\n"
-                            "    echo \"dfq sweep: requeueing $task; it resumes from its checkpoint\"\n"
-                            "    scontrol requeue \"$task\"\n"
+                            "    # only when this attempt checkpointed: else it would loop without progress\n"
+                            "    if [ \"$(stat -c %%Y \"$dir/checkpoint.safetensors\" 2>/dev/null)\" != \"$ckpt_before\" ]; then\n"
+                            "        echo \"dfq sweep: requeueing $task; it resumes from its checkpoint\"\n"
+                            "        scontrol requeue \"$task\"\n"
+                            "    else\n"
+                            "        echo \"dfq sweep: not requeued: no epoch finished before the signal (raise --time)\"\n"
+                            "    fi\n"
                             "fi\n"
                             "exit \"$rc\"\n",
                             pool->all->len, name, cwd, cwd);
@@ -461,11 +467,15 @@ dfq_slurm_submit (DfqSlurm *s, const DfqSweepSlurmOptions *o, GPtrArray *pending
 /* Following the tasks ------------------------------------------------------------------- */
 
 static void
-dfq_slurm_report_change (DfqSlurm *s, DfqSweepJob *job)
+dfq_slurm_report_change (DfqSlurm *s, DfqSweepJob *job, DfqTrialState old)
 {
     DfqSweepPool *pool = s->pool;
     char detail[512];
-    if (job->state == DFQ_TRIAL_RUNNING) {
+    if (job->state == DFQ_TRIAL_QUEUED && old == DFQ_TRIAL_RUNNING) { /* --requeue, or preempted */
+        g_snprintf (detail, sizeof detail, "Slurm task %s is pending again; it resumes from its checkpoint",
+                    job->slurm_task);
+        dfq_sweep_event (pool, job, "requeued", detail);
+    } else if (job->state == DFQ_TRIAL_RUNNING) {
         job->started = g_get_monotonic_time ();
         g_snprintf (detail, sizeof detail, "%s (Slurm task %s, %d thread%s)", job->trial->id, job->slurm_task,
                     job->threads, job->threads == 1 ? "" : "s");
@@ -503,8 +513,9 @@ dfq_slurm_poll (DfqSlurm *s, gboolean report, GError **error)
         DfqSweepJob *job = s->pool->all->pdata[i];
         if (job->held || job->before)
             continue;
+        DfqTrialState old = job->state;
         if (dfq_slurm_update_job (s, job) && report) {
-            dfq_slurm_report_change (s, job);
+            dfq_slurm_report_change (s, job, old);
             changed = TRUE;
         }
         active += job->in_slurm;
