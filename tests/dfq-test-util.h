@@ -120,5 +120,10 @@ extern const GradCase dfq_gradcases_nn[];
 extern const guint dfq_n_gradcases_nn;
 extern const GradCase dfq_gradcases_quant[];
 extern const guint dfq_n_gradcases_quant;
+extern const GradCase dfq_gradcases_math[];
+extern const guint dfq_n_gradcases_math;
+/* The custom op of gradcases-math.c: y = s * a * exp(b), a and b of one shape. */
+extern const DfqCustomOp dfq_test_scaled_exp_op;
+DfqTensor *dfq_test_scaled_exp (DfqArena *arena, DfqTensor *a, DfqTensor *b, float s);
 
 G_END_DECLS

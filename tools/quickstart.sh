@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The README's quickstart: installs the Debian packages, builds dfqlab, and
 # runs a small comparative sweep on real Fashion-MNIST data
-# (pipelines/quickstart.yaml): GDFQ against BAG + CA-KD at W4A4 and W3A3 on the
-# ResNet-20 teacher, 4 trials with a protocol shrunk to finish in under 15
-# minutes on 2 cores, then `dfq report`: the table on the terminal and the path
-# of the HTML page with its plots. Rerunning skips the trials that finished.
+# (pipelines/quickstart.yaml): post-training quantization of the ResNet-20
+# teacher calibrated on ZeroQ images against real and noise images, at W4A4
+# and W3A3, on the real PTQ protocol (6 trials, minutes on 2 cores), then
+# `dfq report`: the table on the terminal and the path of the HTML page with
+# its plots. Rerunning skips the trials that finished.
 # DFQ_BUILD_DIR picks another build directory (default ./build).
 # Full-size experiments: docs/sweeps.md, pipelines/sweeps/, docs/methods/.
 set -euo pipefail
@@ -20,7 +21,7 @@ export DFQ_BUILD_DIR="$(realpath "$build")"
 # -j: up to 4 trials at once, each with cores / jobs threads (docs/sweeps.md)
 cores=$(nproc)
 jobs=$(( cores < 4 ? cores : 4 ))
-echo "== dfq sweep pipelines/quickstart.yaml -j $jobs  (4 trials; about 3 minutes on 2 cores)"
+echo "== dfq sweep pipelines/quickstart.yaml -j $jobs  (6 trials; the ZeroQ images take a few minutes)"
 status=0
 tools/dfq sweep pipelines/quickstart.yaml -j "$jobs" --out runs/quickstart || status=$?
 echo

@@ -39,6 +39,11 @@ gboolean dfq_cli_parse (DfqCli *cli, const char *command, const char *parameter_
                         const char *description, const GOptionEntry *entries, int *argc, char ***argv,
                         gboolean *help, GError **error);
 
+/* When loading @path as a pipeline failed because it is a sweep file (its
+ * top level names a base `pipeline:`), says so in @error and how to check and
+ * run it instead. */
+void dfq_cli_hint_sweep_file (const char *path, GError **error);
+
 gboolean dfq_cmd_validate (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_inspect (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_run (DfqCli *cli, int argc, char **argv, GError **error);

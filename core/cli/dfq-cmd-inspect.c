@@ -21,10 +21,16 @@ static const char dfq_cmd_inspect_description[] =
     "Without FEATURE: every feature on the plugin path, by kind.\n"
     "With FEATURE: its parameters (the YAML keys of {use: FEATURE, ...}).\n"
     "--schema: the keys of a pipeline file itself.\n"
+    "MODEL --taps: the tap names a loss's patterns match, with shapes; --sites: the\n"
+    "quantization sites. The model is built with its defaults, or is the teacher of\n"
+    "--pipeline FILE (MODEL may then be left out).\n"
     "\n"
     "Examples:\n"
     "  dfq inspect\n"
     "  dfq inspect zeroq\n"
+    "  dfq inspect resnet-cifar --taps\n"
+    "  dfq inspect --taps --pipeline pipelines/gdfq-r20-fmnist-w4a4.yaml\n"
+    "  dfq inspect --sites --json --pipeline pipelines/gdfq-r20-fmnist-w4a4.yaml\n"
     "  dfq inspect --markdown > docs/plugins.md\n";
 
 /* Parameter rows -------------------------------------------------------------- */
@@ -476,16 +482,148 @@ dfq_inspect_list_json (JsonBuilder *b, DfqRegistry *registry)
     json_builder_end_object (b);
 }
 
+/* Taps and quantization sites of a model ---------------------------------------- */
+
+/* The model to probe: the teacher of @pipeline_path (with @sets), or @name
+ * built with its defaults. @owned / @pipeline keep it alive. */
+static DfqModel *
+dfq_inspect_get_model (DfqRegistry *registry, const char *name, const char *pipeline_path, char **sets,
+                       DfqPipeline **pipeline, DfqFeature **owned, GError **error)
+{
+    if (pipeline_path != NULL) {
+        *pipeline = dfq_pipeline_new_from_file (registry, pipeline_path, (const char *const *) sets, error);
+        if (*pipeline == NULL)
+            return NULL;
+        DfqFeature *teacher = dfq_pipeline_get_config (*pipeline)->teacher.model;
+        if (name != NULL && g_strcmp0 (teacher->klass->name, name) != 0) {
+            g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                         "%s: the teacher is '%s', not '%s' (leave MODEL out with --pipeline)", pipeline_path,
+                         teacher->klass->name, name);
+            return NULL;
+        }
+        return (DfqModel *) teacher;
+    }
+    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_MODEL, name);
+    if (klass == NULL) {
+        g_autofree char *known = dfq_priv_registry_names (registry, DFQ_FEATURE_MODEL);
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                     "--taps and --sites take a model; '%s' is not one (models: %s)", name, known);
+        return NULL;
+    }
+    *owned = dfq_feature_new_default (registry, klass, error);
+    return (DfqModel *) *owned;
+}
+
+static void
+dfq_inspect_shape_text (GString *out, const DfqModelPoint *p)
+{
+    g_string_append_c (out, '[');
+    for (int d = 0; d < p->n_dims; d++)
+        g_string_append_printf (out, "%s%" G_GINT64_FORMAT, d > 0 ? ", " : "", p->shape[d]);
+    g_string_append_c (out, ']');
+}
+
+static const char *
+dfq_inspect_point_kind (const DfqModelPoint *p, gboolean sites)
+{
+    if (sites)
+        return p->kind == DFQ_SITE_WEIGHT ? "weight" : "activation";
+    return dfq_tap_kind_name ((DfqTapKind) p->kind);
+}
+
+static void
+dfq_inspect_points_text (GString *out, const DfqModel *model, const char *source, GPtrArray *points,
+                         gboolean sites)
+{
+    const char *name = ((const DfqFeature *) model)->klass->name;
+    g_string_append_printf (out, "%s of %s (%s); activation shapes for a batch of 1:\n",
+                            sites ? "Quantization sites" : "Taps", name, source);
+    for (guint i = 0; i < points->len; i++) {
+        const DfqModelPoint *p = points->pdata[i];
+        g_string_append_printf (out, "  %-28s %-10s ", p->name, dfq_inspect_point_kind (p, sites));
+        dfq_inspect_shape_text (out, p);
+        g_string_append_c (out, '\n');
+    }
+    if (sites)
+        g_string_append_printf (out, "%u sites; quantizer overrides name them (w:<site>=8, a:<site>=8)\n",
+                                points->len);
+    else
+        g_string_append_printf (out,
+                                "%u taps; losses name them by glob patterns, e.g. '*:in' (every BN input), "
+                                "'logits'\n",
+                                points->len);
+}
+
+static void
+dfq_inspect_points_json (GString *out, const DfqModel *model, GPtrArray *points, gboolean sites)
+{
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "model");
+    json_builder_add_string_value (b, ((const DfqFeature *) model)->klass->name);
+    json_builder_set_member_name (b, sites ? "sites" : "taps");
+    json_builder_begin_array (b);
+    for (guint i = 0; i < points->len; i++) {
+        const DfqModelPoint *p = points->pdata[i];
+        json_builder_begin_object (b);
+        json_builder_set_member_name (b, "name");
+        json_builder_add_string_value (b, p->name);
+        json_builder_set_member_name (b, "kind");
+        json_builder_add_string_value (b, dfq_inspect_point_kind (p, sites));
+        json_builder_set_member_name (b, "shape");
+        json_builder_begin_array (b);
+        for (int d = 0; d < p->n_dims; d++)
+            json_builder_add_int_value (b, p->shape[d]);
+        json_builder_end_array (b);
+        json_builder_end_object (b);
+    }
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+    g_autofree char *text = dfq_inspect_json_text (b);
+    g_string_append (out, text);
+}
+
+/* dfq inspect [MODEL] --taps|--sites [--pipeline FILE [--set K=V]] */
+static gboolean
+dfq_inspect_model_points (DfqRegistry *registry, const char *name, const char *pipeline_path, char **sets,
+                          gboolean sites, gboolean json, GString *out, GError **error)
+{
+    g_autoptr (DfqPipeline) pipeline = NULL;
+    g_autoptr (DfqFeature) owned = NULL;
+    DfqModel *model = dfq_inspect_get_model (registry, name, pipeline_path, sets, &pipeline, &owned, error);
+    if (model == NULL)
+        return FALSE;
+    g_autoptr (GPtrArray) points = sites ? dfq_model_list_sites (model, 1, error)
+                                         : dfq_model_list_taps (model, 1, error);
+    if (points == NULL)
+        return FALSE;
+    g_autofree char *source = pipeline_path != NULL ? g_strdup_printf ("the teacher of %s", pipeline_path)
+                                                    : g_strdup ("its defaults");
+    if (json)
+        dfq_inspect_points_json (out, model, points, sites);
+    else
+        dfq_inspect_points_text (out, model, source, points, sites);
+    return TRUE;
+}
+
 /* The command ------------------------------------------------------------------ */
 
 gboolean
 dfq_cmd_inspect (DfqCli *cli, int argc, char **argv, GError **error)
 {
-    gboolean json = FALSE, markdown = FALSE, schema = FALSE, help = FALSE;
+    gboolean json = FALSE, markdown = FALSE, schema = FALSE, help = FALSE, taps = FALSE, sites = FALSE;
+    g_autofree char *pipeline_path = NULL;
+    g_auto (GStrv) sets = NULL;
     const GOptionEntry entries[] = {
         { "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print JSON", NULL },
         { "markdown", 'm', 0, G_OPTION_ARG_NONE, &markdown, "Print Markdown (docs/plugins.md)", NULL },
         { "schema", 0, 0, G_OPTION_ARG_NONE, &schema, "Describe the keys of a pipeline file instead", NULL },
+        { "taps", 't', 0, G_OPTION_ARG_NONE, &taps, "List the tap names of MODEL (what losses read) with shapes",
+          NULL },
+        { "sites", 0, 0, G_OPTION_ARG_NONE, &sites, "List the quantization sites of MODEL with shapes", NULL },
+        { "pipeline", 'p', 0, G_OPTION_ARG_FILENAME, &pipeline_path,
+          "With --taps/--sites: the model of this pipeline's teacher section", "FILE" },
+        { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "With --pipeline: override a key", "KEY=VALUE" },
         { NULL }
     };
     if (!dfq_cli_parse (cli, "inspect", "[FEATURE]", "describe features and their parameters",
@@ -493,6 +631,24 @@ dfq_cmd_inspect (DfqCli *cli, int argc, char **argv, GError **error)
         return FALSE;
     if (help)
         return TRUE;
+    if (taps || sites) {
+        if ((taps && sites) || markdown || schema || argc > 2 || (argc < 2 && pipeline_path == NULL)) {
+            g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                         "--taps or --sites takes a MODEL or --pipeline FILE (one of the two options; --json "
+                         "allowed; see dfq inspect --help)");
+            return FALSE;
+        }
+        g_autoptr (GString) points = g_string_new (NULL);
+        if (!dfq_inspect_model_points (dfq_cli_get_registry (cli), argc == 2 ? argv[1] : NULL, pipeline_path, sets,
+                                       sites, json, points, error))
+            return FALSE;
+        fputs (points->str, stdout);
+        return TRUE;
+    }
+    if (pipeline_path != NULL || sets != NULL) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--pipeline and --set go with --taps or --sites");
+        return FALSE;
+    }
     if (argc > 2 || (json && markdown) || (schema && argc > 1)) {
         g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
                      "expected at most one FEATURE, one of --json/--markdown, and no FEATURE with --schema "

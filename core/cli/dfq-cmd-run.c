@@ -51,6 +51,17 @@ dfq_cmd_format_seconds (double s, char *buf, gsize n)
         g_snprintf (buf, n, "%02ld:%02ld", t / 60, t % 60);
 }
 
+/* What one unit of a phase is called on the console. */
+static const char *
+dfq_cmd_unit_name (const char *phase)
+{
+    if (g_str_equal (phase, "synthesize") || g_str_equal (phase, "calibrate"))
+        return "batch";
+    if (g_str_equal (phase, "evaluate"))
+        return "pass";
+    return "epoch";
+}
+
 static void
 dfq_cmd_progress (const DfqProgress *p, gpointer data)
 {
@@ -69,7 +80,8 @@ dfq_cmd_progress (const DfqProgress *p, gpointer data)
         for (int i = 0; i < width; i++)
             bar[i] = i < filled ? '#' : '.';
         bar[width] = '\0';
-        fprintf (stderr, "\r%-6s epoch %d/%d [%s] loss %.4f", p->phase, p->epoch + 1, p->epochs, bar, p->loss);
+        fprintf (stderr, "\r%-10s %s %d/%d [%s] loss %.4f", p->phase, dfq_cmd_unit_name (p->phase), p->epoch + 1,
+                 p->epochs, bar, p->loss);
         if (p->gen_loss != 0.0)
             fprintf (stderr, " gen %.4f", p->gen_loss);
         if (isfinite (p->top1))
@@ -82,6 +94,12 @@ dfq_cmd_progress (const DfqProgress *p, gpointer data)
         cp->last_epoch_printed = p->epoch;
         fprintf (stderr, "epoch %d/%d loss %.4f%s elapsed %s ETA %s\n", p->epoch + 1, p->epochs, p->loss,
                  p->gen_loss != 0.0 ? "" : "", el, eta);
+    } else if (g_str_equal (p->phase, "synthesize") && p->iters > 0
+               && ((p->iter + 1) % MAX (p->iters / 5, 1) == 0 || p->iter + 1 == p->iters)) {
+        fprintf (stderr, "synthesize batch %d/%d iteration %d/%d loss %.4f elapsed %s\n", p->epoch + 1, p->epochs,
+                 p->iter + 1, p->iters, p->loss, el);
+    } else if (g_str_equal (p->phase, "calibrate") || g_str_equal (p->phase, "evaluate")) {
+        fprintf (stderr, "%s %s %d/%d elapsed %s\n", p->phase, dfq_cmd_unit_name (p->phase), p->epoch + 1, p->epochs, el);
     } else if (g_str_equal (p->phase, "done")) {
         fprintf (stderr, "done: top1 %.2f%% after %s\n", p->top1, el);
     }
@@ -99,14 +117,20 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
         { "run-dir", 0, 0, G_OPTION_ARG_FILENAME, &run_dir, "Run directory (default <output_dir>/<name>-s<seed>)", "DIR" },
         { "restart", 0, 0, G_OPTION_ARG_NONE, &restart, "Start over instead of resuming from the checkpoint", NULL },
         { "eval-limit", 0, 0, G_OPTION_ARG_INT, &eval_limit, "Evaluate on the first N images only (smoke tests)", "N" },
-        { "stop-after", 0, 0, G_OPTION_ARG_INT, &stop_after, "Stop after N epochs of this invocation (resume later)", "N" },
+        { "stop-after", 0, 0, G_OPTION_ARG_INT, &stop_after, "Stop after N units (epochs, image batches) of this invocation (resume later)", "N" },
         { NULL }
     };
     const char *name = train ? "train" : "run";
     const char *summary = train ? "Train a model (a teacher) on real data" : "Run a quantization pipeline";
-    if (!dfq_cli_parse (cli, name, "PIPELINE.yaml", summary,
-                        "Writes the run directory (config.yaml, manifest.json, metrics.jsonl, checkpoint, "
-                        "result.json, weights) and resumes from its checkpoint when run again.",
+    const char *description =
+        train ? "Writes the run directory <output_dir>/<name>-s<seed> (or --run-dir): config.yaml, manifest.json, "
+                "metrics.jsonl, checkpoint.safetensors, result.json and the trained weights, model.safetensors "
+                "(also written to train.save when set; use it as teacher.weights). Resumes from its checkpoint "
+                "when run again."
+              : "Writes the run directory <output_dir>/<name>-s<seed> (or --run-dir): config.yaml, manifest.json, "
+                "metrics.jsonl, checkpoint.safetensors, result.json and the student's weights, student.safetensors "
+                "(float) and, with a quantizer, student-quantized.safetensors. Resumes from its checkpoint when run again.";
+    if (!dfq_cli_parse (cli, name, "PIPELINE.yaml", summary, description,
                         entries, &argc, &argv, &help, error))
         return FALSE;
     if (help)
@@ -117,7 +141,13 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     }
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqPipeline) pipeline = dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) sets, error);
-    if (pipeline == NULL)
+    /* As dfq validate: a tap pattern that matches nothing fails here, located,
+     * not steps into the run. */
+    if (pipeline == NULL) {
+        dfq_cli_hint_sweep_file (argv[1], error);
+        return FALSE;
+    }
+    if (!dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     g_autoptr (GCancellable) cancellable = g_cancellable_new ();
     DfqCmdProgress cp = { cancellable, isatty (STDERR_FILENO), -1 };
@@ -142,10 +172,14 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
         fprintf (stderr, "\n");
     if (ok) {
         printf ("run directory: %s\n", result.run_dir);
-        printf ("FP top-1 %.2f %%, last top-1 %.2f %%, best top-1 %.2f %% (epoch %d, selected on the %s split), "
-                "%.0f s\n",
-                result.fp_top1, result.last_top1, result.best_top1, result.best_epoch + 1, result.best_split,
-                result.wall_seconds);
+        if (result.best_epoch >= 0)
+            printf ("FP top-1 %.2f %%, last top-1 %.2f %%, best top-1 %.2f %% (epoch %d, selected on the %s split), "
+                    "%.0f s\n",
+                    result.fp_top1, result.last_top1, result.best_top1, result.best_epoch + 1, result.best_split,
+                    result.wall_seconds);
+        else
+            printf ("FP top-1 %.2f %%, top-1 %.2f %% (%s split), %.0f s\n", result.fp_top1, result.last_top1,
+                    result.best_split, result.wall_seconds);
         printf ("{\"status\": \"%s\", \"run_dir\": \"%s\", \"fp_top1\": %.4f, \"last_top1\": %.4f, "
                 "\"best_top1\": %.4f, \"wall_seconds\": %.1f}\n",
                 result.status, result.run_dir, result.fp_top1, result.last_top1, result.best_top1, result.wall_seconds);

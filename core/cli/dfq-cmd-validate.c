@@ -8,7 +8,9 @@
 
 static const char dfq_cmd_validate_description[] =
     "Checks every key of PIPELINE: unknown keys, wrong types, out-of-range values and\n"
-    "unknown features are errors with file:line:col. Exit status: 0 valid, 2 invalid.\n"
+    "unknown features are errors with file:line:col, and so is a loss's tap pattern that\n"
+    "matches no tap of the teacher's model (the message lists the model's taps).\n"
+    "Exit status: 0 valid, 2 invalid.\n"
     "\n"
     "Examples:\n"
     "  dfq validate pipelines/quickstart.yaml\n"
@@ -28,6 +30,23 @@ dfq_cmd_validate_summary (const DfqPipelineConfig *config)
     guint n_losses = config->train.losses != NULL ? config->train.losses->len : 0;
     g_string_append_printf (out, ", %u loss%s", n_losses, n_losses == 1 ? "" : "es");
     return g_string_free (out, FALSE);
+}
+
+void
+dfq_cli_hint_sweep_file (const char *path, GError **error)
+{
+    if (error == NULL || *error == NULL ||
+        !g_error_matches (*error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_UNKNOWN_PARAM))
+        return;
+    g_autoptr (DfqConfigNode) tree = dfq_config_load_file (path, NULL);
+    if (tree == NULL || tree->kind != DFQ_CONFIG_MAPPING || dfq_config_mapping_get (tree, "pipeline") == NULL)
+        return;
+    g_autofree char *message = g_strdup ((*error)->message);
+    g_clear_error (error);
+    g_set_error (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_UNKNOWN_PARAM,
+                 "%s\n%s is a sweep file (its 'pipeline:' names the base pipeline): check it with "
+                 "`dfq sweep --dry-run %s`, run it with `dfq sweep %s` (docs/sweeps.md)",
+                 message, path, path, path);
 }
 
 gboolean
@@ -57,7 +76,11 @@ dfq_cmd_validate (DfqCli *cli, int argc, char **argv, GError **error)
     DfqRegistry *registry = dfq_cli_get_registry (cli);
     g_autoptr (DfqPipeline) pipeline =
         dfq_pipeline_new_from_file (registry, argv[1], (const char *const *) overrides, error);
-    if (pipeline == NULL)
+    if (pipeline == NULL) {
+        dfq_cli_hint_sweep_file (argv[1], error);
+        return FALSE;
+    }
+    if (!dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     if (print_config) {
         g_autofree char *yaml = dfq_pipeline_to_yaml (pipeline);

@@ -195,5 +195,9 @@ DFQ_PRIV_OP_DECL (fake_quant_lsq);
 DFQ_PRIV_OP_DECL (fake_quant_clip);
 DFQ_PRIV_OP_DECL (softbit_quant);
 DFQ_PRIV_OP_DECL (round_reg);
+DFQ_PRIV_OP_DECL (pow);
+DFQ_PRIV_OP_DECL (exp);
+DFQ_PRIV_OP_DECL (mean_axis);
+DFQ_PRIV_OP_DECL (custom);
 
 G_END_DECLS

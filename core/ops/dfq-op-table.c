@@ -3,7 +3,7 @@
  * back here and to tests/core/test-ops.c. */
 #include "dfq-op-private.h"
 
-G_STATIC_ASSERT (DFQ_OP_COUNT == 44); /* bump when adding an op; then fix every table */
+G_STATIC_ASSERT (DFQ_OP_COUNT == 48); /* bump when adding an op; then fix every table */
 
 #define ROW(op, name) [op] = { #name, dfq_op_##name##_forward, dfq_op_##name##_backward }
 
@@ -52,6 +52,10 @@ static const DfqOpInfo dfq_op_info_table[DFQ_OP_COUNT] = {
     ROW (DFQ_OP_FAKE_QUANT_CLIP, fake_quant_clip),
     ROW (DFQ_OP_SOFTBIT_QUANT, softbit_quant),
     ROW (DFQ_OP_ROUND_REG, round_reg),
+    ROW (DFQ_OP_POW, pow),
+    ROW (DFQ_OP_EXP, exp),
+    ROW (DFQ_OP_MEAN_AXIS, mean_axis),
+    ROW (DFQ_OP_CUSTOM, custom),
 };
 
 const DfqOpInfo *

@@ -700,6 +700,41 @@ dfq_params_feature_to_config (const DfqFeature *feature, gboolean with_weight)
     return mapping;
 }
 
+/* Same tree, quoting aside (a default is written unquoted, a value is printed
+ * quoted when it is a string). */
+static gboolean
+dfq_params_node_equal (const DfqConfigNode *a, const DfqConfigNode *b)
+{
+    if (a->kind != b->kind)
+        return FALSE;
+    if (a->kind == DFQ_CONFIG_SCALAR)
+        return g_strcmp0 (a->scalar, b->scalar) == 0;
+    if (a->kind == DFQ_CONFIG_NULL)
+        return TRUE;
+    guint n = dfq_config_node_n_children (a);
+    if (n != dfq_config_node_n_children (b))
+        return FALSE;
+    for (guint i = 0; i < n; i++) {
+        if (a->kind == DFQ_CONFIG_MAPPING && !dfq_params_node_equal (a->keys->pdata[i], b->keys->pdata[i]))
+            return FALSE;
+        if (!dfq_params_node_equal (a->values->pdata[i], b->values->pdata[i]))
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* DFQ_PARAM_FLAG_OMIT_DEFAULT: @value (as printed) is the default. */
+static gboolean
+dfq_params_is_default (const DfqParamSpec *spec, const DfqConfigNode *value)
+{
+    if (spec->type == DFQ_PARAM_TYPE_STRUCT)
+        return value->kind == DFQ_CONFIG_MAPPING && dfq_config_node_n_children (value) == 0;
+    if (spec->default_value == NULL)
+        return value->kind == DFQ_CONFIG_NULL;
+    g_autoptr (DfqConfigNode) def = dfq_config_parse (spec->default_value, -1, "<default>", NULL);
+    return def != NULL && dfq_params_node_equal (def, value);
+}
+
 DfqConfigNode *
 dfq_params_to_config (const DfqParamSpec *specs, guint n_specs, gconstpointer base)
 {
@@ -707,8 +742,13 @@ dfq_params_to_config (const DfqParamSpec *specs, guint n_specs, gconstpointer ba
     g_return_val_if_fail (base != NULL, NULL);
     DfqConfigNode *mapping = dfq_config_node_new (DFQ_CONFIG_MAPPING, NULL);
     for (guint i = 0; i < n_specs; i++) {
+        DfqConfigNode *value = dfq_params_value_to_config (&specs[i], base);
+        if ((specs[i].flags & DFQ_PARAM_FLAG_OMIT_DEFAULT) && dfq_params_is_default (&specs[i], value)) {
+            dfq_config_node_free (value);
+            continue;
+        }
         g_ptr_array_add (mapping->keys, dfq_config_node_new_scalar (specs[i].name, FALSE, NULL));
-        g_ptr_array_add (mapping->values, dfq_params_value_to_config (&specs[i], base));
+        g_ptr_array_add (mapping->values, value);
     }
     return mapping;
 }

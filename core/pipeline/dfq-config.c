@@ -129,6 +129,35 @@ dfq_config_mark_to_string (const DfqConfigMark *mark)
     return g_strdup_printf ("%s:%u:%u", file, mark->line, mark->column);
 }
 
+/* "a.b[0].c" and "a.b.0.c" alike: "a.b.0.c". (transfer full) */
+static char *
+dfq_config_normalize_path (const char *path, gsize len)
+{
+    GString *out = g_string_sized_new (len);
+    for (gsize i = 0; i < len; i++) {
+        if (path[i] == '[')
+            g_string_append_c (out, '.');
+        else if (path[i] != ']')
+            g_string_append_c (out, path[i]);
+    }
+    return g_string_free (out, FALSE);
+}
+
+/* The length of the "KEY: " @message starts with when KEY is the path of the
+ * --set @mark names (it says the key once, as "--set KEY: "), else 0. */
+static gsize
+dfq_config_repeated_key (const DfqConfigMark *mark, const char *message)
+{
+    if (mark->line != 0 || mark->file == NULL || !g_str_has_prefix (mark->file, "--set "))
+        return 0;
+    const char *colon = strstr (message, ": ");
+    if (colon == NULL)
+        return 0;
+    g_autofree char *key = dfq_config_normalize_path (mark->file + 6, strlen (mark->file + 6));
+    g_autofree char *head = dfq_config_normalize_path (message, (gsize) (colon - message));
+    return g_str_equal (key, head) ? (gsize) (colon - message) + 2 : 0;
+}
+
 void
 dfq_config_set_error (GError **error, const DfqConfigNode *node, DfqPipelineError code,
                       const char *format, ...)
@@ -143,7 +172,8 @@ dfq_config_set_error (GError **error, const DfqConfigNode *node, DfqPipelineErro
         return;
     }
     g_autofree char *where = dfq_config_mark_to_string (&node->mark);
-    g_set_error (error, DFQ_PIPELINE_ERROR, code, "%s: %s", where, message);
+    g_set_error (error, DFQ_PIPELINE_ERROR, code, "%s: %s", where,
+                 message + dfq_config_repeated_key (&node->mark, message));
 }
 
 void

@@ -189,6 +189,46 @@ static const DfqParamSpec dfq_pipeline_train_specs[] = {
                       NULL, .flags = DFQ_PARAM_FLAG_PATH),
 };
 
+const char *const dfq_pipeline_phase_names[] = { "train-fp", "synthesize", "calibrate", "train", "evaluate", NULL };
+
+static gboolean
+dfq_pipeline_check_phases (const DfqParamSpec *spec, gconstpointer value, GError **error)
+{
+    char *const *phases = *(char **const *) value;
+    for (guint i = 0; phases != NULL && phases[i] != NULL; i++) {
+        if (!g_strv_contains (dfq_pipeline_phase_names, phases[i])) {
+            g_autofree char *valid = g_strjoinv (", ", (char **) dfq_pipeline_phase_names);
+            g_set_error (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_BAD_VALUE,
+                         "phase %u: unknown phase '%s' (valid: %s)", i, phases[i], valid);
+            return FALSE;
+        }
+        for (guint j = 0; j < i; j++)
+            if (g_str_equal (phases[j], phases[i])) {
+                g_set_error (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_BAD_VALUE,
+                             "phase '%s' is listed twice", phases[i]);
+                return FALSE;
+            }
+    }
+    return TRUE;
+}
+
+static const DfqParamSpec dfq_pipeline_synthesize_specs[] = {
+    DFQ_PARAM_INT (DfqPipelineSynthesize, images, "Offline synthesizers: size of the image set", 1, 10000000, 64,
+                   .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_INT (DfqPipelineSynthesize, batch, "Offline synthesizers: images optimised together (a checkpoint after each batch)",
+                   1, 65536, 64, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_BOOL (DfqPipelineSynthesize, reuse,
+                    "Reuse an image set made before with the same synthesizer, teacher, size, seed and threads "
+                    "(the cache), and store new ones there", TRUE, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_STRING (DfqPipelineSynthesize, cache, "Image-set cache directory (null: image-sets/ beside the run directory, shared by a sweep's trials)", NULL,
+                      .flags = DFQ_PARAM_FLAG_PATH | DFQ_PARAM_FLAG_OMIT_DEFAULT),
+};
+
+static const DfqParamSpec dfq_pipeline_calibrate_specs[] = {
+    DFQ_PARAM_INT (DfqPipelineCalibrate, batch, "Images per calibration forward (a checkpoint after each)", 1, 65536, 64,
+                   .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+};
+
 const DfqParamSpec dfq_pipeline_param_specs[] = {
     DFQ_PARAM_INT_REQUIRED (DfqPipelineConfig, version, "Pipeline format version (1)", 0, 0,
                             .check = dfq_pipeline_check_version),
@@ -204,5 +244,13 @@ const DfqParamSpec dfq_pipeline_param_specs[] = {
                        DFQ_FEATURE_SYNTHESIZER, NULL),
     DFQ_PARAM_STRUCT (DfqPipelineConfig, train, "Training of the student", dfq_pipeline_train_specs,
                       .check = dfq_pipeline_check_train),
+    DFQ_PARAM_STRING_LIST (DfqPipelineConfig, phases,
+                           "What the run does, in order: train-fp, synthesize, calibrate, train, evaluate "
+                           "([] = from the synthesizer: [train] for online ones, [synthesize, calibrate, evaluate] for offline ones)",
+                           "[]", .check = dfq_pipeline_check_phases, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_STRUCT (DfqPipelineConfig, synthesize, "The image set of offline synthesizers", dfq_pipeline_synthesize_specs,
+                      .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_STRUCT (DfqPipelineConfig, calibrate, "Calibration of the quantizer on the image set",
+                      dfq_pipeline_calibrate_specs, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 const guint dfq_pipeline_n_param_specs = G_N_ELEMENTS (dfq_pipeline_param_specs);

@@ -70,6 +70,13 @@ dfq_registry_check_desc (const DfqPluginDesc *desc, const char *path, GError **e
                      path, null_field);
         return FALSE;
     }
+    if (desc->version[0] == '\0') {
+        g_set_error (error, DFQ_PLUGIN_ERROR, DFQ_PLUGIN_ERROR_NAME_MISMATCH,
+                     "%s: descriptor field 'version' is empty (DFQ_PLUGIN_DEFINE_VERSIONED takes the plugin's "
+                     "version, e.g. \"1.0.0\")",
+                     path);
+        return FALSE;
+    }
     g_autofree char *basename = g_path_get_basename (path);
     g_autofree char *file_name = dfq_plugin_name_from_file (basename);
     if (file_name == NULL || strcmp (file_name, desc->name) != 0) {

@@ -1,4 +1,4 @@
-/* Run-directory helpers shared by the quantization runner and teacher training. */
+/* Run-directory helpers (dfq-rundir.c), shared by every phase and entry point. */
 #pragma once
 
 #include <json-glib/json-glib.h>

@@ -260,6 +260,7 @@ dfq_report_read_run (const char *root, const char *rel)
     }
 
     /* per-epoch top-1 */
+    gboolean ptq = FALSE, trained = FALSE;
     g_autofree char *metrics_path = g_build_filename (dir, "metrics.jsonl", NULL);
     g_autofree char *metrics = NULL;
     if (g_file_get_contents (metrics_path, &metrics, NULL, NULL)) {
@@ -270,9 +271,23 @@ dfq_report_read_run (const char *root, const char *rel)
             g_autoptr (JsonParser) lp = json_parser_new ();
             if (!json_parser_load_from_data (lp, lines[i], -1, NULL) || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (lp)))
                 continue;
-            double top1 = dfq_report_json_double (json_node_get_object (json_parser_get_root (lp)), "top1");
+            JsonObject *o = json_node_get_object (json_parser_get_root (lp));
+            const char *phase = json_object_has_member (o, "phase") ? dfq_report_json_string (o, "phase") : "train";
+            if (phase != NULL && (g_str_equal (phase, "synthesize") || g_str_equal (phase, "calibrate")))
+                ptq = TRUE;
+            if (phase != NULL && g_str_has_prefix (phase, "train"))
+                trained = TRUE;
+            /* the curve: evaluations only (PTQ phases write lines without top1) */
+            if (!json_object_has_member (o, "top1"))
+                continue;
+            double top1 = dfq_report_json_double (o, "top1");
             g_array_append_val (run->curve, top1);
         }
+    }
+    if (have_config && ptq && !trained) {
+        /* post-training: the budget is the image set, not epochs x iterations */
+        gint images = dfq_report_flat_int (run->flat, "synthesize.images", 64);
+        g_hash_table_insert (run->flat, g_strdup ("budget"), g_strdup_printf ("ptq %d", images));
     }
 
     /* status */
@@ -612,6 +627,8 @@ dfq_report_describe_protocol (GHashTable *flat, GPtrArray *keys)
             if (sscanf (v, "%dx%dx%d", &e, &it, &b) == 3)
                 g_string_append_printf (s, "budget %d epochs x %d iterations x batch %d (%" G_GINT64_FORMAT " synthetic images)",
                                         e, it, b, (gint64) e * it * b);
+            else if (sscanf (v, "ptq %d", &e) == 1)
+                g_string_append_printf (s, "post-training: %d calibration images, no training", e);
         } else
             g_string_append_printf (s, "%s=%s", k, v);
     }

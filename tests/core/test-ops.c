@@ -14,6 +14,7 @@ static const GradGroup grad_groups[] = {
     { dfq_gradcases_elementwise, &dfq_n_gradcases_elementwise },
     { dfq_gradcases_nn, &dfq_n_gradcases_nn },
     { dfq_gradcases_quant, &dfq_n_gradcases_quant },
+    { dfq_gradcases_math, &dfq_n_gradcases_math },
 };
 
 static void

@@ -60,12 +60,26 @@ static const AbiCheck abi_checks[] = {
     OFFSET (DfqNumberList, n, 0),
     OFFSET (DfqNumberList, v, 8),
 
-    /* get_bits took reserved[0]: same size, reserved moved by one pointer. */
+    /* get_bits took reserved[0], set_mode / get_param_groups / regularizer
+     * the other three: same size. */
     SIZE (DfqQuantizerClass, 168),
     OFFSET (DfqQuantizerClass, add_site, 96),
     OFFSET (DfqQuantizerClass, get_state, 128),
     OFFSET (DfqQuantizerClass, get_bits, 136),
-    OFFSET (DfqQuantizerClass, reserved, 144),
+    OFFSET (DfqQuantizerClass, set_mode, 144),
+    OFFSET (DfqQuantizerClass, regularizer, 160),
+    /* the mode took the calibrating flag's slot, site_blocks reserved[0] */
+    SIZE (DfqQuantizer, 104),
+    OFFSET (DfqQuantizer, arena, 56),
+    OFFSET (DfqQuantizer, mode, 64),
+    OFFSET (DfqQuantizer, site_blocks, 72),
+
+    /* mode took reserved[0] of the class, progress two of the instance's */
+    SIZE (DfqSynthesizerClass, 176),
+    OFFSET (DfqSynthesizerClass, prepare, 96),
+    OFFSET (DfqSynthesizerClass, mode, 144),
+    SIZE (DfqSynthesizer, 96),
+    OFFSET (DfqSynthesizer, progress, 64),
 
     SIZE (DfqOptimParams, 344),
     OFFSET (DfqOptimParams, use, 0),

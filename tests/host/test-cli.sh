@@ -63,6 +63,12 @@ expect "inspect counts" "$tmp/out" "2 features from 1 plugin"
 check "inspect one feature" 0 "$dfq" inspect fixture-good
 expect "inspect shows range and default" "$tmp/out" "range 0 .. 100; default 1.5"
 expect "inspect shows enum values" "$tmp/out" "values mean, sum; default mean"
+expect "inspect shows the plugin's own version" "$tmp/out" "Plugin:       good 2.3.1-fixture"
+check "--taps needs a model" 2 "$dfq" inspect fixture-good --taps
+expect "--taps names the models" "$tmp/err" "'fixture-good' is not one (models: fixture-good-model)"
+check "--taps of a feature that is no DfqModel fails cleanly" 1 "$dfq" inspect fixture-good-model --taps
+expect "--taps says why" "$tmp/err" "is not a built model"
+check "--taps and --sites together are a usage error" 2 "$dfq" inspect fixture-good-model --taps --sites
 check "inspect --json" 0 "$dfq" inspect --json fixture-good
 expect "JSON names the feature" "$tmp/out" '"name" : "fixture-good"'
 check "inspect --json (all)" 0 "$dfq" inspect --json
@@ -98,8 +104,11 @@ printf 'version: 1\nteacher: {model: fixture-good-model}\ntrain:\n  itres: 3\n' 
 check "invalid pipeline exits 2" 2 "$dfq" validate "$tmp/bad.yaml"
 expect "error located" "$tmp/err" "bad.yaml:4:3: unknown parameter 'itres' in 'train'"
 check "bad --set exits 2" 2 "$dfq" validate "$tmp/good.yaml" --set train.epochs=many
-expect "--set error named" "$tmp/err" "^--set train.epochs: train.epochs: expected an integer"
+expect "--set error names the key once" "$tmp/err" "^--set train.epochs: expected an integer"
 check "missing pipeline exits 2" 2 "$dfq" validate "$tmp/nope.yaml"
+printf 'version: 1\nname: s\npipeline: good.yaml\nseeds: [1, 2]\n' > "$tmp/sweep.yaml"
+check "a sweep file given to validate exits 2" 2 "$dfq" validate "$tmp/sweep.yaml"
+expect "validate says it is a sweep file" "$tmp/err" "is a sweep file .*dfq sweep --dry-run"
 
 # Broken plugins on the path: warnings naming each file, the good one works.
 check "broken plugins do not stop inspect" 0 env DFQ_PLUGIN_PATH="$fixtures/libdfq-good.so:$fixtures" "$dfq" inspect fixture-good

@@ -286,7 +286,9 @@ static const SetErrorCase set_error_cases[] = {
     { "train.losses.5.weight=1", DFQ_PIPELINE_ERROR_BAD_VALUE, "--set train.losses.5.weight: index [5] out of range (the list has 2 items)" },
     { "train.epochs.x.y=1", DFQ_PIPELINE_ERROR_BAD_VALUE, "--set train.epochs.x.y: train.epochs: expected an integer, got a mapping" },
     { "train.epochs=[1, 2", DFQ_PIPELINE_ERROR_SYNTAX, "--set train.epochs: YAML syntax error: did not find expected ',' or ']'" },
-    { "train.epochs=two", DFQ_PIPELINE_ERROR_BAD_VALUE, "--set train.epochs: train.epochs: expected an integer, got 'two'" },
+    /* The key once, not "--set train.epochs: train.epochs: ..." */
+    { "train.epochs=two", DFQ_PIPELINE_ERROR_BAD_VALUE, "--set train.epochs: expected an integer, got 'two'" },
+    { "train.losses.0.weight=heavy", DFQ_PIPELINE_ERROR_BAD_VALUE, "--set train.losses.0.weight: expected a number, got 'heavy'" },
     { "train.itres=3", DFQ_PIPELINE_ERROR_UNKNOWN_PARAM, "--set train.itres: unknown parameter 'itres' in 'train' (known: epochs, iters, batch," },
     { "synthesizer.use=zeroqq", DFQ_PIPELINE_ERROR_UNKNOWN_FEATURE, "--set synthesizer.use: unknown synthesizer 'zeroqq' (known: toy-gen, zeroq); did you mean 'zeroq'?" },
     { "name=a\tb: c: d", DFQ_PIPELINE_ERROR_SYNTAX, "--set name: YAML syntax error" },

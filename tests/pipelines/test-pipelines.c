@@ -4,7 +4,10 @@
  * after one epoch and resumed ends bit-identical to an uninterrupted one; a
  * diverging run stops with DFQ_RUN_ERROR_DIVERGED and keeps its checkpoint; a
  * run directory of another configuration is refused; steady-state training
- * steps make no heap allocation. */
+ * steps make no heap allocation. The PTQ smoke pipeline (synthesize ->
+ * calibrate -> evaluate) runs, resumes after a stop at every unit (and after
+ * a kill between a metrics line and its checkpoint) to the same result, and a
+ * second run with the same synthesizer takes the image set from the cache. */
 #include <math.h>
 #include <string.h>
 
@@ -64,7 +67,7 @@ load (const char *name, const char *const *extra)
     g_autoptr (GError) error = NULL;
     g_autofree char *path = pipeline_path (name);
     g_autoptr (GPtrArray) sets = g_ptr_array_new_with_free_func (g_free);
-    if (teacher_weights != NULL && g_str_equal (name, "smoke-gdfq.yaml"))
+    if (teacher_weights != NULL && (g_str_equal (name, "smoke-gdfq.yaml") || g_str_equal (name, "smoke-ptq.yaml")))
         g_ptr_array_add (sets, g_strdup_printf ("teacher.weights=%s", teacher_weights));
     for (guint i = 0; extra != NULL && extra[i] != NULL; i++)
         g_ptr_array_add (sets, g_strdup (extra[i]));
@@ -324,6 +327,224 @@ test_other_config (void)
     dfq_run_result_clear (&r);
 }
 
+/* ------------------------------------------------------------ PTQ phases */
+
+static GBytes *
+read_bytes (const char *dir, const char *name)
+{
+    g_autofree char *path = g_build_filename (dir, name, NULL);
+    char *data = NULL;
+    gsize len = 0;
+    g_assert_true (g_file_get_contents (path, &data, &len, NULL));
+    return g_bytes_new_take (data, len);
+}
+
+/* metrics.jsonl without the "seconds" members (wall time differs per run). */
+static char *
+metrics_without_seconds (const char *dir)
+{
+    g_autofree char *text = read_file (dir, "metrics.jsonl");
+    g_autoptr (GRegex) re = g_regex_new (",\"seconds\":[0-9.e+-]+", 0, 0, NULL);
+    return g_regex_replace_literal (re, text, -1, 0, "", 0, NULL);
+}
+
+static char *
+result_without_wall (const char *dir)
+{
+    g_autofree char *text = read_file (dir, "result.json");
+    g_autoptr (GRegex) re = g_regex_new ("\"wall_seconds\" : [0-9.e+-]+", 0, 0, NULL);
+    return g_regex_replace_literal (re, text, -1, 0, "", 0, NULL);
+}
+
+typedef struct {
+    guint synthesize; /* progress reports of the synthesize phase */
+    guint calibrate;
+} PhaseCount;
+
+static void
+phase_count_progress (const DfqProgress *p, gpointer data)
+{
+    PhaseCount *c = data;
+    if (g_str_equal (p->phase, "synthesize"))
+        c->synthesize++;
+    else if (g_str_equal (p->phase, "calibrate"))
+        c->calibrate++;
+}
+
+static gboolean
+run_ptq (const char *dir, const char *const *sets, gint stop_after, PhaseCount *count, DfqRunResult *r,
+         GError **error)
+{
+    g_autoptr (DfqPipeline) p = load ("smoke-ptq.yaml", sets);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 500, .stop_after_epochs = stop_after };
+    if (count != NULL) {
+        o.progress = phase_count_progress;
+        o.progress_data = count;
+    }
+    return dfq_runner_run (registry, p, &o, r, error);
+}
+
+static void
+test_ptq_smoke (void)
+{
+    g_test_summary ("PTQ smoke: synthesize (3 batches) -> calibrate (3) -> evaluate; images.safetensors written; "
+                    "metrics lines name their phase in order; the student beats chance");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *dir = g_build_filename (tmpdir, "ptq", NULL);
+    g_autofree char *cache = g_build_filename (tmpdir, "ptq-cache", NULL);
+    g_autofree char *set_cache = g_strdup_printf ("synthesize.cache=%s", cache);
+    const char *sets[] = { set_cache, NULL };
+    PhaseCount count = { 0 };
+    DfqRunResult r;
+    g_assert_true (run_ptq (dir, sets, 0, &count, &r, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (r.status, ==, "finished");
+    g_test_message ("PTQ smoke: FP %.1f %%, W4A4 %.1f %%", r.fp_top1, r.last_top1);
+    g_assert_cmpfloat (r.last_top1, >, 20.0);
+    g_assert_cmpint (r.best_epoch, ==, -1);
+    g_assert_cmpuint (count.synthesize, >, 0);
+    g_autofree char *images = g_build_filename (dir, "images.safetensors", NULL);
+    g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (images, &error);
+    g_assert_no_error (error);
+    const DfqSafetensorsInfo *info = dfq_safetensors_lookup (st, "images");
+    g_assert_nonnull (info);
+    g_assert_cmpint (info->shape[0], ==, 24);
+    g_assert_null (dfq_safetensors_lookup (st, "labels")); /* zeroq has none */
+    g_autofree char *m = read_file (dir, "metrics.jsonl");
+    g_auto (GStrv) lines = g_strsplit (m, "\n", -1);
+    const char *expect[] = { "synthesize", "synthesize", "synthesize", "calibrate", "calibrate", "calibrate", "evaluate" };
+    for (guint i = 0; i < G_N_ELEMENTS (expect); i++) {
+        g_autofree char *want = g_strdup_printf ("{\"phase\":\"%s\"", expect[i]);
+        g_assert_true (g_str_has_prefix (lines[i], want));
+    }
+    g_assert_cmpstr (lines[G_N_ELEMENTS (expect)], ==, "");
+    dfq_run_result_clear (&r);
+}
+
+static void
+test_ptq_resume (void)
+{
+    g_test_summary ("A PTQ run stopped after every unit (synthesis, calibration) and rerun, and one killed between a "
+                    "metrics line and its checkpoint, end with the result.json and metrics of an uninterrupted run");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    const char *sets[] = { "synthesize.reuse=false", NULL };
+    g_autofree char *ref = g_build_filename (tmpdir, "ptq-ref", NULL);
+    DfqRunResult r;
+    g_assert_true (run_ptq (ref, sets, 0, NULL, &r, &error));
+    g_assert_no_error (error);
+    dfq_run_result_clear (&r);
+    g_autofree char *ref_result = result_without_wall (ref);
+    g_autofree char *ref_metrics = metrics_without_seconds (ref);
+    g_autoptr (GBytes) ref_images = read_bytes (ref, "images.safetensors");
+    for (gint k = 1; k <= 6; k++) {
+        g_autofree char *leaf = g_strdup_printf ("ptq-stop-%d", k);
+        g_autofree char *dir = g_build_filename (tmpdir, leaf, NULL);
+        g_assert_false (run_ptq (dir, sets, k, NULL, &r, &error));
+        g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+        g_clear_error (&error);
+        dfq_run_result_clear (&r);
+        if (k % 2 == 1) {
+            /* killed after the next unit's metrics line, before its checkpoint */
+            g_autofree char *path = g_build_filename (dir, "metrics.jsonl", NULL);
+            g_autofree char *m = read_file (dir, "metrics.jsonl");
+            g_autofree char *more = g_strconcat (m, "{\"phase\":\"calibrate\",\"batch\":9}\n", NULL);
+            g_assert_true (g_file_set_contents (path, more, -1, NULL));
+        }
+        g_assert_true (run_ptq (dir, sets, 0, NULL, &r, &error));
+        g_assert_no_error (error);
+        dfq_run_result_clear (&r);
+        g_autofree char *res = result_without_wall (dir);
+        g_autofree char *met = metrics_without_seconds (dir);
+        g_autoptr (GBytes) img = read_bytes (dir, "images.safetensors");
+        g_assert_cmpstr (res, ==, ref_result);
+        g_assert_cmpstr (met, ==, ref_metrics);
+        g_assert_true (g_bytes_equal (img, ref_images));
+    }
+}
+
+static void
+test_ptq_reuse (void)
+{
+    g_test_summary ("A second run with the same synthesizer config (another quantizer) takes the image set from the "
+                    "cache: no synthesis iteration runs, the images are the same bytes");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *cache = g_build_filename (tmpdir, "ptq-cache", NULL); /* filled by /pipelines/ptq-smoke */
+    g_autofree char *set_cache = g_strdup_printf ("synthesize.cache=%s", cache);
+    const char *sets[] = { set_cache, "student.quantizer.w_bits=3", "student.quantizer.a_bits=3", NULL };
+    g_autofree char *first = g_build_filename (tmpdir, "ptq", NULL);
+    g_autofree char *dir = g_build_filename (tmpdir, "ptq-w3a3", NULL);
+    PhaseCount count = { 0 };
+    DfqRunResult r;
+    g_assert_true (run_ptq (dir, sets, 0, &count, &r, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (count.synthesize, ==, 0);
+    g_assert_cmpuint (count.calibrate, >, 0);
+    g_autoptr (GBytes) a = read_bytes (first, "images.safetensors");
+    g_autoptr (GBytes) b = read_bytes (dir, "images.safetensors");
+    g_assert_true (g_bytes_equal (a, b));
+    g_autofree char *m = read_file (dir, "metrics.jsonl");
+    g_assert_null (strstr (m, "\"synthesize\""));
+    dfq_run_result_clear (&r);
+    /* another synthesizer config: synthesised again */
+    const char *other[] = { set_cache, "synthesizer.iters=20", NULL };
+    g_autofree char *dir2 = g_build_filename (tmpdir, "ptq-iters20", NULL);
+    PhaseCount count2 = { 0 };
+    g_assert_true (run_ptq (dir2, other, 0, &count2, &r, &error));
+    g_assert_no_error (error);
+    g_assert_cmpuint (count2.synthesize, >, 0);
+    dfq_run_result_clear (&r);
+}
+
+static void
+test_train_resume (void)
+{
+    g_test_summary ("dfq train (the train-fp phase) stopped after one epoch and rerun: the same model.safetensors, "
+                    "metrics and result as the uninterrupted training of /pipelines/ setup");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *ref = g_build_filename (tmpdir, "teacher", NULL); /* trained by setup_teacher() */
+    g_autofree char *dir = g_build_filename (tmpdir, "teacher-resumed", NULL);
+    DfqRunResult r;
+    for (int call = 0; call < 2; call++) {
+        g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
+        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_epochs = call == 0 ? 1 : 0 };
+        gboolean ok = dfq_runner_train (registry, p, &o, &r, &error);
+        g_assert_true (ok == (call == 1));
+        if (call == 0) {
+            g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+            g_clear_error (&error);
+        }
+        dfq_run_result_clear (&r);
+    }
+    g_autoptr (GBytes) a = read_bytes (ref, "model.safetensors");
+    g_autoptr (GBytes) b = read_bytes (dir, "model.safetensors");
+    /* the tensors; the metadata holds the train seconds */
+    g_autoptr (DfqSafetensors) sa = dfq_safetensors_new_from_bytes (a, "a", &error);
+    g_autoptr (DfqSafetensors) sb = dfq_safetensors_new_from_bytes (b, "b", &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (dfq_safetensors_get_n_tensors (sa), ==, dfq_safetensors_get_n_tensors (sb));
+    for (guint i = 0; i < dfq_safetensors_get_n_tensors (sa); i++) {
+        const char *name = dfq_safetensors_get_info (sa, i)->name;
+        gsize na, nb;
+        gconstpointer da = dfq_safetensors_get_data (sa, name, &na);
+        gconstpointer db = dfq_safetensors_get_data (sb, name, &nb);
+        g_assert_nonnull (db);
+        g_assert_cmpmem (da, na, db, nb);
+    }
+    g_autofree char *ma = metrics_without_seconds (ref);
+    g_autofree char *mb = metrics_without_seconds (dir);
+    g_assert_cmpstr (ma, ==, mb);
+    g_autofree char *ra = result_without_wall (ref);
+    g_autofree char *rb = result_without_wall (dir);
+    g_assert_cmpstr (ra, ==, rb);
+}
 
 int
 main (int argc, char **argv)
@@ -336,6 +557,10 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/resume", test_resume);
     g_test_add_func ("/pipelines/diverge", test_diverge);
     g_test_add_func ("/pipelines/other-config", test_other_config);
+    g_test_add_func ("/pipelines/ptq-smoke", test_ptq_smoke);
+    g_test_add_func ("/pipelines/ptq-resume", test_ptq_resume);
+    g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
+    g_test_add_func ("/pipelines/train-resume", test_train_resume);
     /* Only where allocations can be counted (not under sanitizers). */
     if (dfq_test_malloc_count != NULL)
         g_test_add_func ("/pipelines/steady-state-allocations", test_steady_state_allocations);

@@ -2,14 +2,45 @@
  * each parameter has a description and a default inside its range, the feature
  * instantiates with its defaults, runs one step on a toy setup (a tiny CNN,
  * batch 4), gives finite results, and gives identical results twice with the
- * same seed. A new plugin is covered without writing a test. */
+ * same seed. Quantizers also run one backward pass in LEARN mode: every
+ * learnable tensor of their parameter groups gets a finite gradient. Features
+ * with required parameters get them from conformance_required_config(). A new
+ * plugin is covered without writing a test. */
 #include <math.h>
 #include <string.h>
+
+#include <glib/gstdio.h>
 
 #include "dfq-test-util.h"
 #include <dfq/dfq.h>
 
 static DfqRegistry *registry;
+static char *tmpdir;
+static gboolean have_fmnist;
+
+/* The config of features that cannot run on their defaults alone (a required
+ * parameter), or NULL: defaults. */
+static DfqConfigNode *
+conformance_required_config (const DfqFeatureClass *klass)
+{
+    if (!g_str_equal (klass->name, "image-set"))
+        return NULL;
+    /* a set of 6 random 1x28x28 images with labels */
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    DfqTensor *x = dfq_tensor_new_4d (a, DFQ_DTYPE_F32, 6, 1, 28, 28);
+    DfqTensor *y = dfq_tensor_new_1d (a, DFQ_DTYPE_I32, 6);
+    dfq_rand_normal_fill (x, 5, 1, 0.0f, 1.0f);
+    dfq_rand_int_fill (y, 5, 2, 10);
+    g_autofree char *path = g_build_filename (tmpdir, "images.safetensors", NULL);
+    const char *names[] = { "images", "labels", NULL };
+    DfqTensor *tensors[] = { x, y };
+    g_autoptr (GError) error = NULL;
+    g_assert_true (dfq_safetensors_save_list (path, names, tensors, 2, NULL, &error));
+    g_autofree char *text = g_strdup_printf ("{path: '%s'}", path);
+    DfqConfigNode *node = dfq_config_parse (text, -1, "<conformance>", &error);
+    g_assert_no_error (error);
+    return node;
+}
 
 static gboolean
 conformance_default_in_range (const DfqParamSpec *spec, gconstpointer base)
@@ -72,6 +103,49 @@ conformance_ctx (DfqStepContext *ctx, DfqArena *arena, DfqModel *teacher, DfqMod
     ctx->image_shape[0] = teacher->in_channels;
     ctx->image_shape[1] = teacher->height;
     ctx->image_shape[2] = teacher->width;
+    ctx->dataset = "fashion-mnist";
+}
+
+/* After a calibrating forward: one LEARN-mode forward + backward of sum(logits);
+ * the input and every learnable quantizer tensor get finite gradients. */
+static void
+conformance_quantizer_backward (DfqQuantizer *q, DfqModel *student, DfqArena *arena, guint64 seed)
+{
+    dfq_quantizer_set_mode (q, DFQ_QUANT_MODE_LEARN);
+    g_assert_cmpint (dfq_quantizer_get_mode (q), ==, DFQ_QUANT_MODE_LEARN);
+    GArray *groups = dfq_quantizer_get_param_groups (q);
+    for (guint g = 0; g < groups->len; g++) {
+        const DfqQuantParamGroup *grp = &g_array_index (groups, DfqQuantParamGroup, g);
+        for (guint i = 0; i < grp->params->len; i++)
+            dfq_tensor_zero_grad (grp->params->pdata[i]);
+    }
+    DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 4, 1, 28, 28);
+    dfq_rand_normal_fill (x, seed, 3, 0.0f, 1.0f);
+    dfq_tensor_set_param (x);
+    gboolean prev = dfq_set_grad_enabled (TRUE);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, arena, FALSE);
+    dfq_quantizer_hook (q, &fwd);
+    DfqTensor *loss = dfq_sum (arena, dfq_model_forward (student, &fwd, x));
+    DfqTensor *reg = dfq_quantizer_regularizer (q, arena, 0.5);
+    if (reg != NULL)
+        loss = dfq_add (arena, loss, reg);
+    dfq_backward (loss, arena);
+    dfq_set_grad_enabled (prev);
+    g_assert_nonnull (x->grad);
+    g_assert_true (dfq_tensor_all_finite (x->grad));
+    guint n = 0;
+    for (guint g = 0; g < groups->len; g++) {
+        const DfqQuantParamGroup *grp = &g_array_index (groups, DfqQuantParamGroup, g);
+        for (guint i = 0; i < grp->params->len; i++, n++) {
+            DfqTensor *t = grp->params->pdata[i];
+            if (t->grad == NULL || !dfq_tensor_all_finite (t->grad))
+                g_test_fail_printf ("quantizer tensor %s (group %s) got no finite gradient", t->name, grp->name);
+        }
+    }
+    g_test_message ("%u learnable quantizer tensors in %u groups", n, groups->len);
+    dfq_quant_param_groups_free (groups);
+    dfq_quantizer_set_mode (q, DFQ_QUANT_MODE_EVAL);
 }
 
 /* One run of the feature's step on the toy setup; returns a checksum of its
@@ -81,7 +155,8 @@ conformance_run (const DfqFeatureClass *klass, guint64 seed)
 {
     g_autoptr (GError) error = NULL;
     g_autoptr (DfqArena) arena = dfq_arena_new (0);
-    DfqFeature *f = dfq_feature_new_default (registry, klass, &error);
+    g_autoptr (DfqConfigNode) node = conformance_required_config (klass);
+    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, klass->name, &error);
     g_assert_no_error (error);
     g_assert_nonnull (f);
     conformance_check_specs (klass->name, klass->params, klass->n_params, f);
@@ -111,6 +186,7 @@ conformance_run (const DfqFeatureClass *klass, guint64 seed)
         dfq_forward_init (&fwd, arena, FALSE);
         dfq_quantizer_hook (q, &fwd);
         out = dfq_model_forward (student, &fwd, x);
+        conformance_quantizer_backward (q, student, arena, seed);
         dfq_feature_free ((DfqFeature *) student);
         student = NULL;
         break;
@@ -146,8 +222,16 @@ conformance_run (const DfqFeatureClass *klass, guint64 seed)
         const DfqSynthesizerClass *sk = DFQ_SYNTHESIZER_CLASS (s);
         DfqStepContext ctx;
         conformance_ctx (&ctx, arena, teacher, student, seed);
-        g_assert_true (sk->prepare (s, &ctx, &error));
+        if (sk->mode == DFQ_SYNTH_OFFLINE && g_str_equal (klass->name, "real") && !have_fmnist) {
+            g_test_skip ("real needs Fashion-MNIST (apt-get install dataset-fashion-mnist)");
+            dfq_feature_free (f);
+            dfq_feature_free ((DfqFeature *) teacher);
+            dfq_feature_free ((DfqFeature *) student);
+            return 0.0;
+        }
+        gboolean prepared = sk->prepare (s, &ctx, &error);
         g_assert_no_error (error);
+        g_assert_true (prepared);
         if (sk->start_epoch != NULL)
             sk->start_epoch (s, &ctx);
         DfqSynthBatch batch = { 0 };
@@ -196,6 +280,9 @@ main (int argc, char **argv)
 {
     g_test_init (&argc, &argv, NULL);
     dfq_set_num_threads (2);
+    tmpdir = g_dir_make_tmp ("dfq-conformance-XXXXXX", NULL);
+    g_autoptr (DfqDataset) probe = dfq_dataset_open ("fashion-mnist", DFQ_DATASET_SPLIT_TEST, NULL, NULL);
+    have_fmnist = probe != NULL;
     registry = dfq_registry_new ();
     g_autoptr (GPtrArray) failures = g_ptr_array_new_with_free_func ((GDestroyNotify) g_error_free);
     guint n = dfq_registry_scan (registry, NULL, failures);
@@ -214,5 +301,9 @@ main (int argc, char **argv)
     g_assert_cmpuint (features, >=, 8);
     int rc = g_test_run ();
     dfq_registry_free (registry);
+    g_autofree char *images = g_build_filename (tmpdir, "images.safetensors", NULL);
+    g_unlink (images);
+    g_rmdir (tmpdir);
+    g_free (tmpdir);
     return rc;
 }

@@ -27,8 +27,12 @@ struct _DfqLossClass {
     /* Does the loss need the student's logits (KD) or taps? */
     gboolean (*needs_student) (DfqLoss *self);
     /* Tap patterns (NULL-terminated, nullable) for the teacher and the student
-     * forward, e.g. { "*:bn_in" } ... may depend on the loss's params. The
-     * returned array is owned by the loss. */
+     * forward: glob patterns over tap names, e.g. { "*:in", NULL } (the input
+     * of every BN), { "layers.*:body", NULL } (ResNet residual bodies),
+     * { "logits", NULL }; `dfq inspect MODEL --taps` lists a model's names and
+     * shapes. They may depend on the loss's params; the returned array is owned
+     * by the loss. `dfq validate` fails when a pattern matches no tap of the
+     * teacher (dfq_pipeline_check_taps). */
     const char *const *(*teacher_tap_patterns) (DfqLoss *self);
     const char *const *(*student_tap_patterns) (DfqLoss *self);
     /* The unweighted loss, a scalar tensor in ctx->arena, differentiable w.r.t.

@@ -190,6 +190,43 @@ DFQ_API void dfq_model_set_trainable (DfqModel *self, gboolean trainable);
 /* Copies every parameter and buffer from @src (same architecture). */
 DFQ_API void dfq_model_copy_weights (DfqModel *dst, DfqModel *src);
 
+/* ---- what a model offers losses and quantizers (core/model/dfq-model-probe.c) ---- */
+
+typedef enum {
+    DFQ_SITE_WEIGHT, /* a conv/linear weight, through DfqForward.quantize_weight; site = layer name */
+    DFQ_SITE_ACT,    /* an activation output, through DfqForward.quantize_act; site = activation name */
+} DfqSiteKind;
+
+/* A tap or a quantization site of a model and the shape of its tensor. */
+typedef struct {
+    char *name;                  /* "layers.3.bn1:in" (tap), "layers.3.conv1" (site) */
+    guint kind;                  /* DfqTapKind for a tap, DfqSiteKind for a site */
+    gint n_dims;
+    gint64 shape[DFQ_MAX_DIMS];  /* activations for the batch size asked for */
+} DfqModelPoint;
+
+DFQ_API void dfq_model_point_free (DfqModelPoint *point);
+/* "input", "bn-in", "conv-out", "bn-out", "body", "block", "feature", "logits". */
+DFQ_API const char *dfq_tap_kind_name (DfqTapKind kind);
+/* Whether @feature is a MODEL whose instance is a DfqModel set up by
+ * dfq_model_setup (so its forward can run). */
+DFQ_API gboolean dfq_model_is_built (const DfqFeature *feature);
+/**
+ * dfq_model_list_taps:
+ * Every tap the model emits, in forward order, with its shape for a batch of
+ * @batch images: what a loss's tap patterns are matched against. Runs one
+ * eval-mode forward of zeros (BN running statistics untouched, no graph).
+ * Errors: DFQ_MODEL_ERROR_FORMAT (@self is not a built model), _SHAPE (no
+ * input shape).
+ * Returns: (transfer full) (element-type DfqModelPoint) or NULL with @error.
+ */
+DFQ_API GPtrArray *dfq_model_list_taps (DfqModel *self, gint batch, GError **error);
+/* Every quantization site in the order a quantizer discovers them (kind
+ * DfqSiteKind; weights with the weight's shape, activations with the
+ * activation's shape for @batch images). As dfq_model_list_taps(). */
+DFQ_API GPtrArray *dfq_model_list_sites (DfqModel *self, gint batch, GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqTapSet, dfq_tap_set_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqModelPoint, dfq_model_point_free)
 
 G_END_DECLS

@@ -47,6 +47,12 @@ typedef enum {
     /* STRING: a file path; a relative value is resolved against the directory
      * of the file that sets it (a value from --set: against the working dir). */
     DFQ_PARAM_FLAG_PATH = 1 << 1,
+    /* Left out of the resolved config (config.yaml, --print-config, the config
+     * hash that names runs and sweep trials) while it holds its default, so a
+     * key added later does not change the hash of configs written before it.
+     * The default must be written as dfq prints the value ("0.001", not
+     * "1e-3"); a STRUCT row is left out when all of its rows are. */
+    DFQ_PARAM_FLAG_OMIT_DEFAULT = 1 << 2,
 } DfqParamFlags;
 
 typedef struct _DfqParamSpec DfqParamSpec;

@@ -251,6 +251,17 @@ typedef struct {
 } DfqPipelineTrain;
 
 typedef struct {
+    gint images;         /* size of the image set */
+    gint batch;          /* images optimised together (one unit of the synthesize phase) */
+    gboolean reuse;      /* take the set from the cache when one with the same key is there, and store it */
+    char *cache;         /* cache directory (NULL: <output_dir>/image-sets) */
+} DfqPipelineSynthesize;
+
+typedef struct {
+    gint batch;          /* images per calibration forward (one unit of the calibrate phase) */
+} DfqPipelineCalibrate;
+
+typedef struct {
     gint version;        /* DFQ_PIPELINE_VERSION */
     char *name;
     gint seed;
@@ -262,7 +273,13 @@ typedef struct {
     DfqPipelineStudent student;
     DfqFeature *synthesizer; /* SYNTHESIZER or NULL */
     DfqPipelineTrain train;
+    char **phases;       /* phase names in order, or NULL: from the synthesizer (see docs/architecture.md) */
+    DfqPipelineSynthesize synthesize;
+    DfqPipelineCalibrate calibrate;
 } DfqPipelineConfig;
+
+/* The phases `phases:` accepts, NULL-terminated. */
+DFQ_API extern const char *const dfq_pipeline_phase_names[];
 
 /* The schema: one row per top-level key (STRUCT rows for the sections). */
 DFQ_API extern const DfqParamSpec dfq_pipeline_param_specs[];
@@ -306,6 +323,19 @@ DFQ_API const char *dfq_pipeline_get_filename (const DfqPipeline *pipeline);
  * Returns: (transfer full).
  */
 DFQ_API char *dfq_pipeline_to_yaml (const DfqPipeline *pipeline);
+
+/**
+ * dfq_pipeline_check_taps:
+ * Resolves the tap patterns of every loss of @pipeline (train.losses, the
+ * losses inside synthesizers and other features, at any depth) against the
+ * taps of the teacher's model, which the student shares (one eval forward of a
+ * zero image, dfq_model_list_taps). A pattern that matches nothing is
+ * DFQ_PIPELINE_ERROR_BAD_VALUE at the pattern's file:line:col (or the loss's,
+ * when the pattern is not written in the file), naming the loss, the pattern
+ * and every tap of the model. `dfq validate` and `dfq run` call it; a teacher
+ * that is not a built model (test fixtures) is not checked.
+ */
+DFQ_API gboolean dfq_pipeline_check_taps (const DfqPipeline *pipeline, GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqConfigNode, dfq_config_node_free)
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqPipeline, dfq_pipeline_free)

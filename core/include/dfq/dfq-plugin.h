@@ -24,7 +24,7 @@ struct _DfqPluginDesc {
     guint32 desc_size;     /* sizeof (DfqPluginDesc) at build time */
     const char *name;      /* "zeroq"; must match libdfq-zeroq.so */
     const char *description;
-    const char *version;
+    const char *version;   /* the plugin's own version (DFQ_PLUGIN_DEFINE_VERSIONED) */
     gboolean (*register_features) (DfqRegistry *registry, GError **error);
     gpointer reserved[4];  /* room to grow without bumping the ABI */
 };
@@ -63,16 +63,35 @@ struct _DfqFeature {
       .n_params = G_N_ELEMENTS (params_), .instance_size = sizeof (Struct),                \
       .init = (init_), .finalize = (finalize_) }
 
-#define DFQ_PLUGIN_DEFINE(name_, description_, register_fn_)                             \
+/**
+ * DFQ_PLUGIN_DEFINE_VERSIONED:
+ * @name_: the plugin's name, a bare identifier (`example` for libdfq-example.so)
+ * @version_: the plugin's own version, a string literal ("1.2.0"): shown by
+ *   `dfq inspect` and recorded in every run manifest (dfq_registry_get_plugin_info)
+ * @description_: one line
+ * @register_fn_: `gboolean fn (DfqRegistry *registry, GError **error)`
+ *
+ * Exports dfq_plugin_get_desc(), the plugin's one exported symbol. Third-party
+ * plugins use this form, so that results name the build of the plugin that
+ * produced them.
+ */
+#define DFQ_PLUGIN_DEFINE_VERSIONED(name_, version_, description_, register_fn_)          \
     G_MODULE_EXPORT const DfqPluginDesc *dfq_plugin_get_desc (void);                     \
     const DfqPluginDesc *                                                                \
     dfq_plugin_get_desc (void)                                                           \
     {                                                                                    \
         static const DfqPluginDesc desc = { DFQ_PLUGIN_ABI_VERSION,                      \
                                             sizeof (DfqPluginDesc), G_STRINGIFY (name_), \
-                                            description_, DFQ_VERSION_STRING,            \
+                                            description_, version_,                      \
                                             register_fn_, { NULL } };                    \
         return &desc;                                                                    \
     }
+
+/* DFQ_PLUGIN_DEFINE_VERSIONED with dfq's own version (DFQ_VERSION_STRING): for
+ * the plugins that ship with dfq (plugins/), whose version is dfq's. Kept for
+ * source compatibility; a plugin with releases of its own should say its
+ * version with DFQ_PLUGIN_DEFINE_VERSIONED. */
+#define DFQ_PLUGIN_DEFINE(name_, description_, register_fn_) \
+    DFQ_PLUGIN_DEFINE_VERSIONED (name_, DFQ_VERSION_STRING, description_, register_fn_)
 
 G_END_DECLS

@@ -2,7 +2,17 @@
  * fake-quantized network through the model's quantization sites: every
  * conv/linear weight (site = layer name) and every activation site (after each
  * ReLU/ReLU6, site = activation name). It keeps per-site state (activation
- * ranges, learnable scales or clip values) that checkpoints save. */
+ * ranges, learnable scales or clip values) that checkpoints save.
+ *
+ * The run puts a quantizer in one mode at a time (DfqQuantMode): CALIBRATE
+ * while ranges are measured (the calibrate phase, the first epochs of QAT),
+ * LEARN while its parameters are optimised (QAT, block reconstruction), HARD
+ * after learning (soft rounding replaced by hard rounding for good), EVAL
+ * during evaluation. Learnable parameters come in optimiser groups
+ * (get_param_groups) with their own learning rate and weight decay; a
+ * regulariser (AdaRound's rounding term, ACD's clip decay) is added to the
+ * loss of every learning step; each site knows the model block it belongs to
+ * (dfq_quantizer_get_site_block), for block reconstruction. */
 #pragma once
 
 #include <glib.h>
@@ -15,16 +25,29 @@ G_BEGIN_DECLS
 typedef struct _DfqQuantizer DfqQuantizer;
 typedef struct _DfqQuantizerClass DfqQuantizerClass;
 
+/* DfqSiteKind (weight or activation site) is in dfq-model.h. */
+
 typedef enum {
-    DFQ_SITE_WEIGHT,
-    DFQ_SITE_ACT,
-} DfqSiteKind;
+    DFQ_QUANT_MODE_LEARN = 0,     /* ranges frozen, learnable parameters in use (the default) */
+    DFQ_QUANT_MODE_CALIBRATE = 1, /* activation ranges are being measured */
+    DFQ_QUANT_MODE_HARD = 2,      /* after learning: hard rounding, parameters frozen */
+    DFQ_QUANT_MODE_EVAL = 3,      /* evaluation: nothing moves */
+} DfqQuantMode;
+
+/* A group of learnable quantizer parameters with its own optimiser settings. */
+typedef struct {
+    const char *name;       /* "scales", "soft_bits", "clips": for messages and metrics */
+    GPtrArray *params;      /* DfqTensor * PARAM tensors (transfer: the group owns the array, not the tensors) */
+    double lr;              /* <= 0: the phase optimiser's learning rate */
+    double weight_decay;    /* < 0: the phase optimiser's weight decay */
+} DfqQuantParamGroup;
 
 struct _DfqQuantizer {
     DfqFeature parent;
     DfqArena *arena;     /* per-site state: created by the plugin's init(), freed by its finalize() */
-    gboolean calibrating;/* activation ranges are being tracked (epochs < range_epochs) */
-    gpointer reserved[4];
+    DfqQuantMode mode;   /* set through dfq_quantizer_set_mode() */
+    gpointer site_blocks; /* core-private, in @arena: see dfq_quantizer_get_site_block() */
+    gpointer reserved[3];
 };
 
 struct _DfqQuantizerClass {
@@ -47,7 +70,17 @@ struct _DfqQuantizerClass {
      * features that follow the student's bit-width (BAG's generator). Takes a
      * former reserved slot: the class layout is unchanged. */
     gint (*get_bits) (DfqQuantizer *self, DfqSiteKind kind);
-    gpointer reserved[3];
+    /* Called by dfq_quantizer_set_mode() after self->mode changed from @old
+     * (AdaRound hardens its rounding on HARD). Optional. */
+    void (*set_mode) (DfqQuantizer *self, DfqQuantMode old);
+    /* Learnable parameters by group, appended to @groups (DfqQuantParamGroup,
+     * each with a new params array). Optional: without it, get_params' tensors
+     * form one group with the optimiser's settings. */
+    void (*get_param_groups) (DfqQuantizer *self, GArray *groups);
+    /* A scalar term added to the loss of each learning step (graph in @arena),
+     * or NULL for none; @progress runs from 0 to 1 over the phase (annealing).
+     * Optional. */
+    DfqTensor *(*regularizer) (DfqQuantizer *self, DfqArena *arena, double progress);
 };
 
 #define DFQ_QUANTIZER_CLASS(q) ((const DfqQuantizerClass *) ((DfqFeature *) (q))->klass)
@@ -60,6 +93,21 @@ struct _DfqQuantizerClass {
 DFQ_API gboolean dfq_quantizer_attach (DfqQuantizer *self, DfqModel *student, GError **error);
 /* Installs the quantizer's hooks into @fwd. */
 DFQ_API void dfq_quantizer_hook (DfqQuantizer *self, DfqForward *fwd);
+/* Sets the mode (calls the class's set_mode when it changes). */
+DFQ_API void dfq_quantizer_set_mode (DfqQuantizer *self, DfqQuantMode mode);
+DFQ_API DfqQuantMode dfq_quantizer_get_mode (const DfqQuantizer *self);
+/* "calibrate", "learn"...  */
+DFQ_API const char *dfq_quant_mode_name (DfqQuantMode mode);
+/* Shorthand: CALIBRATE when @on, else LEARN. */
 DFQ_API void dfq_quantizer_set_calibrating (DfqQuantizer *self, gboolean on);
+/* The block (an entry of the model's blocks) @site runs in, or NULL when the
+ * model declares no blocks. Known after dfq_quantizer_attach(). */
+DFQ_API const char *dfq_quantizer_get_site_block (const DfqQuantizer *self, const char *site);
+/* The learnable parameters by group (get_param_groups, else one group of
+ * get_params' tensors named "params"); clear with dfq_quant_param_groups_free. */
+DFQ_API GArray *dfq_quantizer_get_param_groups (DfqQuantizer *self);
+DFQ_API void dfq_quant_param_groups_free (GArray *groups);
+/* The regulariser term, or NULL (none, or the class has no regulariser). */
+DFQ_API DfqTensor *dfq_quantizer_regularizer (DfqQuantizer *self, DfqArena *arena, double progress);
 
 G_END_DECLS

@@ -1,9 +1,13 @@
-/* The runner: executes a pipeline and writes its run directory. Two entry
- * points: dfq_runner_run() (quantization: teacher -> quantized student ->
- * synthesizer -> student training -> evaluation on real data) and
- * dfq_runner_train() (full-precision training of a model on real data, used to
- * make teachers). Both checkpoint every epoch and resume after an interruption
- * with the same final result as an uninterrupted run. */
+/* The runner: executes a pipeline and writes its run directory. A run is an
+ * ordered list of phases (train-fp, synthesize, calibrate, train, evaluate;
+ * docs/architecture.md), each checkpointed after every unit of its progress
+ * (an epoch, a batch of images). Two entry points: dfq_runner_run()
+ * (quantization: teacher -> quantized student -> the pipeline's phases, by
+ * default [train] for online synthesizers and [synthesize, calibrate,
+ * evaluate] for offline ones) and dfq_runner_train() (the train-fp phase:
+ * full-precision training of a model on real data, used to make teachers).
+ * Both resume after an interruption with the same final result as an
+ * uninterrupted run. */
 #pragma once
 
 #include <glib.h>
@@ -16,10 +20,10 @@ G_BEGIN_DECLS
 
 /* Progress of a run, reported through DfqRunOptions.progress. */
 typedef struct {
-    const char *phase;     /* "train", "warmup", "eval", "done" */
-    gint epoch;            /* 0-based */
-    gint epochs;
-    gint iter;             /* within the epoch, 0-based */
+    const char *phase;     /* "train", "warmup", "eval" (train, train-fp), "synthesize", "calibrate", "evaluate", "done" */
+    gint epoch;            /* the phase's unit (epoch, batch), 0-based */
+    gint epochs;           /* units of the phase */
+    gint iter;             /* within the unit, 0-based */
     gint iters;
     double loss;           /* last student (or model) loss */
     double gen_loss;       /* last generator loss (online synthesizers) */
@@ -37,7 +41,7 @@ typedef struct {
     DfqProgressFn progress;
     gpointer progress_data;
     GCancellable *cancellable;  /* cancelled: stop after the current step, keep the checkpoint */
-    gint stop_after_epochs;     /* > 0: stop (as if interrupted) after this many epochs of this call; tests */
+    gint stop_after_epochs;     /* > 0: stop (as if interrupted) after this many units (epochs, batches) of this call */
 } DfqRunOptions;
 
 typedef struct {

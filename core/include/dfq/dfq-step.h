@@ -29,7 +29,9 @@ typedef struct {
     gint classes;
     gint64 image_shape[3];   /* C, H, W the teacher takes */
     gboolean student_bn_training; /* FALSE: the student's BN uses running stats (GDFQ family) */
-    gpointer reserved[4];
+    const char *dataset;     /* the pipeline's data.dataset ("fashion-mnist"), for data-driven baselines (real) */
+    const char *data_dir;    /* its data.dir, or NULL (automatic) */
+    gpointer reserved[2];
 } DfqStepContext;
 
 /* The inputs a loss sees. Logits and taps exist only for what some loss of the

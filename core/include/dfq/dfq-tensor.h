@@ -28,8 +28,11 @@ typedef enum {
     DFQ_TENSOR_FLAG_REQUIRES_GRAD = 1 << 3, /* a PARAM, or made by an op from one */
 } DfqTensorFlags;
 
-/* Every op of the engine. Adding one: a value here, a file in core/ops/, a row in
- * core/ops/dfq-op-table.c and a row in tests/core/test-ops.c (gradient check). */
+/* Every op of the engine; the shapes each takes and returns are documented at
+ * its builder in dfq-ops.h. Adding one: a value here, a file in core/ops/, a row
+ * in core/ops/dfq-op-table.c and a case in tests/core/gradcases-*.c (gradient
+ * check). Plugins add ops of their own without touching this list:
+ * dfq-custom-op.h. */
 typedef enum {
     DFQ_OP_NONE = 0, /* leaf */
     /* elementwise (dfq-op-elementwise.c) */
@@ -82,6 +85,12 @@ typedef enum {
     DFQ_OP_FAKE_QUANT_CLIP, /* learnable per-channel clip [l_c, u_c] (ACD / PACT family) */
     DFQ_OP_SOFTBIT_QUANT,   /* s*(clamp(B + h(V) + zp, 0, 2^k-1) - zp), learnable V and s (AdaRound / GENIE-M) */
     DFQ_OP_ROUND_REG,       /* sum(1 - |2h(V)-1|^beta) (AdaRound rounding regulariser) */
+    /* math (dfq-op-math.c); appended here so that earlier values keep their numbers */
+    DFQ_OP_POW,       /* x^p, real p */
+    DFQ_OP_EXP,       /* exp(x) */
+    DFQ_OP_MEAN_AXIS, /* mean over one axis, the axis dropped */
+    /* an op of a plugin's own (dfq-op-custom.c, dfq-custom-op.h) */
+    DFQ_OP_CUSTOM,    /* forward and backward of the DfqCustomOp in op_aux */
     DFQ_OP_COUNT
 } DfqOp;
 

@@ -8,6 +8,8 @@
 #include <dfq/dfq-tensor.h>
 #include <dfq/dfq-rand.h>
 #include <dfq/dfq-ops.h>
+#include <dfq/dfq-custom-op.h>
+#include <dfq/dfq-gradcheck.h>
 #include <dfq/dfq-graph.h>
 #include <dfq/dfq-optim.h>
 #include <dfq/dfq-safetensors.h>

@@ -213,4 +213,4 @@ example_register (DfqRegistry *registry, GError **error)
 }
 
 /* The file must be called libdfq-example.so: the name here is checked against it. */
-DFQ_PLUGIN_DEFINE (example, "Example third-party plugin: two losses", example_register)
+DFQ_PLUGIN_DEFINE_VERSIONED (example, "1.0.0", "Example third-party plugin: two losses", example_register)

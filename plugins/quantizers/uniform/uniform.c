@@ -22,9 +22,16 @@ typedef enum {
     UNIFORM_RANGE_EMA,       /* GDFQ: beta_t *= beta; r = (r beta + m (1-beta)) / (1 - beta_t) */
     UNIFORM_RANGE_EMA_PLAIN, /* r = m at the first update, then r = r beta + m (1-beta) */
     UNIFORM_RANGE_MINMAX,    /* ZeroQ: r_min = min(r_min, m), r_max = max(r_max, M), from 0 */
+    UNIFORM_RANGE_PERCENTILE,/* per batch the (100-p)th and pth percentiles, averaged over batches */
+    UNIFORM_RANGE_MSE,       /* per batch the clip of min/max with the least quantization MSE, averaged */
 } UniformActRange;
 
-static const char *const uniform_act_range_names[] = { "ema", "ema_plain", "minmax", NULL };
+static const char *const uniform_act_range_names[] = { "ema", "ema_plain", "minmax", "percentile", "mse", NULL };
+/* percentile / mse: at most this many values of a batch are looked at (an
+ * evenly strided subsample beyond it) */
+#define UNIFORM_CLIP_SAMPLE (1 << 18)
+/* mse: clip ratios 1.00, 0.99, ... of (min, max) */
+#define UNIFORM_MSE_GRID 100
 static const char *const uniform_ste_names[] = { "plain", "clipped", NULL };
 /* Same order as uniform_ste_names. */
 static const DfqSteMode uniform_ste_modes[] = { DFQ_STE_PLAIN, DFQ_STE_CLIPPED };
@@ -71,6 +78,7 @@ typedef struct {
     gboolean symmetric;
     gint act_range; /* UniformActRange */
     gdouble ema_beta;
+    gdouble percentile;
     gint ste; /* index into uniform_ste_names */
     char **overrides;
     /* built by init / add_site */
@@ -98,9 +106,13 @@ static const DfqParamSpec uniform_params[] = {
                     FALSE),
     DFQ_PARAM_ENUM (Uniform, act_range,
                     "Activation range tracking while calibrating: ema (GDFQ, with its bias-correction quirk), "
-                    "ema_plain (plain EMA, first value as is), minmax (ZeroQ running min/max)",
+                    "ema_plain (plain EMA, first value as is), minmax (ZeroQ running min/max), percentile "
+                    "(the (100-p)th / pth percentiles of each batch, averaged over batches), mse (per batch the "
+                    "clipped min/max with the least quantization MSE over 100 ratios, averaged)",
                     uniform_act_range_names, "ema"),
     DFQ_PARAM_DOUBLE (Uniform, ema_beta, "EMA decay of the activation range (ema and ema_plain)", 0.0, 0.9999, 0.9),
+    DFQ_PARAM_DOUBLE (Uniform, percentile, "act_range percentile: p (the upper percentile; the lower is 100 - p)",
+                      50.0, 100.0, 99.99, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
     DFQ_PARAM_ENUM (Uniform, ste, "Straight-through estimator: plain (GDFQ, no mask) or clipped (zero outside the range)",
                     uniform_ste_names, "plain"),
     DFQ_PARAM_STRING_LIST (Uniform, overrides,
@@ -444,6 +456,15 @@ uniform_range_update (const Uniform *self, float *r, float m, float M)
         }
         r[UNIFORM_RANGE_AUX] += 1.0f;
         break;
+    case UNIFORM_RANGE_PERCENTILE:
+    case UNIFORM_RANGE_MSE: {
+        /* m, M: this batch's clip; the range is their mean over batches */
+        float n = r[UNIFORM_RANGE_AUX];
+        r[UNIFORM_RANGE_MIN] = (r[UNIFORM_RANGE_MIN] * n + m) / (n + 1.0f);
+        r[UNIFORM_RANGE_MAX] = (r[UNIFORM_RANGE_MAX] * n + M) / (n + 1.0f);
+        r[UNIFORM_RANGE_AUX] = n + 1.0f;
+        break;
+    }
     case UNIFORM_RANGE_MINMAX:
     default:
         /* ZeroQ: buffers start at 0, so the range always contains 0. NaN
@@ -453,6 +474,102 @@ uniform_range_update (const Uniform *self, float *r, float m, float M)
         r[UNIFORM_RANGE_AUX] += 1.0f;
         break;
     }
+}
+
+/* Up to UNIFORM_CLIP_SAMPLE values of @x (an evenly strided subsample), in
+ * @arena; *n_out their number. */
+static float *
+uniform_clip_sample (DfqArena *arena, const DfqTensor *x, gint64 *n_out)
+{
+    gint64 n = dfq_tensor_numel (x);
+    gint64 stride = (n + UNIFORM_CLIP_SAMPLE - 1) / UNIFORM_CLIP_SAMPLE;
+    gint64 m = (n + stride - 1) / stride;
+    float *v = dfq_arena_alloc_uninit (arena, (gsize) m * sizeof (float));
+    const float *d = dfq_tensor_f32 (x);
+    for (gint64 i = 0; i < m; i++)
+        v[i] = d[i * stride];
+    *n_out = m;
+    return v;
+}
+
+/* The @k-th smallest of v[0..n) (v is reordered). */
+static float
+uniform_select (float *v, gint64 n, gint64 k)
+{
+    gint64 lo = 0, hi = n - 1;
+    while (lo < hi) {
+        float pivot = v[lo + (hi - lo) / 2];
+        gint64 i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot)
+                i++;
+            while (v[j] > pivot)
+                j--;
+            if (i <= j) {
+                float t = v[i];
+                v[i++] = v[j];
+                v[j--] = t;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return v[k];
+    }
+    return v[k];
+}
+
+static void
+uniform_percentile_clip (const Uniform *self, DfqArena *arena, const DfqTensor *x, float *m, float *M)
+{
+    gint64 n;
+    float *v = uniform_clip_sample (arena, x, &n);
+    double p = self->percentile / 100.0;
+    gint64 k_hi = (gint64) floor (p * (double) (n - 1) + 0.5);
+    gint64 k_lo = (gint64) floor ((1.0 - p) * (double) (n - 1) + 0.5);
+    *M = uniform_select (v, n, k_hi);
+    *m = uniform_select (v, n, k_lo);
+}
+
+/* Squared error of the GDFQ quantizer (dfq_fake_quant's formula) on [lo, hi]. */
+static double
+uniform_quant_sse (const float *v, gint64 n, float lo, float hi, int bits)
+{
+    const float levels = (float) ((1 << bits) - 1);
+    const float half = (float) (1 << (bits - 1));
+    float scale = levels / fmaxf (hi - lo, 1e-8f);
+    float zp = nearbyintf (scale * lo) + half;
+    double sse = 0.0;
+    for (gint64 i = 0; i < n; i++) {
+        float q = nearbyintf (scale * v[i] - zp);
+        q = fminf (fmaxf (q, -half), half - 1.0f);
+        double e = (double) ((q + zp) / scale - v[i]);
+        sse += e * e;
+    }
+    return sse;
+}
+
+static void
+uniform_mse_clip (DfqArena *arena, const DfqTensor *x, int bits, float *m, float *M)
+{
+    gint64 n;
+    float *v = uniform_clip_sample (arena, x, &n);
+    float best_lo = *m, best_hi = *M;
+    double best = INFINITY;
+    for (int i = 0; i < UNIFORM_MSE_GRID; i++) {
+        float ratio = 1.0f - 0.01f * (float) i;
+        float lo = *m * ratio, hi = *M * ratio;
+        double sse = uniform_quant_sse (v, n, lo, hi, bits);
+        if (sse < best) {
+            best = sse;
+            best_lo = lo;
+            best_hi = hi;
+        }
+    }
+    *m = best_lo;
+    *M = best_hi;
 }
 
 static DfqTensor *
@@ -465,10 +582,14 @@ uniform_quantize_act (DfqQuantizer *q, DfqForward *fwd, const char *site, DfqTen
         return x;
     g_return_val_if_fail (x->dtype == DFQ_DTYPE_F32 && dfq_tensor_is_contiguous (x), x);
     float *r = dfq_tensor_f32 (s->range);
-    if (q->calibrating) {
+    if (q->mode == DFQ_QUANT_MODE_CALIBRATE) {
         /* GDFQ order: update the range with this batch, then quantize with it. */
         float m, M;
         uniform_minmax (fwd->arena, dfq_tensor_f32 (x), dfq_tensor_numel (x), &m, &M);
+        if (self->act_range == UNIFORM_RANGE_PERCENTILE && isfinite (m) && isfinite (M))
+            uniform_percentile_clip (self, fwd->arena, x, &m, &M);
+        else if (self->act_range == UNIFORM_RANGE_MSE && isfinite (m) && isfinite (M))
+            uniform_mse_clip (fwd->arena, x, s->bits, &m, &M);
         uniform_range_update (self, r, m, M);
     }
     /* Snapshots: a later forward may move the state before this graph's
