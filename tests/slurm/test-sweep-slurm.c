@@ -2,7 +2,8 @@
  * started here with tools/slurm-local.sh (and stopped again if this test
  * started it). A 4-trial sweep of the GDFQ smoke pipeline on a tiny teacher:
  * - run by the local pool (beside the rest) and submitted to Slurm
- *   (--no-wait): the batch script carries the options and the per-trial
+ *   (--no-wait), in two array jobs when the test started the cluster with
+ *   MaxArraySize 3: the batch script carries the options and the per-trial
  *   environment;
  * - one trial is cancelled with scancel while it trains, another is stopped
  *   by its time limit (SIGUSR1 before the limit, scontrol update TimeLimit=1):
@@ -128,7 +129,8 @@ start_cluster (void)
     const char *status[] = { "bash", SLURM_LOCAL_SH, "status", NULL };
     if (run_argv (status, NULL) == 0)
         return; /* somebody's cluster: use it, leave it running */
-    const char *start[] = { "bash", SLURM_LOCAL_SH, "start", NULL };
+    /* MaxArraySize 3: the 4 trials go in two chunks (3 + 1) */
+    const char *start[] = { "env", "SLURM_LOCAL_MAX_ARRAY_SIZE=3", "bash", SLURM_LOCAL_SH, "start", NULL };
     g_autofree char *out = NULL;
     int rc = run_argv (start, &out);
     if (rc != 0)
@@ -173,36 +175,61 @@ write_sweep (const char *teacher)
     return path;
 }
 
-/* The array job of the first submission (jobs.json). */
+/* The array jobs submitted so far (jobs.json), as squeue's --jobs takes them. */
 static char *
-first_job_id (const char *out)
+submitted_jobs (const char *out, guint *n)
 {
     g_autofree char *path = g_build_filename (out, "slurm", "jobs.json", NULL);
     g_autoptr (JsonParser) parser = NULL;
     JsonObject *o = dfq_sweep_json_load_object (path, &parser);
     g_assert_nonnull (o);
     JsonArray *subs = json_object_get_array_member (o, "submissions");
-    g_assert_cmpuint (json_array_get_length (subs), >=, 1);
-    return g_strdup (json_object_get_string_member (json_array_get_object_element (subs, 0), "job"));
+    *n = json_array_get_length (subs);
+    GString *jobs = g_string_new (NULL);
+    for (guint i = 0; i < *n; i++)
+        g_string_append_printf (jobs, "%s%s", i ? "," : "",
+                                json_object_get_string_member (json_array_get_object_element (subs, i), "job"));
+    return g_string_free (jobs, FALSE);
+}
+
+/* The Slurm task ("<job>_<task>") of a trial, from its trial.json. */
+static char *
+slurm_task (const char *dir)
+{
+    g_autofree char *path = g_build_filename (dir, "trial.json", NULL);
+    g_autoptr (JsonParser) parser = NULL;
+    JsonObject *o = dfq_sweep_json_load_object (path, &parser);
+    g_assert_nonnull (o);
+    return g_strdup (json_object_get_string_member (o, "slurm_job"));
+}
+
+/* MaxArraySize of the running cluster. */
+static guint
+max_array_size (void)
+{
+    const char *argv[] = { "scontrol", "show", "config", NULL };
+    g_autofree char *out = NULL;
+    g_assert_cmpint (run_argv (argv, &out), ==, 0);
+    const char *line = strstr (out, "MaxArraySize");
+    g_assert_nonnull (line);
+    return (guint) g_ascii_strtoull (strchr (line, '=') + 1, NULL, 10);
 }
 
 static gboolean
-job_in_squeue (const char *job)
+jobs_in_squeue (const char *jobs)
 {
-    const char *argv[] = { "squeue", "--noheader", "--array", "--jobs", job, "--format=%i", NULL };
+    const char *argv[] = { "squeue", "--noheader", "--array", "--jobs", jobs, "--format=%i", NULL };
     g_autofree char *out = NULL;
     run_argv (argv, &out);
-    return strstr (out, job) != NULL;
+    return g_strstrip (out)[0] != '\0';
 }
 
 /* While the first submission runs: scancel the seed-3 task once it has a
  * checkpoint, cut the seed-4 task's time limit to a minute once it has one
- * (Slurm then sends SIGUSR1, --signal=B:USR1@120), and wait for the array. */
+ * (Slurm then sends SIGUSR1, --signal=B:USR1@120), and wait for the arrays. */
 static void
-disrupt_and_wait (const char *out, const char *job)
+disrupt_and_wait (const char *out, const char *jobs)
 {
-    g_autofree char *task3 = g_strdup_printf ("%s_2", job);
-    g_autofree char *task4 = g_strdup_printf ("%s_3", job);
     gboolean cancelled = FALSE, limited = FALSE;
     gint64 deadline = g_get_monotonic_time () + DEADLINE_SECONDS * G_USEC_PER_SEC;
     while (g_get_monotonic_time () < deadline) {
@@ -211,24 +238,26 @@ disrupt_and_wait (const char *out, const char *job)
         g_autofree char *d4 = trial_dir (out, "seed=4,");
         if (!cancelled && d3 != NULL && has_file (d3, "checkpoint.safetensors")) {
             g_assert_false (has_file (d3, "result.json")); /* it must still be training */
-            const char *argv[] = { "scancel", task3, NULL };
+            g_autofree char *task = slurm_task (d3);
+            const char *argv[] = { "scancel", task, NULL };
             g_assert_cmpint (run_argv (argv, NULL), ==, 0);
             cancelled = TRUE;
         }
         if (!limited && d4 != NULL && has_file (d4, "checkpoint.safetensors")) {
-            g_autofree char *id = g_strdup_printf ("JobId=%s", task4);
+            g_autofree char *task = slurm_task (d4);
+            g_autofree char *id = g_strdup_printf ("JobId=%s", task);
             const char *argv[] = { "scontrol", "update", id, "TimeLimit=1", NULL };
             g_assert_cmpint (run_argv (argv, NULL), ==, 0);
             limited = TRUE;
         }
-        if (cancelled && limited && !job_in_squeue (job))
+        if (cancelled && limited && !jobs_in_squeue (jobs))
             break;
         if (cancelled && limited)
             g_usleep (900 * 1000);
     }
     g_assert_true (cancelled);
     g_assert_true (limited);
-    g_assert_false (job_in_squeue (job));
+    g_assert_false (jobs_in_squeue (jobs));
 }
 
 static void
@@ -275,11 +304,14 @@ test_slurm_sweep (void)
     g_assert_cmpint (run_dfq (&text, "sweep", sweep, "--out", b, "--launcher", "slurm", "--no-wait", "--threads", "1",
                               "--partition", "debug", "--time", "30", "--sbatch-arg=--comment=dfq-test", NULL),
                      ==, 0);
-    g_assert_nonnull (strstr (text, "submitted 4 trials as Slurm job array"));
+    /* chunked by MaxArraySize (3 when this test started the cluster) */
+    guint max = max_array_size (), n_submissions = 0;
+    g_autofree char *jobs = submitted_jobs (b, &n_submissions);
+    g_assert_cmpuint (n_submissions, ==, (4 + max - 1) / max);
+    g_assert_nonnull (strstr (text, max >= 4 ? "submitted 4 trials as Slurm job array" : "a further chunk: MaxArraySize"));
     g_clear_pointer (&text, g_free);
     assert_script (b);
-    g_autofree char *job = first_job_id (b);
-    disrupt_and_wait (b, job);
+    disrupt_and_wait (b, jobs);
 
     /* two finished, two stopped with the requeue code and their checkpoints */
     g_assert_cmpint (run_dfq (&text, "sweep", sweep, "--out", b, "--status", NULL), ==, 0);
@@ -302,7 +334,8 @@ test_slurm_sweep (void)
             snapshots[i] = read_text (dirs[i], "metrics.jsonl");
             g_assert_cmpuint (count_substrings (snapshots[i], "\n"), >=, 1);
             g_autofree char *done = read_text (dirs[i], "slurm.done");
-            g_autofree char *want = g_strdup_printf ("%s_%u 75 %s\n", job, i, i == 2 ? "TERM" : "USR1");
+            g_autofree char *task = slurm_task (dirs[i]);
+            g_autofree char *want = g_strdup_printf ("%s 75 %s\n", task, i == 2 ? "TERM" : "USR1");
             g_assert_cmpstr (done, ==, want);
         }
     }
