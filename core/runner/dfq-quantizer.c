@@ -63,11 +63,11 @@ dfq_quantizer_arena_strdup (DfqArena *arena, const char *s)
 }
 
 /* One forward on zeros with recording hooks: block by block when the model
- * has blocks (the same sites in the same order as the whole forward). */
+ * has blocks (the same sites in the same order as the whole forward). The
+ * recorded example tensors live in @scratch. */
 static void
-dfq_quantizer_discover (DfqModel *student, DfqQuantizerRecorder *rec)
+dfq_quantizer_discover (DfqModel *student, DfqArena *scratch, DfqQuantizerRecorder *rec)
 {
-    g_autoptr (DfqArena) scratch = dfq_arena_new (0);
     DfqTensor *x = dfq_tensor_new_4d (scratch, DFQ_DTYPE_F32, 2, student->in_channels, student->height, student->width);
     gboolean prev = dfq_set_grad_enabled (FALSE);
     DfqForward fwd;
@@ -109,10 +109,12 @@ dfq_quantizer_attach (DfqQuantizer *self, DfqModel *student, GError **error)
 {
     const DfqQuantizerClass *klass = DFQ_QUANTIZER_CLASS (self);
     g_return_val_if_fail (self->arena != NULL, FALSE); /* the plugin's init() creates it */
+    /* freed after add_site(): the sites' example tensors live here */
+    g_autoptr (DfqArena) scratch = dfq_arena_new (0);
     DfqQuantizerRecorder rec;
     rec.sites = g_array_new (FALSE, TRUE, sizeof (DfqQuantizerSite));
     g_array_set_clear_func (rec.sites, dfq_quantizer_site_clear);
-    dfq_quantizer_discover (student, &rec);
+    dfq_quantizer_discover (student, scratch, &rec);
     dfq_quantizer_keep_blocks (self, student, rec.sites);
 
     gint first = -1, last = -1;

@@ -170,7 +170,8 @@ dfq_report_flat_int (GHashTable *flat, const char *key, gint fallback)
     return end != v && *end == '\0' ? (gint) x : fallback;
 }
 
-/* "gdfq / uniform / kd+ce" */
+/* "gdfq / uniform / kd+ce"; "zeroq / uniform" for a run without student
+ * losses (post-training) */
 static char *
 dfq_report_method (GHashTable *flat)
 {
@@ -184,8 +185,9 @@ dfq_report_method (GHashTable *flat)
             break;
         g_string_append_printf (losses, "%s%s", i ? "+" : "", use);
     }
-    char *method = g_strdup_printf ("%s / %s / %s", synth ? synth : "none", quant ? quant : "fp",
-                                    losses->len ? losses->str : "no losses");
+    char *method = losses->len ? g_strdup_printf ("%s / %s / %s", synth ? synth : "none", quant ? quant : "fp",
+                                                  losses->str)
+                               : g_strdup_printf ("%s / %s", synth ? synth : "none", quant ? quant : "fp");
     g_string_free (losses, TRUE);
     return method;
 }

@@ -22,7 +22,7 @@ esac
 meson=$1 build=$2 source=$3 prefix=$4 libdir=$5 bindir=$6
 
 stage=$(mktemp -d "${TMPDIR:-/tmp}/dfq-install-XXXXXX")
-trap 'rm -rf "$stage"' EXIT
+trap '[ -n "${DFQ_KEEP_STAGE:-}" ] || rm -rf "$stage"' EXIT
 case $libdir in /*) ;; *) libdir=$prefix/$libdir ;; esac
 case $bindir in /*) ;; *) bindir=$prefix/$bindir ;; esac
 fail () { echo "not ok: $*"; exit 1; }
