@@ -6,6 +6,12 @@
 
 G_BEGIN_DECLS
 
+/* The exit status of `dfq run`/`dfq train` stopped by a signal (SIGINT,
+ * SIGTERM, SIGUSR1) after keeping its last checkpoint: run the same command
+ * again to resume (EX_TEMPFAIL of sysexits.h). Batch scripts of
+ * `dfq sweep --launcher slurm` requeue on it. */
+#define DFQ_EXIT_REQUEUE 75
+
 typedef struct {
     char *plugin_path;     /* --plugin-path (before or after the subcommand) */
     DfqRegistry *registry; /* scanned on first use */

@@ -1,8 +1,10 @@
 /* dfq run | train | eval (core/cli): execute a pipeline. Progress goes to
  * stderr (a live line on a terminal, one line per epoch otherwise); the last
  * line on stdout is one JSON object with the result, so external tuners can use
- * `dfq run` as a trial command. Ctrl-C stops after the current step and keeps
- * the last checkpoint; running the same command again resumes. */
+ * `dfq run` as a trial command. Ctrl-C (SIGINT), SIGTERM and SIGUSR1 (what
+ * Slurm sends before a time limit or on preemption, docs/sweeps.md) stop after
+ * the current step, keep the last checkpoint and exit with DFQ_EXIT_REQUEUE;
+ * running the same command again resumes. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,14 +16,20 @@
 
 #include "dfq-cli.h"
 
+/* The signal that asked the run to stop (0: none). */
 static volatile sig_atomic_t dfq_cmd_interrupted = 0;
 
 static void
-dfq_cmd_on_sigint (int sig)
+dfq_cmd_on_signal (int sig)
 {
-    (void) sig;
-    dfq_cmd_interrupted = 1;
+    if (dfq_cmd_interrupted == 0)
+        dfq_cmd_interrupted = sig;
 }
+
+/* The signals that stop a run cleanly: Ctrl-C, kill/scancel/time limit
+ * (SIGTERM), and the advance warning of `sbatch --signal=B:USR1@T` that the
+ * batch script forwards. */
+static const int dfq_cmd_stop_signals[] = { SIGINT, SIGTERM, SIGUSR1 };
 
 typedef struct {
     GCancellable *cancellable;
@@ -60,7 +68,8 @@ dfq_cmd_progress (const DfqProgress *p, gpointer data)
     DfqCmdProgress *cp = data;
     if (dfq_cmd_interrupted && !g_cancellable_is_cancelled (cp->cancellable)) {
         g_cancellable_cancel (cp->cancellable);
-        fprintf (stderr, "\ndfq: interrupted, stopping after this step (the last checkpoint is kept)\n");
+        fprintf (stderr, "\ndfq: %s, stopping after this step (the last checkpoint is kept)\n",
+                 g_strsignal (dfq_cmd_interrupted));
     }
     char eta[32], el[32];
     dfq_cmd_format_seconds (p->eta, eta, sizeof eta);
@@ -150,13 +159,15 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     opts.progress = dfq_cmd_progress;
     opts.progress_data = &cp;
     opts.cancellable = cancellable;
-    struct sigaction sa = { 0 }, old;
-    sa.sa_handler = dfq_cmd_on_sigint;
-    sigaction (SIGINT, &sa, &old);
+    struct sigaction sa = { 0 }, old[G_N_ELEMENTS (dfq_cmd_stop_signals)];
+    sa.sa_handler = dfq_cmd_on_signal;
+    for (guint i = 0; i < G_N_ELEMENTS (dfq_cmd_stop_signals); i++)
+        sigaction (dfq_cmd_stop_signals[i], &sa, &old[i]);
     DfqRunResult result;
     gboolean ok = train ? dfq_runner_train (registry, pipeline, &opts, &result, error)
                         : dfq_runner_run (registry, pipeline, &opts, &result, error);
-    sigaction (SIGINT, &old, NULL);
+    for (guint i = 0; i < G_N_ELEMENTS (dfq_cmd_stop_signals); i++)
+        sigaction (dfq_cmd_stop_signals[i], &old[i], NULL);
     if (cp.tty)
         fprintf (stderr, "\n");
     if (ok) {

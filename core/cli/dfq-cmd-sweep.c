@@ -27,61 +27,15 @@
 
 #include "../sweep/dfq-sweep-private.h"
 #include "dfq-cli.h"
+#include "dfq-sweep-pool.h"
 
 #define DFQ_SWEEP_LOG_TAIL_BYTES 2048
 #define DFQ_SWEEP_LOG_TAIL_LINES 12
 
-typedef enum {
-    DFQ_TRIAL_QUEUED,
-    DFQ_TRIAL_RUNNING,
-    DFQ_TRIAL_FINISHED,
-    DFQ_TRIAL_DIVERGED,
-    DFQ_TRIAL_CRASHED,     /* killed by a signal it did not ask for */
-    DFQ_TRIAL_FAILED,      /* a non-zero exit without a result */
-    DFQ_TRIAL_INTERRUPTED, /* stopped because the sweep was */
-} DfqTrialState;
+const char *const dfq_trial_state_names[DFQ_TRIAL_N_STATES] = { "queued",  "running", "finished",   "diverged",
+                                                                "crashed", "failed",  "interrupted" };
 
-static const char *const dfq_trial_state_names[] = { "queued", "running", "finished", "diverged",
-                                                     "crashed", "failed", "interrupted" };
-
-typedef struct {
-    DfqSweepTrial *trial; /* borrowed from the sweep */
-    char *dir;            /* absolute */
-    DfqTrialState state;
-    gboolean before; /* its state was reached by an earlier invocation */
-    gboolean held;   /* not selected by --only: this invocation leaves it as it is */
-    gint threads;
-    gint seed;
-    GSubprocess *proc;
-    gint64 started;  /* monotonic, microseconds */
-    double seconds;  /* wall time in this invocation */
-    char *exit_text; /* "exit status 1", "signal 11 (Segmentation fault)" */
-    char *log_tail;
-    char *error; /* result.json's error (diverged) */
-    double last_top1, best_top1;
-} DfqSweepJob;
-
-typedef struct {
-    DfqSweep *sweep;
-    char *out;
-    char *exe;
-    const char *plugin_path;
-    gint jobs;
-    gint threads;   /* per trial, when the sweep does not set it */
-    GPtrArray *all; /* DfqSweepJob * */
-    guint running;
-    guint n_signals;
-    gboolean interrupted;
-    gboolean tty;
-    gboolean status_shown;
-    GMainLoop *loop;
-    gint64 t0;
-    double done_seconds; /* trials completed in this invocation, for the ETA */
-    guint done_count;
-    GError *io_error; /* the first failure to write the index */
-} DfqSweepPool;
-
-static void
+void
 dfq_sweep_job_free (DfqSweepJob *job)
 {
     g_free (job->dir);
@@ -89,10 +43,11 @@ dfq_sweep_job_free (DfqSweepJob *job)
     g_free (job->exit_text);
     g_free (job->log_tail);
     g_free (job->error);
+    g_free (job->slurm_task);
     g_free (job);
 }
 
-static void
+void
 dfq_sweep_format_seconds (double s, char *buf, gsize n)
 {
     if (!isfinite (s) || s < 0) {
@@ -116,7 +71,7 @@ dfq_sweep_read_json (const char *dir, const char *name, JsonParser **parser)
 }
 
 /* From result.json: finished or diverged (else FALSE: no result yet). */
-static gboolean
+gboolean
 dfq_sweep_job_read_result (DfqSweepJob *job)
 {
     g_autoptr (JsonParser) parser = NULL;
@@ -154,7 +109,7 @@ dfq_sweep_recorded_threads (const char *dir)
 }
 
 /* The last lines of log.txt. */
-static char *
+char *
 dfq_sweep_log_tail (const char *dir)
 {
     g_autofree char *path = g_build_filename (dir, "log.txt", NULL);
@@ -252,6 +207,8 @@ dfq_sweep_job_to_json (DfqSweepPool *pool, DfqSweepJob *job, JsonBuilder *b, gbo
         json_builder_set_member_name (b, "skipped");
         json_builder_add_boolean_value (b, TRUE);
     }
+    if (job->slurm_task != NULL)
+        dfq_sweep_json_member_string (b, "slurm_job", job->slurm_task);
     dfq_sweep_json_member_string (b, "exit", job->exit_text);
     dfq_sweep_json_member_string (b, "error", job->error);
     dfq_sweep_json_member_string (b, "log_tail", job->log_tail);
@@ -279,7 +236,7 @@ dfq_sweep_write_json (const char *path, JsonBuilder *b, GError **error)
     return TRUE;
 }
 
-static void
+void
 dfq_sweep_note_io_error (DfqSweepPool *pool, GError *e)
 {
     if (e == NULL)
@@ -290,7 +247,7 @@ dfq_sweep_note_io_error (DfqSweepPool *pool, GError *e)
         g_error_free (e);
 }
 
-static void
+void
 dfq_sweep_write_trial_json (DfqSweepPool *pool, DfqSweepJob *job)
 {
     g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -301,15 +258,15 @@ dfq_sweep_write_trial_json (DfqSweepPool *pool, DfqSweepJob *job)
     dfq_sweep_note_io_error (pool, e);
 }
 
-static void
-dfq_sweep_count (DfqSweepPool *pool, guint counts[G_N_ELEMENTS (dfq_trial_state_names)])
+void
+dfq_sweep_count (DfqSweepPool *pool, guint counts[DFQ_TRIAL_N_STATES])
 {
-    memset (counts, 0, sizeof (guint) * G_N_ELEMENTS (dfq_trial_state_names));
+    memset (counts, 0, sizeof (guint) * DFQ_TRIAL_N_STATES);
     for (guint i = 0; i < pool->all->len; i++)
         counts[((DfqSweepJob *) pool->all->pdata[i])->state]++;
 }
 
-static void
+void
 dfq_sweep_write_index (DfqSweepPool *pool)
 {
     g_autoptr (JsonBuilder) b = json_builder_new ();
@@ -319,15 +276,16 @@ dfq_sweep_write_index (DfqSweepPool *pool)
     dfq_sweep_json_member_string (b, "sweep_file", file);
     dfq_sweep_json_member_string (b, "pipeline", pool->sweep->pipeline);
     dfq_sweep_json_member_string (b, "dfqlab_version", DFQ_VERSION_STRING);
+    dfq_sweep_json_member_string (b, "launcher", pool->launcher);
     json_builder_set_member_name (b, "jobs");
     json_builder_add_int_value (b, pool->jobs);
     json_builder_set_member_name (b, "eval_limit");
     json_builder_add_int_value (b, pool->sweep->eval_limit);
-    guint counts[G_N_ELEMENTS (dfq_trial_state_names)];
+    guint counts[DFQ_TRIAL_N_STATES];
     dfq_sweep_count (pool, counts);
     json_builder_set_member_name (b, "counts");
     json_builder_begin_object (b);
-    for (guint s = 0; s < G_N_ELEMENTS (dfq_trial_state_names); s++) {
+    for (guint s = 0; s < DFQ_TRIAL_N_STATES; s++) {
         json_builder_set_member_name (b, dfq_trial_state_names[s]);
         json_builder_add_int_value (b, counts[s]);
     }
@@ -365,7 +323,7 @@ dfq_sweep_eta (DfqSweepPool *pool)
 }
 
 /* Queued trials that --only left out. */
-static guint
+guint
 dfq_sweep_count_held (DfqSweepPool *pool)
 {
     guint held = 0;
@@ -376,10 +334,10 @@ dfq_sweep_count_held (DfqSweepPool *pool)
     return held;
 }
 
-static char *
+char *
 dfq_sweep_status_text (DfqSweepPool *pool)
 {
-    guint c[G_N_ELEMENTS (dfq_trial_state_names)];
+    guint c[DFQ_TRIAL_N_STATES];
     dfq_sweep_count (pool, c);
     guint held = dfq_sweep_count_held (pool);
     guint failed = c[DFQ_TRIAL_DIVERGED] + c[DFQ_TRIAL_CRASHED] + c[DFQ_TRIAL_FAILED];
@@ -407,7 +365,7 @@ dfq_sweep_show_status (DfqSweepPool *pool)
 }
 
 /* One line about one trial; on a terminal the live status line is redrawn below it. */
-static void
+void
 dfq_sweep_event (DfqSweepPool *pool, DfqSweepJob *job, const char *what, const char *detail)
 {
     if (pool->tty && pool->status_shown)
@@ -442,7 +400,7 @@ dfq_sweep_child_setup (gpointer data)
     prctl (PR_SET_PDEATHSIG, SIGKILL);
 }
 
-static GPtrArray *
+GPtrArray *
 dfq_sweep_job_argv (DfqSweepPool *pool, DfqSweepJob *job)
 {
     GPtrArray *argv = g_ptr_array_new_with_free_func (g_free);
@@ -471,7 +429,7 @@ dfq_sweep_job_argv (DfqSweepPool *pool, DfqSweepJob *job)
     return argv;
 }
 
-static char *
+char *
 dfq_sweep_quote_argv (char **argv)
 {
     GString *s = g_string_new (NULL);
@@ -503,8 +461,9 @@ dfq_sweep_on_exit (GObject *source, GAsyncResult *res, gpointer data)
     job->log_tail = dfq_sweep_log_tail (job->dir);
     if (dfq_sweep_job_read_result (job))
         ; /* finished or diverged: result.json says so */
-    else if (pool->interrupted)
-        job->state = DFQ_TRIAL_INTERRUPTED;
+    else if (pool->interrupted ||
+             (g_subprocess_get_if_exited (proc) && g_subprocess_get_exit_status (proc) == DFQ_EXIT_REQUEUE))
+        job->state = DFQ_TRIAL_INTERRUPTED; /* by the sweep, or stopped by a signal from elsewhere */
     else if (g_subprocess_get_if_signaled (proc))
         job->state = DFQ_TRIAL_CRASHED;
     else
@@ -745,65 +704,109 @@ dfq_sweep_print_dry_run (DfqSweepPool *pool)
     }
 }
 
-gboolean
-dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
+typedef struct {
+    gboolean dry_run, status, no_wait, requeue;
+    gint jobs, threads, array_limit;
+    char *out, *launcher, *partition, *time;
+    GStrv only, sbatch_args;
+} DfqSweepArgs;
+
+static void
+dfq_sweep_args_clear (DfqSweepArgs *a)
 {
-    gboolean help = FALSE, dry_run = FALSE;
-    gint jobs = 1, threads_opt = 0;
-    g_autofree char *out_opt = NULL;
-    g_auto (GStrv) only = NULL;
+    g_free (a->out);
+    g_free (a->launcher);
+    g_free (a->partition);
+    g_free (a->time);
+    g_strfreev (a->only);
+    g_strfreev (a->sbatch_args);
+}
+
+static gboolean
+dfq_sweep_parse_args (DfqCli *cli, int *argc, char ***argv, DfqSweepArgs *a, gboolean *help, GError **error)
+{
     const GOptionEntry entries[] = {
-        { "jobs", 'j', 0, G_OPTION_ARG_INT, &jobs, "Trials run at once (default 1); each gets cores/N threads", "N" },
-        { "threads", 't', 0, G_OPTION_ARG_INT, &threads_opt,
-          "Threads per trial (default cores/N); a sweep that sets threads, or a trial resumed with another count, keeps its own", "T" },
-        { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &dry_run, "Validate and list the trials and their overrides; run nothing", NULL },
-        { "out", 'o', 0, G_OPTION_ARG_FILENAME, &out_opt, "Output directory (default runs/<sweep name>)", "DIR" },
-        { "only", 0, 0, G_OPTION_ARG_STRING_ARRAY, &only,
+        { "jobs", 'j', 0, G_OPTION_ARG_INT, &a->jobs, "Trials run at once (default 1); each gets cores/N threads", "N" },
+        { "threads", 't', 0, G_OPTION_ARG_INT, &a->threads,
+          "Threads per trial (default cores/N; with Slurm 1, = --cpus-per-task); a sweep that sets threads, or a trial "
+          "resumed with another count, keeps its own", "T" },
+        { "dry-run", 'n', 0, G_OPTION_ARG_NONE, &a->dry_run, "Validate and list the trials and their overrides; run nothing", NULL },
+        { "out", 'o', 0, G_OPTION_ARG_FILENAME, &a->out, "Output directory (default runs/<sweep name>)", "DIR" },
+        { "only", 0, 0, G_OPTION_ARG_STRING_ARRAY, &a->only,
           "Run only the trials whose label or id matches this glob (repeatable; e.g. 'w_bits=3,*')", "GLOB" },
+        { "launcher", 0, 0, G_OPTION_ARG_STRING, &a->launcher,
+          "local (default: a pool of -j processes here) or slurm (one job array, submitted with sbatch)", "NAME" },
+        { "partition", 'p', 0, G_OPTION_ARG_STRING, &a->partition, "Slurm partition (default: the cluster's)", "P" },
+        { "time", 0, 0, G_OPTION_ARG_STRING, &a->time, "Slurm time limit per trial, as sbatch --time takes it", "T" },
+        { "array-limit", 0, 0, G_OPTION_ARG_INT, &a->array_limit, "At most N array tasks run at once (sbatch --array=...%N)", "N" },
+        { "sbatch-arg", 0, 0, G_OPTION_ARG_STRING_ARRAY, &a->sbatch_args,
+          "One more #SBATCH line, e.g. --sbatch-arg=--account=A (repeatable; later lines win)", "ARG" },
+        { "no-wait", 0, 0, G_OPTION_ARG_NONE, &a->no_wait, "Slurm: submit and return (--status shows progress)", NULL },
+        { "requeue", 0, 0, G_OPTION_ARG_NONE, &a->requeue,
+          "Slurm: a trial stopped by its time-limit signal requeues itself and resumes (default: the rerun resumes it)", NULL },
+        { "status", 0, 0, G_OPTION_ARG_NONE, &a->status, "Slurm: where the submitted trials are; submits nothing", NULL },
         { NULL }
     };
-    if (!dfq_cli_parse (cli, "sweep", "SWEEP.yaml", "Expand a sweep file and run its trials",
-                        "Each trial runs as `dfq run` in its own process, into <out>/<label>-<id>/ (log in log.txt); "
-                        "<out>/sweep.json indexes them. Running the same command again skips finished trials and "
-                        "resumes the others. Ctrl-C stops the running trials after their current step. "
-                        "See docs/sweeps.md.",
-                        entries, &argc, &argv, &help, error))
-        return FALSE;
-    if (help)
-        return TRUE;
+    return dfq_cli_parse (cli, "sweep", "SWEEP.yaml", "Expand a sweep file and run its trials",
+                          "Each trial runs as `dfq run` in its own process, into <out>/<label>-<id>/ (log in log.txt); "
+                          "<out>/sweep.json indexes them. Running the same command again skips finished trials and "
+                          "resumes the others. Ctrl-C stops the running trials after their current step. With "
+                          "--launcher slurm the trials are one Slurm job array (<out>/slurm/sweep.sbatch) and the "
+                          "rerun resubmits only the unfinished ones. See docs/sweeps.md.",
+                          entries, argc, argv, help, error);
+}
+
+static gboolean
+dfq_sweep_check_args (const DfqSweepArgs *a, int argc, GError **error)
+{
     if (argc != 2) {
         g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_FAILED, "sweep: expected one sweep file (see --help)");
         return FALSE;
     }
-    if (jobs < 1 || jobs > 256) {
-        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "sweep: -j must be in 1 .. 256, not %d", jobs);
+    if (a->jobs < 1 || a->jobs > 256) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "sweep: -j must be in 1 .. 256, not %d", a->jobs);
         return FALSE;
     }
-    if (threads_opt < 0 || threads_opt > 1024) {
+    if (a->threads < 0 || a->threads > 1024) {
         g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                     "sweep: --threads must be in 1 .. 1024 (or 0: cores / -j), not %d", threads_opt);
+                     "sweep: --threads must be in 1 .. 1024 (or 0: cores / -j), not %d", a->threads);
         return FALSE;
     }
-    DfqRegistry *registry = dfq_cli_get_registry (cli);
-    g_autoptr (DfqSweep) sweep = dfq_sweep_new_from_file (registry, argv[1], error);
-    if (sweep == NULL)
+    if (a->array_limit < 0) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                     "sweep: --array-limit must be >= 1 (or 0: no limit), not %d", a->array_limit);
         return FALSE;
+    }
+    gboolean slurm = a->launcher != NULL && g_str_equal (a->launcher, "slurm");
+    if (a->launcher != NULL && !slurm && !g_str_equal (a->launcher, "local")) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                     "sweep: unknown --launcher '%s' (known: local, slurm)", a->launcher);
+        return FALSE;
+    }
+    const char *slurm_only = a->partition != NULL ? "--partition"
+                             : a->time != NULL    ? "--time"
+                             : a->array_limit > 0 ? "--array-limit"
+                             : a->sbatch_args     ? "--sbatch-arg"
+                             : a->no_wait         ? "--no-wait"
+                             : a->requeue         ? "--requeue"
+                                                  : NULL;
+    if (!slurm && slurm_only != NULL) {
+        g_set_error (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
+                     "sweep: %s is an option of --launcher slurm (the local pool runs the trials here)", slurm_only);
+        return FALSE;
+    }
+    return TRUE;
+}
 
-    DfqSweepPool pool = { 0 };
-    pool.sweep = sweep;
-    g_autofree char *out_rel = out_opt != NULL ? g_strdup (out_opt) : g_build_filename ("runs", sweep->name, NULL);
-    g_autofree char *out = g_canonicalize_filename (out_rel, NULL);
-    pool.out = out;
-    pool.jobs = jobs;
-    gint cores = (gint) g_get_num_processors ();
-    pool.threads = threads_opt > 0 ? threads_opt : MAX (1, cores / jobs);
-    pool.plugin_path = cli->plugin_path;
-    pool.tty = isatty (STDERR_FILENO);
-    g_autoptr (GPtrArray) all = pool.all = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_sweep_job_free);
+/* One job per trial, with its directory and the state its files say. */
+static void
+dfq_sweep_add_jobs (DfqSweepPool *pool)
+{
+    DfqSweep *sweep = pool->sweep;
     for (guint i = 0; i < sweep->trials->len; i++) {
         DfqSweepJob *job = g_new0 (DfqSweepJob, 1);
         job->trial = sweep->trials->pdata[i];
-        job->dir = dfq_sweep_find_dir (out, job->trial);
+        job->dir = dfq_sweep_find_dir (pool->out, job->trial);
         job->seed = dfq_sweep_trial_int (job->trial, "seed");
         job->last_top1 = job->best_top1 = NAN;
         job->state = DFQ_TRIAL_QUEUED;
@@ -813,28 +816,18 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
         gint recorded = dfq_sweep_recorded_threads (job->dir);
         job->threads = job->trial->sets_threads ? dfq_sweep_trial_int (job->trial, "threads")
                        : recorded > 0           ? recorded
-                                                : pool.threads;
-        g_ptr_array_add (all, job);
+                                                : pool->threads;
+        g_ptr_array_add (pool->all, job);
     }
-    if (only != NULL && !dfq_sweep_select (&pool, (const char *const *) only, error))
-        return FALSE;
+}
 
-    if (dry_run) {
-        dfq_sweep_print_dry_run (&pool);
-        return TRUE;
-    }
-
-    pool.exe = dfq_sweep_self_exe ();
-    g_autofree char *exe = pool.exe;
-    if (exe == NULL) {
-        g_set_error (error, DFQ_SWEEP_ERROR, DFQ_SWEEP_ERROR_IO, "cannot find the dfq executable to run the trials");
-        return FALSE;
-    }
+int
+dfq_sweep_lock (const char *out, GError **error)
+{
     if (g_mkdir_with_parents (out, 0755) != 0) {
         g_set_error (error, DFQ_SWEEP_ERROR, DFQ_SWEEP_ERROR_IO, "cannot create %s: %s", out, g_strerror (errno));
-        return FALSE;
+        return -1;
     }
-    /* One sweep at a time per output directory (the lock dies with us). */
     g_autofree char *lock_path = g_build_filename (out, ".sweep.lock", NULL);
     int lock_fd = g_open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0 || flock (lock_fd, LOCK_EX | LOCK_NB) != 0) {
@@ -843,55 +836,22 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
                      lock_fd < 0 ? g_strerror (errno) : "locked");
         if (lock_fd >= 0)
             close (lock_fd);
-        return FALSE;
+        return -1;
     }
+    return lock_fd;
+}
 
-    guint before = 0, to_run = 0;
-    gboolean over = FALSE;
-    for (guint i = 0; i < all->len; i++) {
-        DfqSweepJob *job = all->pdata[i];
-        before += job->before;
-        to_run += job->state == DFQ_TRIAL_QUEUED && !job->held;
-        over |= job->state == DFQ_TRIAL_QUEUED && !job->held && job->threads * MIN (jobs, (gint) to_run) > cores;
-    }
-    guint held = dfq_sweep_count_held (&pool);
-    g_autofree char *held_text = held > 0 ? g_strdup_printf (", %u not selected by --only", held) : g_strdup ("");
-    fprintf (stderr, "dfq sweep %s: %u trials (%u done before, %u to run%s) from %s\n", sweep->name, all->len, before,
-             to_run, held_text, sweep->path);
-    fprintf (stderr, "output %s; -j %d x %d thread%s (%d cores)\n", out, jobs, pool.threads,
-             pool.threads == 1 ? "" : "s", cores);
-    if (over)
-        fprintf (stderr, "dfq sweep: warning: -j %d x the trials' threads exceeds the %d cores (set by the sweep, or "
-                         "recorded by interrupted trials): they will compete for the cores\n",
-                 jobs, cores);
-    pool.t0 = g_get_monotonic_time ();
-    dfq_sweep_write_index (&pool);
-
-    g_autoptr (GMainLoop) loop = pool.loop = g_main_loop_new (NULL, FALSE);
-    guint sigint = g_unix_signal_add (SIGINT, dfq_sweep_on_signal, &pool);
-    guint sigterm = g_unix_signal_add (SIGTERM, dfq_sweep_on_signal, &pool);
-    guint tick = pool.tty ? g_timeout_add_seconds (1, dfq_sweep_tick, &pool) : 0;
-    if (to_run > 0) {
-        dfq_sweep_launch_more (&pool);
-        if (pool.running > 0)
-            g_main_loop_run (loop);
-    }
-    g_source_remove (sigint);
-    g_source_remove (sigterm);
-    if (tick != 0)
-        g_source_remove (tick);
-    if (pool.tty && pool.status_shown)
-        fprintf (stderr, "\r\033[K");
-    dfq_sweep_write_index (&pool);
-    close (lock_fd);
-
-    /* summary */
-    guint c[G_N_ELEMENTS (dfq_trial_state_names)];
-    dfq_sweep_count (&pool, c);
+gboolean
+dfq_sweep_summarize (DfqSweepPool *pool, guint before, GError **error)
+{
+    GPtrArray *all = pool->all;
+    guint held = dfq_sweep_count_held (pool);
+    guint c[DFQ_TRIAL_N_STATES];
+    dfq_sweep_count (pool, c);
     char el[32];
-    dfq_sweep_format_seconds ((g_get_monotonic_time () - pool.t0) / 1e6, el, sizeof el);
-    printf ("sweep %s: %u trials in %s: %u finished", sweep->name, all->len, el, c[DFQ_TRIAL_FINISHED]);
-    for (guint s = DFQ_TRIAL_DIVERGED; s < G_N_ELEMENTS (dfq_trial_state_names); s++)
+    dfq_sweep_format_seconds ((g_get_monotonic_time () - pool->t0) / 1e6, el, sizeof el);
+    printf ("sweep %s: %u trials in %s: %u finished", pool->sweep->name, all->len, el, c[DFQ_TRIAL_FINISHED]);
+    for (guint s = DFQ_TRIAL_DIVERGED; s < DFQ_TRIAL_N_STATES; s++)
         if (c[s] > 0)
             printf (", %u %s", c[s], dfq_trial_state_names[s]);
     if (c[DFQ_TRIAL_QUEUED] > held)
@@ -911,14 +871,14 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
                 : job->exit_text                                       ? job->exit_text
                                                                        : "");
     }
-    printf ("index: %s/sweep.json; tables and plots: dfq report %s\n", out, out);
+    printf ("index: %s/sweep.json; tables and plots: dfq report %s\n", pool->out, pool->out);
     fflush (stdout);
 
-    if (pool.io_error != NULL) {
-        g_propagate_error (error, pool.io_error);
+    if (pool->io_error != NULL) {
+        g_propagate_error (error, g_steal_pointer (&pool->io_error));
         return FALSE;
     }
-    if (pool.interrupted) {
+    if (pool->interrupted || c[DFQ_TRIAL_INTERRUPTED] > 0) {
         g_set_error (error, DFQ_SWEEP_ERROR, DFQ_SWEEP_ERROR_INTERRUPTED,
                      "interrupted; run the same command again to continue (finished trials are skipped)");
         return FALSE;
@@ -930,4 +890,111 @@ dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
         return FALSE;
     }
     return TRUE;
+}
+
+/* The local process pool: -j trials at once until none is queued. */
+static gboolean
+dfq_sweep_run_local (DfqSweepPool *pool, GError **error)
+{
+    GPtrArray *all = pool->all;
+    gint cores = (gint) g_get_num_processors ();
+    int lock_fd = dfq_sweep_lock (pool->out, error);
+    if (lock_fd < 0)
+        return FALSE;
+    guint before = 0, to_run = 0;
+    gboolean over = FALSE;
+    for (guint i = 0; i < all->len; i++) {
+        DfqSweepJob *job = all->pdata[i];
+        before += job->before;
+        to_run += job->state == DFQ_TRIAL_QUEUED && !job->held;
+        over |= job->state == DFQ_TRIAL_QUEUED && !job->held && job->threads * MIN (pool->jobs, (gint) to_run) > cores;
+    }
+    guint held = dfq_sweep_count_held (pool);
+    g_autofree char *held_text = held > 0 ? g_strdup_printf (", %u not selected by --only", held) : g_strdup ("");
+    fprintf (stderr, "dfq sweep %s: %u trials (%u done before, %u to run%s) from %s\n", pool->sweep->name, all->len,
+             before, to_run, held_text, pool->sweep->path);
+    fprintf (stderr, "output %s; -j %d x %d thread%s (%d cores)\n", pool->out, pool->jobs, pool->threads,
+             pool->threads == 1 ? "" : "s", cores);
+    if (over)
+        fprintf (stderr, "dfq sweep: warning: -j %d x the trials' threads exceeds the %d cores (set by the sweep, or "
+                         "recorded by interrupted trials): they will compete for the cores\n",
+                 pool->jobs, cores);
+    pool->t0 = g_get_monotonic_time ();
+    dfq_sweep_write_index (pool);
+
+    g_autoptr (GMainLoop) loop = pool->loop = g_main_loop_new (NULL, FALSE);
+    guint sigint = g_unix_signal_add (SIGINT, dfq_sweep_on_signal, pool);
+    guint sigterm = g_unix_signal_add (SIGTERM, dfq_sweep_on_signal, pool);
+    guint tick = pool->tty ? g_timeout_add_seconds (1, dfq_sweep_tick, pool) : 0;
+    if (to_run > 0) {
+        dfq_sweep_launch_more (pool);
+        if (pool->running > 0)
+            g_main_loop_run (loop);
+    }
+    g_source_remove (sigint);
+    g_source_remove (sigterm);
+    if (tick != 0)
+        g_source_remove (tick);
+    if (pool->tty && pool->status_shown)
+        fprintf (stderr, "\r\033[K");
+    dfq_sweep_write_index (pool);
+    close (lock_fd);
+    return dfq_sweep_summarize (pool, before, error);
+}
+
+static gboolean
+dfq_sweep_dispatch (DfqCli *cli, const char *file, const DfqSweepArgs *a, GError **error)
+{
+    gboolean slurm = a->launcher != NULL && g_str_equal (a->launcher, "slurm");
+    DfqRegistry *registry = dfq_cli_get_registry (cli);
+    g_autoptr (DfqSweep) sweep = dfq_sweep_new_from_file (registry, file, error);
+    if (sweep == NULL)
+        return FALSE;
+
+    DfqSweepPool pool = { 0 };
+    pool.sweep = sweep;
+    g_autofree char *out_rel = a->out != NULL ? g_strdup (a->out) : g_build_filename ("runs", sweep->name, NULL);
+    g_autofree char *out = g_canonicalize_filename (out_rel, NULL);
+    pool.out = out;
+    pool.jobs = a->jobs;
+    pool.launcher = slurm ? "slurm" : "local";
+    gint cores = (gint) g_get_num_processors ();
+    /* on a cluster the node is not this machine: one core per trial unless told */
+    pool.threads = a->threads > 0 ? a->threads : slurm ? 1 : MAX (1, cores / a->jobs);
+    pool.plugin_path = cli->plugin_path;
+    pool.tty = isatty (STDERR_FILENO);
+    g_autoptr (GPtrArray) all = pool.all = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_sweep_job_free);
+    dfq_sweep_add_jobs (&pool);
+    if (a->only != NULL && !dfq_sweep_select (&pool, (const char *const *) a->only, error))
+        return FALSE;
+    if (a->dry_run) {
+        dfq_sweep_print_dry_run (&pool);
+        return TRUE;
+    }
+    pool.exe = dfq_sweep_self_exe ();
+    g_autofree char *exe = pool.exe;
+    if (exe == NULL) {
+        g_set_error (error, DFQ_SWEEP_ERROR, DFQ_SWEEP_ERROR_IO, "cannot find the dfq executable to run the trials");
+        return FALSE;
+    }
+    pool.t0 = g_get_monotonic_time ();
+    if (a->status)
+        return dfq_sweep_slurm_status (&pool, error);
+    if (!slurm)
+        return dfq_sweep_run_local (&pool, error);
+    DfqSweepSlurmOptions so = { a->partition, a->time, a->array_limit, (const char *const *) a->sbatch_args,
+                                a->no_wait, a->requeue };
+    return dfq_sweep_slurm_run (&pool, &so, error);
+}
+
+gboolean
+dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error)
+{
+    gboolean help = FALSE;
+    DfqSweepArgs a = { .jobs = 1 };
+    gboolean ok = dfq_sweep_parse_args (cli, &argc, &argv, &a, &help, error);
+    if (ok && !help)
+        ok = dfq_sweep_check_args (&a, argc, error) && dfq_sweep_dispatch (cli, argv[1], &a, error);
+    dfq_sweep_args_clear (&a);
+    return ok;
 }

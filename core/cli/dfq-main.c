@@ -1,6 +1,7 @@
 /* The dfq command line (core/cli): global options, the subcommand table and
  * the only place that turns a GError into an exit status (2: usage or an
- * invalid pipeline; 1: anything at run time). Each subcommand lives in its own
+ * invalid pipeline; DFQ_EXIT_REQUEUE: a run stopped by a signal, to resume;
+ * 1: anything else at run time). Each subcommand lives in its own
  * dfq-cmd-<name>.c. */
 #include <stdio.h>
 #include <string.h>
@@ -109,6 +110,8 @@ dfq_cli_exit_status (const GError *error)
 {
     if (error->domain == DFQ_PIPELINE_ERROR || error->domain == G_OPTION_ERROR)
         return 2;
+    if (g_error_matches (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED))
+        return DFQ_EXIT_REQUEUE;
     return 1;
 }
 

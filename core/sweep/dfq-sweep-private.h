@@ -26,6 +26,7 @@ typedef enum {
     DFQ_SWEEP_ERROR_TRIALS,      /* some trials crashed, diverged or failed */
     DFQ_SWEEP_ERROR_INTERRUPTED, /* stopped by a signal; rerun to continue */
     DFQ_SWEEP_ERROR_NO_RUNS,     /* dfq report: no run directory found */
+    DFQ_SWEEP_ERROR_SLURM,       /* --launcher slurm: sbatch/squeue missing, or Slurm refused the job */
 } DfqSweepError;
 
 DFQ_API GQuark dfq_sweep_error_quark (void);
