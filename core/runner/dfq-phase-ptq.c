@@ -7,8 +7,11 @@
  * - `calibrate`: the student runs over the image set with the quantizer in
  *   CALIBRATE mode (activation ranges measured), one batch per unit.
  * - `evaluate`: the quantized student on the evaluation split (one unit). */
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <glib/gstdio.h>
 
@@ -26,6 +29,8 @@ typedef struct {
     char *cache_path; /* <cache>/<key>/images.safetensors, or NULL (reuse off) */
     gboolean from_cache;
     gboolean has_labels;
+    int lock_fd;      /* flock on <cache entry>.lock while this run makes the set */
+    gboolean locked;  /* lock_fd is open and locked */
 } DfqPhaseSynthesize;
 
 /* ------------------------------------------------------------ the key */
@@ -141,12 +146,53 @@ dfq_synthesize_on_progress (gpointer data, gint iter, gint iters, double loss)
     dfq_run_progress (r, "synthesize", r->prog.epoch, r->prog.epochs, iter, iters);
 }
 
+/* Runs that start together with the same key (the array tasks of a sweep)
+ * make the set once: the first holds an exclusive flock on the cache entry
+ * while it synthesises, the others wait for it and then load the set. The
+ * kernel drops the lock of a killed process. Best effort: without a lock file
+ * every run synthesises on its own, as it would without the cache. */
+static void
+dfq_synthesize_lock (DfqPhaseSynthesize *s)
+{
+    if (s->cache_path == NULL)
+        return;
+    g_autofree char *dir = g_path_get_dirname (s->cache_path);
+    g_autofree char *lock = g_strconcat (s->cache_path, ".lock", NULL);
+    if (g_mkdir_with_parents (dir, 0755) != 0)
+        return;
+    int fd = open (lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return;
+    if (flock (fd, LOCK_EX | LOCK_NB) != 0) {
+        g_info ("waiting for another run making the image set %s", s->cache_path);
+        if (flock (fd, LOCK_EX) != 0) {
+            close (fd);
+            return;
+        }
+    }
+    s->lock_fd = fd;
+    s->locked = TRUE;
+}
+
+static void
+dfq_synthesize_unlock (DfqPhaseSynthesize *s)
+{
+    if (s->locked) {
+        flock (s->lock_fd, LOCK_UN);
+        close (s->lock_fd);
+        s->locked = FALSE;
+    }
+}
+
 static gboolean
 dfq_synthesize_begin (DfqRun *r, DfqPhase *p, gint *unit, GError **error)
 {
     DfqPhaseSynthesize *s = (DfqPhaseSynthesize *) p;
     const DfqSynthesizerClass *sk = DFQ_SYNTHESIZER_CLASS (r->synth);
+    if (*unit == 0 && !s->locked)
+        dfq_synthesize_lock (s);
     if (*unit == 0 && dfq_synthesize_load_cached (r, s)) {
+        dfq_synthesize_unlock (s);
         s->from_cache = TRUE;
         g_info ("image set %s taken from the cache %s", s->key, s->cache_path);
         *unit = p->n_units;
@@ -244,6 +290,7 @@ dfq_synthesize_end (DfqRun *r, DfqPhase *p, GError **error)
         if (!dfq_synthesize_write (r, s, s->cache_path, &e))
             g_warning ("image set not cached (the run goes on): %s", e->message);
     }
+    dfq_synthesize_unlock (s);
     return TRUE;
 }
 
@@ -251,6 +298,7 @@ static void
 dfq_synthesize_clear (DfqPhase *p)
 {
     DfqPhaseSynthesize *s = (DfqPhaseSynthesize *) p;
+    dfq_synthesize_unlock (s);
     g_clear_pointer (&s->key, g_free);
     g_clear_pointer (&s->key_text, g_free);
     g_clear_pointer (&s->cache_path, g_free);
