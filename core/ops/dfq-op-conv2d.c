@@ -364,18 +364,59 @@ dfq_conv2d_direct_plane (const float *restrict xp, gint64 h, gint64 w, const flo
     }
 }
 
+/* ---- the fused eval epilogue outside the 3x3 kernels ----
+ * y = act (fma (y - mean, scale, shift) + res) over one output plane, right
+ * after the conv wrote it (in cache): the eval BN op's rounding (a fused
+ * multiply-add, which dfq_priv_conv2d_fusable requires), the add op's sum and
+ * the relu / relu6 ops' selects, so the bits are those of the separate ops. */
+static inline float
+dfq_conv2d_act (float r, gboolean relu, gboolean relu6)
+{
+    if (relu6)
+        return r > 0.0f ? (r < 6.0f ? r : 6.0f) : 0.0f;
+    return relu ? (r > 0.0f ? r : 0.0f) : r;
+}
+
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_conv2d_epilogue_plane (float *restrict y, const float *restrict res, gint64 n, float m, float a, float b,
+                           gboolean relu, gboolean relu6)
+{
+    if (res != NULL)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            y[k] = dfq_conv2d_act (fmaf (y[k] - m, a, b) + res[k], relu, relu6);
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            y[k] = dfq_conv2d_act (fmaf (y[k] - m, a, b), relu, relu6);
+}
+
+/* The epilogue of output channel co of image n. */
+static inline void
+dfq_conv2d_epilogue (const DfqConv2dGeom *g, const DfqPrivConvEpilogue *ep, float *y, gint64 n, gint64 co)
+{
+    const gint64 off = (n * g->co + co) * g->p_out;
+    dfq_conv2d_epilogue_plane (y + off, ep->residual != NULL ? ep->residual + off : NULL, g->p_out, ep->mean[co],
+                               ep->scale[co], ep->shift[co], ep->relu, ep->relu6);
+}
+
+/* One (image, output channel) plane per iteration, a static schedule over the
+ * planes (the work of a plane depends on its shape only). */
 static void
 dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *w,
-                           const float *b, float *y)
+                           const float *b, float *y, const DfqPrivConvEpilogue *ep)
 {
     const gint64 kk = g->kh * g->kw;
-#pragma omp parallel for collapse(2) schedule(guided) if (g->n * g->co > 1)
+#pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1 && g->n * g->co * g->p_out * kk > 32768)
     for (gint64 n = 0; n < g->n; n++)
-        for (gint64 co = 0; co < g->co; co++)
+        for (gint64 co = 0; co < g->co; co++) {
             dfq_conv2d_direct_plane (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w,
                                      w + co * kk, g->kh, g->kw, g->s, g->p, g->p,
                                      y + (n * g->co + co) * g->p_out, g->ho, g->wo,
                                      b != NULL ? b[co] : 0.0f, FALSE);
+            if (ep != NULL)
+                dfq_conv2d_epilogue (g, ep, y, n, co);
+        }
 }
 
 /* Weight (into aw[kh*kw], when @a) and bias (into *ab, when not NULL) gradient
@@ -974,8 +1015,8 @@ dfq_conv3_store_fused (const DfqConv3Geom *k, const __m512 (*tile)[DFQ_CONV3_NV]
     int n_seg[DFQ_CONV3_NV];
     for (int v = 0; v < nv; v++)
         n_seg[v] = dfq_conv3_segments (k, q0 + 16 * v, seg_mask[v], seg_base[v]);
-    const __m512 zero = _mm512_setzero_ps ();
-    const gboolean relu = ep->relu;
+    const __m512 zero = _mm512_setzero_ps (), six = _mm512_set1_ps (6.0f);
+    const gboolean relu = ep->relu || ep->relu6, relu6 = ep->relu6;
     for (int t = 0; t < n_t; t++) {
         const gint64 co = cb + t;
         float *yc = y + co * out_plane;
@@ -992,7 +1033,9 @@ dfq_conv3_store_fused (const DfqConv3Geom *k, const __m512 (*tile)[DFQ_CONV3_NV]
                 if (rc != NULL)
                     r = _mm512_add_ps (r, _mm512_maskz_loadu_ps (m, rc + seg_base[v][sg])); /* add */
                 if (relu)
-                    r = _mm512_max_ps (r, zero); /* relu */
+                    r = _mm512_max_ps (r, zero); /* relu (NaN -> 0 as the op's select) */
+                if (relu6)
+                    r = _mm512_min_ps (r, six); /* relu6: min (max (r, 0), 6) */
                 _mm512_mask_storeu_ps (yc + seg_base[v][sg], m, r);
             }
     }
@@ -1339,6 +1382,26 @@ dfq_conv2d_gemm_single (const DfqConv2dGeom *g, const float *x, const float *w, 
 
 static gboolean dfq_conv3_fused_usable (const DfqConv2dGeom *g, gboolean has_bias);
 
+/* The 3x3 kernels, one image per iteration (the epilogue in their registers). */
+static void
+dfq_conv2d_conv3_forward (const DfqConv2dGeom *g, DfqArena *arena, const float *x, const float *w, const float *b,
+                          float *y, const DfqPrivConvEpilogue *ep, int n_threads)
+{
+    DfqConv3Geom k;
+    dfq_conv3_geom (&k, g->ci, g->co, g->h, g->w, g->s);
+    float *wpack = dfq_arena_alloc_uninit (arena, (gsize) (k.cout_pad * k.cin * 9) * sizeof (float));
+    dfq_conv3_pack_forward (&k, w, wpack);
+    const gsize ws_size = (gsize) k.xp_size;
+    float *ws = dfq_arena_alloc_uninit (arena, (gsize) n_threads * ws_size * sizeof (float));
+    const gint64 x_step = g->ci * g->h * g->w, y_step = g->co * g->p_out;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (g->n > 1)
+    for (gint64 n = 0; n < g->n; n++)
+        dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE, ep,
+                         ep != NULL && ep->residual != NULL ? ep->residual + n * y_step : NULL,
+                         n + 1 < g->n ? x + (n + 1) * x_step : NULL,
+                         ws + (gsize) dfq_conv2d_thread_id () * ws_size);
+}
+
 /* The forward, with an epilogue only where dfq_priv_conv2d_fusable said so. */
 static void
 dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
@@ -1352,33 +1415,27 @@ dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
 
     if (g.n == 0 || g.co == 0 || g.p_out == 0)
         return;
-    g_assert (ep == NULL || dfq_conv3_fused_usable (&g, b != NULL));
-    if (g.direct && ep == NULL) {
-        dfq_conv2d_direct_forward (&g, x, w, b, y);
+    const int n_threads = dfq_get_num_threads ();
+    /* The epilogue runs in the 3x3 kernel where it can, else after each image. */
+    const gboolean conv3 = ep != NULL ? dfq_conv3_fused_usable (&g, b != NULL)
+                                      : dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g);
+    if (conv3) {
+        dfq_conv2d_conv3_forward (&g, dst->arena, x, w, b, y, ep, n_threads);
         return;
     }
-
-    const int n_threads = dfq_get_num_threads ();
-    if (ep != NULL || dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g)) {
-        DfqConv3Geom k;
-        dfq_conv3_geom (&k, g.ci, g.co, g.h, g.w, g.s);
-        float *wpack = dfq_arena_alloc_uninit (dst->arena, (gsize) (k.cout_pad * k.cin * 9) * sizeof (float));
-        dfq_conv3_pack_forward (&k, w, wpack);
-        const gsize ws_size = (gsize) k.xp_size;
-        float *ws = dfq_arena_alloc_uninit (dst->arena, (gsize) n_threads * ws_size * sizeof (float));
-        const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (g.n > 1)
-        for (gint64 n = 0; n < g.n; n++)
-            dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE, ep,
-                             ep != NULL && ep->residual != NULL ? ep->residual + n * y_step : NULL,
-                             n + 1 < g.n ? x + (n + 1) * x_step : NULL,
-                             ws + (gsize) dfq_conv2d_thread_id () * ws_size);
+    if (g.direct) {
+        dfq_conv2d_direct_forward (&g, x, w, b, y, ep);
         return;
     }
     const gsize col_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
     if (g.n == 1) {
         float *col = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, col_size * sizeof (float)) : NULL;
         dfq_conv2d_gemm_single (&g, x, w, b, y, col, n_threads);
+        if (ep != NULL) {
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (g.co * g.p_out > 32768)
+            for (gint64 co = 0; co < g.co; co++)
+                dfq_conv2d_epilogue (&g, ep, y, 0, co);
+        }
         return;
     }
     /* One column buffer per thread (the GEMMs run single-threaded in here). */
@@ -1389,6 +1446,9 @@ dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
     for (gint64 n = 0; n < g.n; n++) {
         float *col = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * col_size : NULL;
         dfq_conv2d_gemm_image (&g, x + n * x_step, w, b, y + n * y_step, col);
+        if (ep != NULL)
+            for (gint64 co = 0; co < g.co; co++)
+                dfq_conv2d_epilogue (&g, ep, y, n, co);
     }
 }
 
@@ -1457,39 +1517,32 @@ dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, const DfqT
 {
     if (x == NULL || weight == NULL || x->dtype != DFQ_DTYPE_F32 || weight->dtype != DFQ_DTYPE_F32 ||
         x->n_dims != 4 || weight->n_dims != 4 || !dfq_tensor_is_contiguous (x) ||
-        !dfq_tensor_is_contiguous (weight) || stride < 1 || groups < 1 ||
-        x->shape[0] == 0 || weight->shape[0] == 0 || x->shape[1] % groups != 0 ||
-        weight->shape[1] != x->shape[1] / groups || weight->shape[2] != 3 || weight->shape[3] != 3 ||
-        x->shape[2] + 2 * padding < 3 || x->shape[3] + 2 * padding < 3)
+        !dfq_tensor_is_contiguous (weight) || stride < 1 || padding < 0 || groups < 1 ||
+        x->shape[0] == 0 || weight->shape[0] == 0 || x->shape[1] % groups != 0 || weight->shape[0] % groups != 0 ||
+        weight->shape[1] != x->shape[1] / groups || weight->shape[2] < 1 || weight->shape[3] < 1 ||
+        x->shape[2] + 2 * padding < weight->shape[2] || x->shape[3] + 2 * padding < weight->shape[3])
         return FALSE;
-    if (dfq_priv_bn_eval_rounding () != DFQ_PRIV_BN_ROUNDING_FMA)
+    if (bias != NULL && (bias->dtype != DFQ_DTYPE_F32 || dfq_tensor_numel (bias) != weight->shape[0]))
         return FALSE;
-    DfqConv2dGeom g = {
-        .n = x->shape[0], .ci = x->shape[1], .h = x->shape[2], .w = x->shape[3],
-        .co = weight->shape[0], .kh = 3, .kw = 3,
-        .ho = (x->shape[2] + 2 * padding - 3) / stride + 1, .wo = (x->shape[3] + 2 * padding - 3) / stride + 1,
-        .s = stride, .p = padding, .g = groups,
-    };
-    g.cig = g.ci / g.g;
-    g.direct = g.cig == 1;
-    return dfq_conv3_fused_usable (&g, bias != NULL);
+    /* Every path applies the BN step as one fused multiply-add. */
+    return dfq_priv_bn_eval_rounding () == DFQ_PRIV_BN_ROUNDING_FMA;
 }
 
 DfqTensor *
 dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride, int padding,
-                       const DfqPrivConvEpilogue *epilogue)
+                       int groups, const DfqPrivConvEpilogue *epilogue)
 {
-    g_return_val_if_fail (dfq_priv_conv2d_fusable (x, weight, bias, stride, padding, 1), NULL);
+    g_return_val_if_fail (dfq_priv_conv2d_fusable (x, weight, bias, stride, padding, groups), NULL);
     g_return_val_if_fail (epilogue != NULL && epilogue->mean != NULL && epilogue->scale != NULL &&
                           epilogue->shift != NULL, NULL);
-    gint64 shape[4] = { x->shape[0], weight->shape[0], (x->shape[2] + 2 * padding - 3) / stride + 1,
-                        (x->shape[3] + 2 * padding - 3) / stride + 1 };
+    gint64 shape[4] = { x->shape[0], weight->shape[0], (x->shape[2] + 2 * padding - weight->shape[2]) / stride + 1,
+                        (x->shape[3] + 2 * padding - weight->shape[3]) / stride + 1 };
     DfqTensor *srcs[3] = { x, weight, bias };
     DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_CONV2D, DFQ_DTYPE_F32, 4, shape, 3, srcs);
     g_return_val_if_fail (!dfq_tensor_requires_grad (t), NULL);
     t->op_params[0] = stride;
     t->op_params[1] = padding;
-    t->op_params[2] = 1;
+    t->op_params[2] = groups;
     dfq_conv2d_forward_with (t, epilogue);
     /* a leaf, as dfq_priv_op_run leaves a result that needs no gradient */
     t->op = DFQ_OP_NONE;
