@@ -364,6 +364,105 @@ dfq_conv2d_direct_plane (const float *restrict xp, gint64 h, gint64 w, const flo
     }
 }
 
+/* ---- depthwise 3x3, padding 1, stride 1 or 2 (MobileNet) ----
+ * The loops above make nine read-modify-write passes over each output row,
+ * with scalar edge columns; on the small planes of a MobileNetV2 (28x28 down
+ * to 4x4) that overhead is most of the work. Here the plane is copied once,
+ * zero-padded, into s*s phase planes (row and column parities for stride 2) of
+ * width wq, so that tap (i, j) of output position q = ho*wq + wo is element
+ * q + (i/s)*wq + j/s of phase (i%s, j%s): one flat vectorised loop over all
+ * positions with the nine taps in registers; columns wo >= Wo of that grid are
+ * computed and dropped. Each output is bias + the taps in (i, j) order, as in
+ * dfq_conv2d_direct_plane (a tap in the padding adds w*0, which changes no
+ * sum that starts at +0). Buffers are on the stack: planes up to 64x64. */
+#define DFQ_DW3_MAX_HW 64
+#define DFQ_DW3_WQ_MAX (DFQ_DW3_MAX_HW + 2)
+#define DFQ_DW3_SLACK 32
+
+static inline gboolean
+dfq_dw3_usable (const DfqConv2dGeom *g)
+{
+    return g->direct && g->kh == 3 && g->kw == 3 && g->p == 1 && (g->s == 1 || g->s == 2) &&
+           g->h <= DFQ_DW3_MAX_HW && g->w <= DFQ_DW3_MAX_HW;
+}
+
+/* The padded phases of one h x w plane: phase (pi, pj) row r, column c holds
+ * padded x[r*s + pi][c*s + pj]; hq x wq each, then DFQ_DW3_SLACK zeros. */
+static void
+dfq_dw3_phases (const float *restrict x, gint64 h, gint64 w, gint64 s, gint64 hq, gint64 wq, float *restrict ph)
+{
+    memset (ph, 0, (gsize) (s * s * hq * wq + DFQ_DW3_SLACK) * sizeof (float));
+    if (s == 1) {
+        for (gint64 r = 0; r < h; r++)
+            memcpy (ph + (r + 1) * wq + 1, x + r * w, (gsize) w * sizeof (float));
+        return;
+    }
+    for (gint64 r = 0; r < h; r++) {
+        const gint64 pr = r + 1;
+        float *e = ph + ((pr % 2) * 2 + 1) * hq * wq + (pr / 2) * wq;     /* padded column 2c + 1 */
+        float *o = ph + ((pr % 2) * 2 + 0) * hq * wq + (pr / 2) * wq + 1; /* padded column 2c + 2 */
+        const float *xr = x + r * w;
+        for (gint64 c = 0; 2 * c < w; c++)
+            e[c] = xr[2 * c];
+        for (gint64 c = 0; 2 * c + 1 < w; c++)
+            o[c] = xr[2 * c + 1];
+    }
+}
+
+/* grid[q] = bias + sum over the taps, q < nq. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_dw3_grid (const float *restrict ph, gint64 s, gint64 hq, gint64 wq, const float *restrict wk, float bias,
+              float *restrict grid, gint64 nq)
+{
+    const float *t[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            t[i * 3 + j] = ph + ((i % s) * s + (j % s)) * hq * wq + (i / s) * wq + j / s;
+    const float *restrict t0 = t[0], *restrict t1 = t[1], *restrict t2 = t[2], *restrict t3 = t[3];
+    const float *restrict t4 = t[4], *restrict t5 = t[5], *restrict t6 = t[6], *restrict t7 = t[7];
+    const float *restrict t8 = t[8];
+    const float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4], w5 = wk[5], w6 = wk[6], w7 = wk[7],
+                w8 = wk[8];
+#pragma omp simd
+    for (gint64 q = 0; q < nq; q++) {
+        float a = bias;
+        a += w0 * t0[q];
+        a += w1 * t1[q];
+        a += w2 * t2[q];
+        a += w3 * t3[q];
+        a += w4 * t4[q];
+        a += w5 * t5[q];
+        a += w6 * t6[q];
+        a += w7 * t7[q];
+        a += w8 * t8[q];
+        grid[q] = a;
+    }
+}
+
+/* One output plane (ho x wo) of a depthwise 3x3 pad-1 conv of the h x w plane
+ * @x: y = it, or y += it with @accumulate. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_dw3_plane (const float *restrict x, gint64 h, gint64 w, gint64 s, const float *restrict wk, float bias,
+               float *restrict y, gint64 ho, gint64 wo, gboolean accumulate)
+{
+    float ph[4 * (DFQ_DW3_WQ_MAX / 2 + 1) * (DFQ_DW3_WQ_MAX / 2 + 1) + DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX +
+             DFQ_DW3_SLACK] __attribute__ ((aligned (64)));
+    float grid[DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX] __attribute__ ((aligned (64)));
+    const gint64 hq = (h + 2 + s - 1) / s, wq = (w + 2 + s - 1) / s;
+    dfq_dw3_phases (x, h, w, s, hq, wq, ph);
+    dfq_dw3_grid (ph, s, hq, wq, wk, bias, grid, ho * wq);
+    for (gint64 r = 0; r < ho; r++) {
+        const float *restrict gr = grid + r * wq;
+        float *restrict yr = y + r * wo;
+        if (accumulate)
+#pragma omp simd
+            for (gint64 k = 0; k < wo; k++)
+                yr[k] += gr[k];
+        else
+            memcpy (yr, gr, (gsize) wo * sizeof (float));
+    }
+}
+
 /* ---- the fused eval epilogue outside the 3x3 kernels ----
  * y = act (fma (y - mean, scale, shift) + res) over one output plane, right
  * after the conv wrote it (in cache): the eval BN op's rounding (a fused
@@ -407,13 +506,17 @@ dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *
                            const float *b, float *y, const DfqPrivConvEpilogue *ep)
 {
     const gint64 kk = g->kh * g->kw;
+    const gboolean dw3 = dfq_dw3_usable (g);
 #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1 && g->n * g->co * g->p_out * kk > 32768)
     for (gint64 n = 0; n < g->n; n++)
         for (gint64 co = 0; co < g->co; co++) {
-            dfq_conv2d_direct_plane (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w,
-                                     w + co * kk, g->kh, g->kw, g->s, g->p, g->p,
-                                     y + (n * g->co + co) * g->p_out, g->ho, g->wo,
-                                     b != NULL ? b[co] : 0.0f, FALSE);
+            const float *xc = x + (n * g->ci + co / g->cog) * g->h * g->w;
+            float *yc = y + (n * g->co + co) * g->p_out;
+            if (dw3)
+                dfq_dw3_plane (xc, g->h, g->w, g->s, w + co * kk, b != NULL ? b[co] : 0.0f, yc, g->ho, g->wo, FALSE);
+            else
+                dfq_conv2d_direct_plane (xc, g->h, g->w, w + co * kk, g->kh, g->kw, g->s, g->p, g->p, yc, g->ho, g->wo,
+                                         b != NULL ? b[co] : 0.0f, FALSE);
             if (ep != NULL)
                 dfq_conv2d_epilogue (g, ep, y, n, co);
         }
@@ -480,6 +583,7 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
      * k-1-p (a gather: vectorised, each gx written once per output channel).
      * Otherwise scatter dY back through the taps. */
     const gboolean transposed = s == 1 && g->p <= g->kh - 1 && g->p <= g->kw - 1;
+    const gboolean dw3 = transposed && dfq_dw3_usable (g); /* then 3x3 pad 1 again */
 
     if (gx != NULL) {
         float *flipped = transposed ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk) * sizeof (float)) : NULL;
@@ -496,6 +600,10 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                 float *gxc = gx + (n * g->ci + grp) * g->h * g->w;
                 for (gint64 co = grp * g->cog; co < (grp + 1) * g->cog; co++) {
                     const float *gyc = gy + (n * g->co + co) * g->p_out;
+                    if (flipped != NULL && dw3) {
+                        dfq_dw3_plane (gyc, g->ho, g->wo, 1, flipped + co * kk, 0.0f, gxc, g->h, g->w, TRUE);
+                        continue;
+                    }
                     if (flipped != NULL) {
                         dfq_conv2d_direct_plane (gyc, g->ho, g->wo, flipped + co * kk, g->kh, g->kw, 1,
                                                  g->kh - 1 - g->p, g->kw - 1 - g->p, gxc, g->h, g->w, 0.0f, TRUE);
