@@ -463,6 +463,62 @@ dfq_dw3_plane (const float *restrict x, gint64 h, gint64 w, gint64 s, const floa
     }
 }
 
+/* Weight gradient of one depthwise 3x3 pad-1 plane pair: t[tap] = sum_q dY
+ * grid[q] * tap[q], dY put on the phases' grid (zero in the dropped columns);
+ * vectorised sums in an order fixed by the build, as dfq_conv2d_sum. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_dw3_wgrad_sums (const float *restrict ph, gint64 s, gint64 hq, gint64 wq, const float *restrict gyg, gint64 nq,
+                    float *restrict t)
+{
+    const float *p[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            p[i * 3 + j] = ph + ((i % s) * s + (j % s)) * hq * wq + (i / s) * wq + j / s;
+    const float *restrict p0 = p[0], *restrict p1 = p[1], *restrict p2 = p[2], *restrict p3 = p[3];
+    const float *restrict p4 = p[4], *restrict p5 = p[5], *restrict p6 = p[6], *restrict p7 = p[7];
+    const float *restrict p8 = p[8];
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f, a8 = 0.0f;
+    /* clang-format off */
+#pragma omp simd reduction(+:a0, a1, a2, a3, a4, a5, a6, a7, a8)
+    /* clang-format on */
+    for (gint64 q = 0; q < nq; q++) {
+        const float gq = gyg[q];
+        a0 += gq * p0[q];
+        a1 += gq * p1[q];
+        a2 += gq * p2[q];
+        a3 += gq * p3[q];
+        a4 += gq * p4[q];
+        a5 += gq * p5[q];
+        a6 += gq * p6[q];
+        a7 += gq * p7[q];
+        a8 += gq * p8[q];
+    }
+    t[0] = a0, t[1] = a1, t[2] = a2, t[3] = a3, t[4] = a4, t[5] = a5, t[6] = a6, t[7] = a7, t[8] = a8;
+}
+
+/* dfq_conv2d_direct_wgrad_channel for the depthwise 3x3 pad-1 convs: the
+ * weight sums of output channel co over all images in order, one double add
+ * per tap and image. */
+static void
+dfq_dw3_wgrad_channel (const DfqConv2dGeom *g, const float *x, const float *gy, gint64 co, double *aw)
+{
+    float ph[4 * (DFQ_DW3_WQ_MAX / 2 + 1) * (DFQ_DW3_WQ_MAX / 2 + 1) + DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX +
+             DFQ_DW3_SLACK] __attribute__ ((aligned (64)));
+    float gyg[DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX] __attribute__ ((aligned (64)));
+    const gint64 s = g->s, hq = (g->h + 2 + s - 1) / s, wq = (g->w + 2 + s - 1) / s;
+    memset (gyg, 0, sizeof gyg);
+    for (gint64 n = 0; n < g->n; n++) {
+        dfq_dw3_phases (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w, s, hq, wq, ph);
+        const float *gyc = gy + (n * g->co + co) * g->p_out;
+        for (gint64 r = 0; r < g->ho; r++)
+            memcpy (gyg + r * wq, gyc + r * g->wo, (gsize) g->wo * sizeof (float));
+        float t[9];
+        dfq_dw3_wgrad_sums (ph, s, hq, wq, gyg, g->ho * wq, t);
+        for (int k = 0; k < 9; k++)
+            aw[k] += t[k];
+    }
+}
+
 /* ---- the fused eval epilogue outside the 3x3 kernels ----
  * y = act (fma (y - mean, scale, shift) + res) over one output plane, right
  * after the conv wrote it (in cache): the eval BN op's rounding (a fused
@@ -635,12 +691,20 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
         /* One output channel per iteration, images in order: the sums do not
          * depend on the thread count. */
         double *acc = dfq_arena_alloc (scratch, (gsize) (g->co * (kk + 1)) * sizeof (double));
-        float *rows = gw != NULL ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk * g->wo) * sizeof (float)) : NULL;
+        const gboolean dw3_w = gw != NULL && dfq_dw3_usable (g);
+        float *rows = gw != NULL && !dw3_w ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk * g->wo) * sizeof (float))
+                                           : NULL;
 #pragma omp parallel for schedule(static) if (g->co > 1)
         for (gint64 co = 0; co < g->co; co++) {
             double *aw = acc + co * (kk + 1);
-            dfq_conv2d_direct_wgrad_channel (g, x, gy, co, rows != NULL ? rows + co * kk * g->wo : NULL,
-                                             aw, gb != NULL ? aw + kk : NULL);
+            if (dw3_w) {
+                dfq_dw3_wgrad_channel (g, x, gy, co, aw);
+                if (gb != NULL)
+                    dfq_conv2d_direct_wgrad_channel (g, x, gy, co, NULL, aw, aw + kk);
+            } else {
+                dfq_conv2d_direct_wgrad_channel (g, x, gy, co, rows != NULL ? rows + co * kk * g->wo : NULL,
+                                                 aw, gb != NULL ? aw + kk : NULL);
+            }
             if (gw != NULL)
                 for (gint64 k = 0; k < kk; k++)
                     gw[co * kk + k] += (float) aw[k];
