@@ -156,6 +156,9 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 2, 9, 9, NORMAL, TRUE), IN4 (2, 2, 5, 5, NORMAL, TRUE), IN1 (2, NORMAL, TRUE) } },
     { .name = "conv2d/1x1-s1", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
       .inputs = { IN4 (3, 4, 3, 3, NORMAL, TRUE), IN4 (5, 4, 1, 1, NORMAL, TRUE), IN1 (5, NORMAL, TRUE) } },
+    /* 1x1 stride 1 on small planes as one GEMM over the batch: two column blocks (256 + 64) */
+    { .name = "conv2d/1x1-s1-batched-blocks", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
+      .inputs = { IN4 (5, 3, 8, 8, NORMAL, TRUE), IN4 (4, 3, 1, 1, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
     { .name = "conv2d/1x1-s2", .op = DFQ_OP_CONV2D, .n_inputs = 2, .build = build_conv_s2p0_nb,
       .inputs = { IN4 (2, 4, 5, 5, NORMAL, TRUE), IN4 (3, 4, 1, 1, NORMAL, TRUE) } },
     { .name = "conv2d/groups2", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g2,
