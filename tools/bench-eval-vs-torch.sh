@@ -36,7 +36,7 @@ pipeline="$here/pipelines/eval/mobilenetv2-fmnist-fixture.yaml"
 limit=()
 [ "$images" -gt 0 ] && limit=(--limit "$images")
 
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores"
 echo "# threads $threads, images ${images/#0/10000}, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}, OMP_WAIT_POLICY=$OMP_WAIT_POLICY"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "| side | batch | top-1 % | wall s | img/s | peak RSS MiB |"

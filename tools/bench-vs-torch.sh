@@ -92,7 +92,7 @@ log="${outdir:-$tmp}/results.txt"
 : > "$log"
 
 export OMP_NUM_THREADS=$threads
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores"
 echo "# threads $threads, rounds $rounds, reps $reps, data $data, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
