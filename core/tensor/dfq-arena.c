@@ -1,11 +1,6 @@
 /* Arena allocator (core/tensor): chunked bump allocation, 64-byte aligned.
- * dfq_arena_reset() keeps every chunk and starts again from the first, so a
- * loop whose every step has the same allocations places them the same way and
- * reaches a steady state with no system allocation after its first step. (It
- * used to merge the chunks into one new allocation instead: on a VM where a
- * page fault is expensive, the second step then faulted in all of that memory
- * again; issue 15.) A request that does not fit the rest of a chunk goes on to
- * the next one, or to a new chunk as large as all the others together. */
+ * dfq_arena_reset() merges the chunks of a cycle into one, so a loop whose every
+ * step has the same shape reaches a steady state with no system allocation. */
 #include <string.h>
 
 #include <dfq/dfq-arena.h>
@@ -19,8 +14,7 @@ typedef struct {
 } DfqArenaChunk;
 
 struct _DfqArena {
-    GArray *chunks; /* DfqArenaChunk */
-    guint cur;      /* the chunk being filled; those after it are empty */
+    GArray *chunks; /* DfqArenaChunk; the last one is the one being filled */
     gsize used;     /* bytes handed out since reset */
     guint n_system_allocs;
 };
@@ -62,22 +56,17 @@ dfq_arena_alloc_uninit (DfqArena *self, gsize size)
 {
     g_return_val_if_fail (self != NULL, NULL);
     gsize need = (MAX (size, 1) + DFQ_ARENA_ALIGN - 1) & ~((gsize) DFQ_ARENA_ALIGN - 1);
-    DfqArenaChunk *c = &g_array_index (self->chunks, DfqArenaChunk, self->cur);
-    while (c->size - c->used < need) {
-        if (self->cur + 1 < self->chunks->len) {
-            self->cur++;
-        } else {
-            /* Grow geometrically so a growing cycle needs few chunks. */
-            gsize total = 0;
-            for (guint i = 0; i < self->chunks->len; i++)
-                total += g_array_index (self->chunks, DfqArenaChunk, i).size;
-            dfq_arena_add_chunk (self, MAX (need, total));
-            self->cur = self->chunks->len - 1;
-        }
-        c = &g_array_index (self->chunks, DfqArenaChunk, self->cur);
+    DfqArenaChunk *last = &g_array_index (self->chunks, DfqArenaChunk, self->chunks->len - 1);
+    if (last->size - last->used < need) {
+        /* Grow geometrically so a growing cycle needs few chunks. */
+        gsize total = 0;
+        for (guint i = 0; i < self->chunks->len; i++)
+            total += g_array_index (self->chunks, DfqArenaChunk, i).size;
+        dfq_arena_add_chunk (self, MAX (need, total));
+        last = &g_array_index (self->chunks, DfqArenaChunk, self->chunks->len - 1);
     }
-    gpointer p = c->base + c->used;
-    c->used += need;
+    gpointer p = last->base + last->used;
+    last->used += need;
     self->used += need;
     return p;
 }
@@ -94,9 +83,17 @@ void
 dfq_arena_reset (DfqArena *self)
 {
     g_return_if_fail (self != NULL);
-    for (guint i = 0; i < self->chunks->len; i++)
-        g_array_index (self->chunks, DfqArenaChunk, i).used = 0;
-    self->cur = 0;
+    if (self->chunks->len > 1) {
+        gsize total = 0;
+        for (guint i = 0; i < self->chunks->len; i++) {
+            DfqArenaChunk *c = &g_array_index (self->chunks, DfqArenaChunk, i);
+            total += c->size;
+            g_aligned_free (c->base);
+        }
+        g_array_set_size (self->chunks, 0);
+        dfq_arena_add_chunk (self, total);
+    }
+    g_array_index (self->chunks, DfqArenaChunk, 0).used = 0;
     self->used = 0;
 }
 

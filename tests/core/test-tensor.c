@@ -74,7 +74,7 @@ test_arena_steady_state (TensorFixture *f, gconstpointer data)
 {
     (void) data;
     g_test_summary ("After the first cycle and a reset, identical cycles make no "
-                    "system allocation (reset keeps the chunks)");
+                    "system allocation (chunks are merged on reset)");
     DfqArena *a = f->scratch;
     arena_cycle (a);
     g_assert_cmpuint (dfq_arena_n_system_allocs (a), >, 1); /* it had to grow */

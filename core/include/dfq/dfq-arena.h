@@ -33,9 +33,9 @@ DFQ_API gpointer dfq_arena_alloc_uninit (DfqArena *arena, gsize size);
 
 /**
  * dfq_arena_reset:
- * Forgets every allocation and keeps every chunk: the next cycle of the same
- * shape fills them in the same way and allocates nothing from the system (nor
- * touches fresh pages).
+ * Forgets every allocation. If the arena had to grow during the last cycle, its
+ * chunks are merged into one of the total size, so the next cycle of the same
+ * shape allocates nothing from the system.
  */
 DFQ_API void dfq_arena_reset (DfqArena *arena);
 
