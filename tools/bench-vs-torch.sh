@@ -4,6 +4,12 @@
 #
 #   tools/bench-vs-torch.sh [-C BUILDDIR] [-t THREADS] [-r ROUNDS] [-n REPS]
 #                           [-d fmnist|noise] [-k auto|keep] [-w passive|active|keep] [-o OUTDIR]
+#                           [-W SUBSTRING]
+#
+# Workloads: MobileNetV2 train step (batch 64) and inference (batch 128) on
+# 1x28x28 (issue 15), ResNet-20 train step and inference (batch 128) and the
+# GDFQ generator step (batch 32) on 1x28x28 and 3x32x32; -W mobilenetv2 (say)
+# runs only those whose name contains the substring.
 #
 # Runs tests/bench/dfq-bench (dfqlab) and tools/bench_torch.py (Debian's
 # python3-torch) on the same inputs and initial weights (dfq-bench --dump),
@@ -41,7 +47,8 @@ data=fmnist
 coretype=auto
 wait_policy=passive
 outdir=""
-while getopts "C:t:r:n:d:k:w:o:h" opt; do
+only=""
+while getopts "C:t:r:n:d:k:w:o:W:h" opt; do
   case $opt in
     C) build=$(cd "$OPTARG" && pwd) ;;
     t) threads=$OPTARG ;;
@@ -51,7 +58,8 @@ while getopts "C:t:r:n:d:k:w:o:h" opt; do
     k) coretype=$OPTARG ;;
     w) wait_policy=$OPTARG ;;
     o) outdir=$OPTARG ;;
-    h|*) sed -n '2,31p' "$0"; exit 2 ;;
+    W) only=$OPTARG ;;
+    h|*) sed -n '2,38p' "$0"; exit 2 ;;
   esac
 done
 
@@ -84,14 +92,18 @@ log="${outdir:-$tmp}/results.txt"
 : > "$log"
 
 export OMP_NUM_THREADS=$threads
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores"
 echo "# threads $threads, rounds $rounds, reps $reps, data $data, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$bench" --dump "$tmp/data" --data "$data" >/dev/null
 "$bench" --only none --threads "$threads" | grep '^RESULT' >> "$log"
 
-workloads="resnet20-train-1x28x28 resnet20-infer-1x28x28 gdfq-gen-1x28x28 resnet20-train-3x32x32 resnet20-infer-3x32x32 gdfq-gen-3x32x32"
+all_workloads="mobilenetv2-train-1x28x28 mobilenetv2-infer-1x28x28 resnet20-train-1x28x28 resnet20-infer-1x28x28 gdfq-gen-1x28x28 resnet20-train-3x32x32 resnet20-infer-3x32x32 gdfq-gen-3x32x32"
+workloads=""
+for w in $all_workloads; do
+  if [ -z "$only" ] || [[ "$w" == *"$only"* ]]; then workloads="$workloads $w"; fi
+done
 for r in $(seq "$rounds"); do
   for w in $workloads; do
     run_dfq() { "$bench" --only "$w" --threads "$threads" --reps "$reps" --sgemm 0 --data "$data" | grep '^RESULT' | sed "s/^RESULT/RESULT round=$r/" >> "$log"; }
@@ -113,7 +125,7 @@ blas = peak.get("dfqlab", 0.0)
 print(f"\nOpenBLAS sgemm 2048^3 peak (dfq-bench, same threads): {blas:.1f} GFLOP/s; torch.mm: {peak.get('torch', 0):.1f} GFLOP/s\n")
 print("| workload | input | batch | dfqlab img/s | PyTorch img/s | ratio | dfqlab GFLOP/s | PyTorch GFLOP/s | dfqlab / sgemm peak | PyTorch / sgemm peak | dfqlab CPU ms/step | PyTorch CPU ms/step | CPU ratio | dfqlab peak RSS MiB | PyTorch peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-order = ["resnet20-train", "resnet20-infer", "gdfq-gen"]
+order = ["mobilenetv2-train", "mobilenetv2-infer", "resnet20-train", "resnet20-infer", "gdfq-gen"]
 keys = sorted({(r["in"], r["workload"]) for r in rows if r.get("workload") in order},
               key=lambda k: (k[0] != "1x28x28", order.index(k[1])))
 for shape, w in keys:

@@ -3,7 +3,10 @@
 
 The workloads, models and step sequence of shared/reference/torch_resnet20_bench.py
 (ResNet-20 train step and inference at batch 128, one GDFQ generator step at
-batch 32, on 1x28x28 and 3x32x32), fed the very inputs and initial weights that
+batch 32, on 1x28x28 and 3x32x32), and issue 15's MobileNetV2 (train step at
+batch 64, inference at batch 128, 1x28x28) built as the shared fixture's network
+(fixtures/README.md: nn.Sequential names) and given dfqlab's weights through the
+rename rules of pipelines/eval/mobilenetv2-fmnist-fixture.yaml; fed the very inputs and initial weights that
 `dfq-bench --dump DIR` wrote, and timed the way dfq-bench times them: --warmup
 untimed training steps, then the median of --reps timed steps. Parameter names
 follow dfqlab's resnet-cifar plugin (the layout of tests/interop/make-torch-fixtures.py).
@@ -80,6 +83,66 @@ class Generator(nn.Module):  # exactly the reference's GDFQ-style generator
         return s.b3(torch.tanh(s.c3(x)))
 
 
+class InvertedResidual(nn.Module):  # the fixture's block: a `body` Sequential
+    def __init__(s, cin, cout, stride, t):
+        super().__init__()
+        hidden, layers = cin * t, []
+        if t != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+                   nn.ReLU6(), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        s.body = nn.Sequential(*layers)
+        s.residual = stride == 1 and cin == cout
+
+    def forward(s, x):
+        y = s.body(x)
+        return x + y if s.residual else y
+
+
+class MobileNetV2Fixture(nn.Module):  # the layout of shared/fixtures/mobilenetv2-fmnist-torch.safetensors
+    SETTING = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1)]
+
+    def __init__(s, cin=1, classes=10):
+        super().__init__()
+        layers, c = [nn.Conv2d(cin, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU6()], 32
+        for t, cout, n, stride in s.SETTING:
+            for i in range(n):
+                layers.append(InvertedResidual(c, cout, stride if i == 0 else 1, t)); c = cout
+        layers += [nn.Conv2d(c, 1280, 1, bias=False), nn.BatchNorm2d(1280), nn.ReLU6()]
+        s.features = nn.Sequential(*layers)
+        s.fc = nn.Linear(1280, classes)
+
+    def forward(s, x):
+        return s.fc(F.adaptive_avg_pool2d(s.features(x), 1).flatten(1))
+
+
+def fixture_rename_rules(here):
+    """The 'regex=>replacement' rules of the fixture's eval pipeline, in order."""
+    import os, re
+    path = os.path.join(here, "..", "pipelines", "eval", "mobilenetv2-fmnist-fixture.yaml")
+    rules = []
+    for line in open(path):
+        m = re.match(r"\s*- '(.*)=>(.*)'\s*$", line)
+        if m:
+            rules.append((m.group(1), m.group(2)))
+    return rules
+
+
+def load_renamed(module, tensors, prefix, rules):
+    """Each of @module's names, renamed by @rules (as dfqlab renames the fixture), is looked up as prefix + name."""
+    import re
+    state = module.state_dict()
+    for k in state:
+        if k.endswith("num_batches_tracked"):
+            continue
+        name = k
+        for pat, rep in rules:
+            name = re.sub(pat, rep, name)
+        state[k] = tensors[prefix + name].reshape(state[k].shape)
+    module.load_state_dict(state)
+
+
 def load_into(module, tensors, prefix):
     state = module.state_dict()
     for k in state:
@@ -150,6 +213,32 @@ def sgemm_peak(n):
     return 2.0 * n ** 3 / best * 1e-9
 
 
+def run_mv2(a, selected, shape, peak):
+    """MobileNetV2: train step at batch 64 (the first 64 images), inference at batch 128."""
+    import os
+    d = load_safetensors(f"{a.dir}/bench-{shape}.safetensors")
+    x, y = d["x"], d["y"].long()
+    m = MobileNetV2Fixture()
+    load_renamed(m, d, "mv2.", fixture_rename_rules(os.path.dirname(os.path.abspath(__file__))))
+    opt = torch.optim.SGD(m.parameters(), 0.1, momentum=0.9)
+    x64, y64 = x[:64].contiguous(), y[:64].contiguous()
+
+    def train():
+        opt.zero_grad(); F.cross_entropy(m(x64), y64).backward(); opt.step()
+
+    m.train()
+    for _ in range(a.warmup):
+        train()
+    fc = FlopCounter(m); train(); fc.remove()
+    if selected(f"mobilenetv2-train-{shape}"):
+        report("mobilenetv2-train", shape, 64, timed(train, a.reps), fc.train, peak)
+    if selected(f"mobilenetv2-infer-{shape}"):
+        m.eval()
+        with torch.no_grad():
+            m(x)
+            report("mobilenetv2-infer", shape, 128, timed(lambda: m(x), a.reps), fc.fwd * 2, peak)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True, help="where dfq-bench --dump wrote bench-CxHxW.safetensors")
@@ -173,6 +262,8 @@ def main():
         print(f"RESULT side=torch workload=sgemm n={a.sgemm} gflops={peak:.1f}")
     for cin, hw in [(1, 28), (3, 32)]:
         shape = f"{cin}x{hw}x{hw}"
+        if cin == 1 and (selected(f"mobilenetv2-train-{shape}") or selected(f"mobilenetv2-infer-{shape}")):
+            run_mv2(a, selected, shape, peak)
         ids = [f"resnet20-train-{shape}", f"resnet20-infer-{shape}", f"gdfq-gen-{shape}"]
         if not any(selected(i) for i in ids):
             continue

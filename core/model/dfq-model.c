@@ -413,7 +413,7 @@ dfq_layer_conv_bn_fusable (DfqForward *fwd, const DfqLayerConvBn *layer, DfqTens
                                 dfq_layer_needs_grad (gamma) || dfq_layer_needs_grad (beta) ||
                                 dfq_layer_needs_grad (layer->residual)))
         return FALSE;
-    if (!dfq_priv_conv2d_fusable (x, w, b, layer->stride, layer->padding, 1))
+    if (!dfq_priv_conv2d_fusable (x, w, b, layer->stride, layer->padding, MAX (layer->groups, 1)))
         return FALSE;
     const gint64 co = w->shape[0];
     if (dfq_tensor_numel (rm) != co || dfq_tensor_numel (rv) != co ||
@@ -422,8 +422,8 @@ dfq_layer_conv_bn_fusable (DfqForward *fwd, const DfqLayerConvBn *layer, DfqTens
         return FALSE;
     if (layer->residual != NULL) {
         const DfqTensor *r = layer->residual;
-        const gint64 ho = (x->shape[2] + 2 * layer->padding - 3) / layer->stride + 1;
-        const gint64 wo = (x->shape[3] + 2 * layer->padding - 3) / layer->stride + 1;
+        const gint64 ho = (x->shape[2] + 2 * layer->padding - w->shape[2]) / layer->stride + 1;
+        const gint64 wo = (x->shape[3] + 2 * layer->padding - w->shape[3]) / layer->stride + 1;
         if (r->dtype != DFQ_DTYPE_F32 || r->n_dims != 4 || !dfq_tensor_is_contiguous (r) ||
             r->shape[0] != x->shape[0] || r->shape[1] != co || r->shape[2] != ho || r->shape[3] != wo)
             return FALSE;
@@ -471,16 +471,17 @@ dfq_layer_conv_bn (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer,
             .shift = coeffs + 2 * co,
             .residual = layer->residual != NULL ? dfq_tensor_f32 (layer->residual) : NULL,
             .relu = layer->act_site != NULL && layer->act == DFQ_ACT_RELU,
+            .relu6 = layer->act_site != NULL && layer->act == DFQ_ACT_RELU6,
         };
-        DfqTensor *y = dfq_priv_conv2d_fused (fwd->arena, x, w, b, layer->stride, layer->padding, &ep);
+        DfqTensor *y = dfq_priv_conv2d_fused (fwd->arena, x, w, b, layer->stride, layer->padding,
+                                              MAX (layer->groups, 1), &ep);
         if (layer->act_site == NULL)
             return y;
-        if (!ep.relu) /* ReLU6: its own op */
-            return dfq_layer_act (self, fwd, layer->act_site, y, layer->act);
         return dfq_layer_act_quantize (fwd, layer->act_site, y);
     }
 
-    DfqTensor *y = dfq_layer_conv_run (fwd, layer->conv, x, w, b, layer->stride, layer->padding, 1);
+    DfqTensor *y = dfq_layer_conv_run (fwd, layer->conv, x, w, b, layer->stride, layer->padding,
+                                       MAX (layer->groups, 1));
     y = dfq_layer_bn (self, fwd, layer->bn, y, layer->bn_eps, layer->bn_momentum);
     if (layer->body_tap != NULL && fwd->n_tap_sets > 0)
         dfq_layer_tap (fwd, layer->body_tap, DFQ_TAP_BODY, y, NULL, NULL);

@@ -88,31 +88,60 @@ dfq_relu6 (DfqArena *arena, DfqTensor *x)
     return t ? dfq_priv_op_run (t) : NULL;
 }
 
+DFQ_PRIV_SIMD_CLONES static void
+dfq_relu6_forward_chunk (const float *restrict x, float *restrict y, gint64 n)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
+}
+
+/* gx (+)= gy strictly inside (0, 6) (PyTorch's hardtanh rule), as a select. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_relu6_backward_chunk (const float *restrict x, const float *restrict gy, float *restrict gx, gint64 n,
+                          gboolean fresh)
+{
+    if (fresh)
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] = x[i] > 0.0f && x[i] < 6.0f ? gy[i] : 0.0f;
+    else
+#pragma omp simd
+        for (gint64 i = 0; i < n; i++)
+            gx[i] += x[i] > 0.0f && x[i] < 6.0f ? gy[i] : 0.0f;
+}
+
+/* Chunks of DFQ_PRIV_CHUNK elements, a static schedule: one loop iteration per
+ * element with a dynamic schedule (as before issue 15) cost an atomic per
+ * element, and two threads fighting over that counter ran 2-3x slower than one. */
 void
 dfq_op_relu6_forward (DfqTensor *dst)
 {
-    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
-    float *restrict y = dfq_tensor_f32 (dst);
-    gint64 n = dfq_tensor_numel (dst);
-#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        y[i] = x[i] > 0.0f ? (x[i] < 6.0f ? x[i] : 6.0f) : 0.0f;
+    const float *x = dfq_tensor_f32 (dst->src[0]);
+    float *y = dfq_tensor_f32 (dst);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
+#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_relu6_forward_chunk (x + lo, y + lo, MIN (n - lo, DFQ_PRIV_CHUNK));
+    }
 }
 
 void
 dfq_op_relu6_backward (DfqTensor *dst, DfqArena *scratch)
 {
-    float *restrict gx = dfq_priv_grad_of (dst->src[0], scratch);
+    gboolean fresh;
+    float *gx = dfq_priv_grad_of_fresh (dst->src[0], scratch, &fresh);
     if (gx == NULL)
         return;
-    const float *restrict gy = dfq_tensor_f32 (dst->grad);
-    const float *restrict x = dfq_tensor_f32 (dst->src[0]);
-    gint64 n = dfq_tensor_numel (dst);
-    /* PyTorch's hardtanh rule: the gradient passes strictly inside (0, 6). */
-#pragma omp parallel for schedule(dynamic, 1) if (n > DFQ_PAR_MIN)
-    for (gint64 i = 0; i < n; i++)
-        if (x[i] > 0.0f && x[i] < 6.0f)
-            gx[i] += gy[i];
+    const float *gy = dfq_tensor_f32 (dst->grad);
+    const float *x = dfq_tensor_f32 (dst->src[0]);
+    gint64 n = dfq_tensor_numel (dst), nc = dfq_priv_n_chunks (n);
+#pragma omp parallel for schedule(static) if (n > DFQ_PAR_MIN)
+    for (gint64 c = 0; c < nc; c++) {
+        gint64 lo = c * DFQ_PRIV_CHUNK;
+        dfq_relu6_backward_chunk (x + lo, gy + lo, gx + lo, MIN (n - lo, DFQ_PRIV_CHUNK), fresh);
+    }
 }
 
 /* ---- leaky relu: x > 0 ? x : slope * x; slope in op_fparams[0] ---- */

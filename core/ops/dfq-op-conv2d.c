@@ -364,18 +364,218 @@ dfq_conv2d_direct_plane (const float *restrict xp, gint64 h, gint64 w, const flo
     }
 }
 
+/* ---- depthwise 3x3, padding 1, stride 1 or 2 (MobileNet) ----
+ * The loops above make nine read-modify-write passes over each output row,
+ * with scalar edge columns; on the small planes of a MobileNetV2 (28x28 down
+ * to 4x4) that overhead is most of the work. Here the plane is copied once,
+ * zero-padded, into s*s phase planes (row and column parities for stride 2) of
+ * width wq, so that tap (i, j) of output position q = ho*wq + wo is element
+ * q + (i/s)*wq + j/s of phase (i%s, j%s): one flat vectorised loop over all
+ * positions with the nine taps in registers; columns wo >= Wo of that grid are
+ * computed and dropped. Each output is bias + the taps in (i, j) order, as in
+ * dfq_conv2d_direct_plane (a tap in the padding adds w*0, which changes no
+ * sum that starts at +0). Buffers are on the stack: planes up to 64x64. */
+#define DFQ_DW3_MAX_HW 64
+#define DFQ_DW3_WQ_MAX (DFQ_DW3_MAX_HW + 2)
+#define DFQ_DW3_SLACK 32
+
+static inline gboolean
+dfq_dw3_usable (const DfqConv2dGeom *g)
+{
+    return g->direct && g->kh == 3 && g->kw == 3 && g->p == 1 && (g->s == 1 || g->s == 2) &&
+           g->h <= DFQ_DW3_MAX_HW && g->w <= DFQ_DW3_MAX_HW;
+}
+
+/* The padded phases of one h x w plane: phase (pi, pj) row r, column c holds
+ * padded x[r*s + pi][c*s + pj]; hq x wq each, then DFQ_DW3_SLACK zeros. */
+static void
+dfq_dw3_phases (const float *restrict x, gint64 h, gint64 w, gint64 s, gint64 hq, gint64 wq, float *restrict ph)
+{
+    memset (ph, 0, (gsize) (s * s * hq * wq + DFQ_DW3_SLACK) * sizeof (float));
+    if (s == 1) {
+        for (gint64 r = 0; r < h; r++)
+            memcpy (ph + (r + 1) * wq + 1, x + r * w, (gsize) w * sizeof (float));
+        return;
+    }
+    for (gint64 r = 0; r < h; r++) {
+        const gint64 pr = r + 1;
+        float *e = ph + ((pr % 2) * 2 + 1) * hq * wq + (pr / 2) * wq;     /* padded column 2c + 1 */
+        float *o = ph + ((pr % 2) * 2 + 0) * hq * wq + (pr / 2) * wq + 1; /* padded column 2c + 2 */
+        const float *xr = x + r * w;
+        for (gint64 c = 0; 2 * c < w; c++)
+            e[c] = xr[2 * c];
+        for (gint64 c = 0; 2 * c + 1 < w; c++)
+            o[c] = xr[2 * c + 1];
+    }
+}
+
+/* grid[q] = bias + sum over the taps, q < nq. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_dw3_grid (const float *restrict ph, gint64 s, gint64 hq, gint64 wq, const float *restrict wk, float bias,
+              float *restrict grid, gint64 nq)
+{
+    const float *t[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            t[i * 3 + j] = ph + ((i % s) * s + (j % s)) * hq * wq + (i / s) * wq + j / s;
+    const float *restrict t0 = t[0], *restrict t1 = t[1], *restrict t2 = t[2], *restrict t3 = t[3];
+    const float *restrict t4 = t[4], *restrict t5 = t[5], *restrict t6 = t[6], *restrict t7 = t[7];
+    const float *restrict t8 = t[8];
+    const float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4], w5 = wk[5], w6 = wk[6], w7 = wk[7],
+                w8 = wk[8];
+#pragma omp simd
+    for (gint64 q = 0; q < nq; q++) {
+        float a = bias;
+        a += w0 * t0[q];
+        a += w1 * t1[q];
+        a += w2 * t2[q];
+        a += w3 * t3[q];
+        a += w4 * t4[q];
+        a += w5 * t5[q];
+        a += w6 * t6[q];
+        a += w7 * t7[q];
+        a += w8 * t8[q];
+        grid[q] = a;
+    }
+}
+
+/* One output plane (ho x wo) of a depthwise 3x3 pad-1 conv of the h x w plane
+ * @x: y = it, or y += it with @accumulate. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_dw3_plane (const float *restrict x, gint64 h, gint64 w, gint64 s, const float *restrict wk, float bias,
+               float *restrict y, gint64 ho, gint64 wo, gboolean accumulate)
+{
+    float ph[4 * (DFQ_DW3_WQ_MAX / 2 + 1) * (DFQ_DW3_WQ_MAX / 2 + 1) + DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX +
+             DFQ_DW3_SLACK] __attribute__ ((aligned (64)));
+    float grid[DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX] __attribute__ ((aligned (64)));
+    const gint64 hq = (h + 2 + s - 1) / s, wq = (w + 2 + s - 1) / s;
+    dfq_dw3_phases (x, h, w, s, hq, wq, ph);
+    dfq_dw3_grid (ph, s, hq, wq, wk, bias, grid, ho * wq);
+    for (gint64 r = 0; r < ho; r++) {
+        const float *restrict gr = grid + r * wq;
+        float *restrict yr = y + r * wo;
+        if (accumulate)
+#pragma omp simd
+            for (gint64 k = 0; k < wo; k++)
+                yr[k] += gr[k];
+        else
+            memcpy (yr, gr, (gsize) wo * sizeof (float));
+    }
+}
+
+/* Weight gradient of one depthwise 3x3 pad-1 plane pair: t[tap] = sum_q dY
+ * grid[q] * tap[q], dY put on the phases' grid (zero in the dropped columns);
+ * vectorised sums in an order fixed by the build, as dfq_conv2d_sum. */
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_dw3_wgrad_sums (const float *restrict ph, gint64 s, gint64 hq, gint64 wq, const float *restrict gyg, gint64 nq,
+                    float *restrict t)
+{
+    const float *p[9];
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            p[i * 3 + j] = ph + ((i % s) * s + (j % s)) * hq * wq + (i / s) * wq + j / s;
+    const float *restrict p0 = p[0], *restrict p1 = p[1], *restrict p2 = p[2], *restrict p3 = p[3];
+    const float *restrict p4 = p[4], *restrict p5 = p[5], *restrict p6 = p[6], *restrict p7 = p[7];
+    const float *restrict p8 = p[8];
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, a4 = 0.0f, a5 = 0.0f, a6 = 0.0f, a7 = 0.0f, a8 = 0.0f;
+    /* clang-format off */
+#pragma omp simd reduction(+:a0, a1, a2, a3, a4, a5, a6, a7, a8)
+    /* clang-format on */
+    for (gint64 q = 0; q < nq; q++) {
+        const float gq = gyg[q];
+        a0 += gq * p0[q];
+        a1 += gq * p1[q];
+        a2 += gq * p2[q];
+        a3 += gq * p3[q];
+        a4 += gq * p4[q];
+        a5 += gq * p5[q];
+        a6 += gq * p6[q];
+        a7 += gq * p7[q];
+        a8 += gq * p8[q];
+    }
+    t[0] = a0, t[1] = a1, t[2] = a2, t[3] = a3, t[4] = a4, t[5] = a5, t[6] = a6, t[7] = a7, t[8] = a8;
+}
+
+/* dfq_conv2d_direct_wgrad_channel for the depthwise 3x3 pad-1 convs: the
+ * weight sums of output channel co over all images in order, one double add
+ * per tap and image. */
+static void
+dfq_dw3_wgrad_channel (const DfqConv2dGeom *g, const float *x, const float *gy, gint64 co, double *aw)
+{
+    float ph[4 * (DFQ_DW3_WQ_MAX / 2 + 1) * (DFQ_DW3_WQ_MAX / 2 + 1) + DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX +
+             DFQ_DW3_SLACK] __attribute__ ((aligned (64)));
+    float gyg[DFQ_DW3_WQ_MAX * DFQ_DW3_WQ_MAX] __attribute__ ((aligned (64)));
+    const gint64 s = g->s, hq = (g->h + 2 + s - 1) / s, wq = (g->w + 2 + s - 1) / s;
+    memset (gyg, 0, sizeof gyg);
+    for (gint64 n = 0; n < g->n; n++) {
+        dfq_dw3_phases (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w, s, hq, wq, ph);
+        const float *gyc = gy + (n * g->co + co) * g->p_out;
+        for (gint64 r = 0; r < g->ho; r++)
+            memcpy (gyg + r * wq, gyc + r * g->wo, (gsize) g->wo * sizeof (float));
+        float t[9];
+        dfq_dw3_wgrad_sums (ph, s, hq, wq, gyg, g->ho * wq, t);
+        for (int k = 0; k < 9; k++)
+            aw[k] += t[k];
+    }
+}
+
+/* ---- the fused eval epilogue outside the 3x3 kernels ----
+ * y = act (fma (y - mean, scale, shift) + res) over one output plane, right
+ * after the conv wrote it (in cache): the eval BN op's rounding (a fused
+ * multiply-add, which dfq_priv_conv2d_fusable requires), the add op's sum and
+ * the relu / relu6 ops' selects, so the bits are those of the separate ops. */
+static inline float
+dfq_conv2d_act (float r, gboolean relu, gboolean relu6)
+{
+    if (relu6)
+        return r > 0.0f ? (r < 6.0f ? r : 6.0f) : 0.0f;
+    return relu ? (r > 0.0f ? r : 0.0f) : r;
+}
+
+DFQ_CONV2D_SIMD_CLONES static void
+dfq_conv2d_epilogue_plane (float *restrict y, const float *restrict res, gint64 n, float m, float a, float b,
+                           gboolean relu, gboolean relu6)
+{
+    if (res != NULL)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            y[k] = dfq_conv2d_act (fmaf (y[k] - m, a, b) + res[k], relu, relu6);
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            y[k] = dfq_conv2d_act (fmaf (y[k] - m, a, b), relu, relu6);
+}
+
+/* The epilogue of output channel co of image n. */
+static inline void
+dfq_conv2d_epilogue (const DfqConv2dGeom *g, const DfqPrivConvEpilogue *ep, float *y, gint64 n, gint64 co)
+{
+    const gint64 off = (n * g->co + co) * g->p_out;
+    dfq_conv2d_epilogue_plane (y + off, ep->residual != NULL ? ep->residual + off : NULL, g->p_out, ep->mean[co],
+                               ep->scale[co], ep->shift[co], ep->relu, ep->relu6);
+}
+
+/* One (image, output channel) plane per iteration, a static schedule over the
+ * planes (the work of a plane depends on its shape only). */
 static void
 dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *w,
-                           const float *b, float *y)
+                           const float *b, float *y, const DfqPrivConvEpilogue *ep)
 {
     const gint64 kk = g->kh * g->kw;
-#pragma omp parallel for collapse(2) schedule(guided) if (g->n * g->co > 1)
+    const gboolean dw3 = dfq_dw3_usable (g);
+#pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1 && g->n * g->co * g->p_out * kk > 32768)
     for (gint64 n = 0; n < g->n; n++)
-        for (gint64 co = 0; co < g->co; co++)
-            dfq_conv2d_direct_plane (x + (n * g->ci + co / g->cog) * g->h * g->w, g->h, g->w,
-                                     w + co * kk, g->kh, g->kw, g->s, g->p, g->p,
-                                     y + (n * g->co + co) * g->p_out, g->ho, g->wo,
-                                     b != NULL ? b[co] : 0.0f, FALSE);
+        for (gint64 co = 0; co < g->co; co++) {
+            const float *xc = x + (n * g->ci + co / g->cog) * g->h * g->w;
+            float *yc = y + (n * g->co + co) * g->p_out;
+            if (dw3)
+                dfq_dw3_plane (xc, g->h, g->w, g->s, w + co * kk, b != NULL ? b[co] : 0.0f, yc, g->ho, g->wo, FALSE);
+            else
+                dfq_conv2d_direct_plane (xc, g->h, g->w, w + co * kk, g->kh, g->kw, g->s, g->p, g->p, yc, g->ho, g->wo,
+                                         b != NULL ? b[co] : 0.0f, FALSE);
+            if (ep != NULL)
+                dfq_conv2d_epilogue (g, ep, y, n, co);
+        }
 }
 
 /* Weight (into aw[kh*kw], when @a) and bias (into *ab, when not NULL) gradient
@@ -439,6 +639,7 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
      * k-1-p (a gather: vectorised, each gx written once per output channel).
      * Otherwise scatter dY back through the taps. */
     const gboolean transposed = s == 1 && g->p <= g->kh - 1 && g->p <= g->kw - 1;
+    const gboolean dw3 = transposed && dfq_dw3_usable (g); /* then 3x3 pad 1 again */
 
     if (gx != NULL) {
         float *flipped = transposed ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk) * sizeof (float)) : NULL;
@@ -455,6 +656,10 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                 float *gxc = gx + (n * g->ci + grp) * g->h * g->w;
                 for (gint64 co = grp * g->cog; co < (grp + 1) * g->cog; co++) {
                     const float *gyc = gy + (n * g->co + co) * g->p_out;
+                    if (flipped != NULL && dw3) {
+                        dfq_dw3_plane (gyc, g->ho, g->wo, 1, flipped + co * kk, 0.0f, gxc, g->h, g->w, TRUE);
+                        continue;
+                    }
                     if (flipped != NULL) {
                         dfq_conv2d_direct_plane (gyc, g->ho, g->wo, flipped + co * kk, g->kh, g->kw, 1,
                                                  g->kh - 1 - g->p, g->kw - 1 - g->p, gxc, g->h, g->w, 0.0f, TRUE);
@@ -486,12 +691,20 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
         /* One output channel per iteration, images in order: the sums do not
          * depend on the thread count. */
         double *acc = dfq_arena_alloc (scratch, (gsize) (g->co * (kk + 1)) * sizeof (double));
-        float *rows = gw != NULL ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk * g->wo) * sizeof (float)) : NULL;
+        const gboolean dw3_w = gw != NULL && dfq_dw3_usable (g);
+        float *rows = gw != NULL && !dw3_w ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk * g->wo) * sizeof (float))
+                                           : NULL;
 #pragma omp parallel for schedule(static) if (g->co > 1)
         for (gint64 co = 0; co < g->co; co++) {
             double *aw = acc + co * (kk + 1);
-            dfq_conv2d_direct_wgrad_channel (g, x, gy, co, rows != NULL ? rows + co * kk * g->wo : NULL,
-                                             aw, gb != NULL ? aw + kk : NULL);
+            if (dw3_w) {
+                dfq_dw3_wgrad_channel (g, x, gy, co, aw);
+                if (gb != NULL)
+                    dfq_conv2d_direct_wgrad_channel (g, x, gy, co, NULL, aw, aw + kk);
+            } else {
+                dfq_conv2d_direct_wgrad_channel (g, x, gy, co, rows != NULL ? rows + co * kk * g->wo : NULL,
+                                                 aw, gb != NULL ? aw + kk : NULL);
+            }
             if (gw != NULL)
                 for (gint64 k = 0; k < kk; k++)
                     gw[co * kk + k] += (float) aw[k];
@@ -974,8 +1187,8 @@ dfq_conv3_store_fused (const DfqConv3Geom *k, const __m512 (*tile)[DFQ_CONV3_NV]
     int n_seg[DFQ_CONV3_NV];
     for (int v = 0; v < nv; v++)
         n_seg[v] = dfq_conv3_segments (k, q0 + 16 * v, seg_mask[v], seg_base[v]);
-    const __m512 zero = _mm512_setzero_ps ();
-    const gboolean relu = ep->relu;
+    const __m512 zero = _mm512_setzero_ps (), six = _mm512_set1_ps (6.0f);
+    const gboolean relu = ep->relu || ep->relu6, relu6 = ep->relu6;
     for (int t = 0; t < n_t; t++) {
         const gint64 co = cb + t;
         float *yc = y + co * out_plane;
@@ -992,7 +1205,9 @@ dfq_conv3_store_fused (const DfqConv3Geom *k, const __m512 (*tile)[DFQ_CONV3_NV]
                 if (rc != NULL)
                     r = _mm512_add_ps (r, _mm512_maskz_loadu_ps (m, rc + seg_base[v][sg])); /* add */
                 if (relu)
-                    r = _mm512_max_ps (r, zero); /* relu */
+                    r = _mm512_max_ps (r, zero); /* relu (NaN -> 0 as the op's select) */
+                if (relu6)
+                    r = _mm512_min_ps (r, six); /* relu6: min (max (r, 0), 6) */
                 _mm512_mask_storeu_ps (yc + seg_base[v][sg], m, r);
             }
     }
@@ -1339,6 +1554,79 @@ dfq_conv2d_gemm_single (const DfqConv2dGeom *g, const float *x, const float *w, 
 
 static gboolean dfq_conv3_fused_usable (const DfqConv2dGeom *g, gboolean has_bias);
 
+/* ---- 1x1 stride-1 convs on small planes: one GEMM over the batch ----
+ * Per image, a 1x1 conv on a 7x7 or 4x4 plane is a GEMM with 49 or 16
+ * columns: OpenBLAS packs the whole weight matrix again for every image (the
+ * 320 -> 1280 head of a MobileNetV2 on 4x4: 1.6 MB per image) to use it for a
+ * handful of columns. Instead the batch is gathered channel-major,
+ * xt[ci][n*P + p] = x[n][ci][p], multiplied in column blocks of fixed size
+ * (DFQ_CONV2D_BT_COLS, one single-threaded GEMM each, so the bits do not
+ * depend on the thread count) and scattered back image by image, with the
+ * epilogue applied to each plane as it lands. */
+#define DFQ_CONV2D_BT_MAX_P 64
+#define DFQ_CONV2D_BT_COLS 256
+
+static inline gboolean
+dfq_conv2d_batched_usable (const DfqConv2dGeom *g)
+{
+    return g->cols_are_x && g->g == 1 && g->n > 1 && g->p_out <= DFQ_CONV2D_BT_MAX_P;
+}
+
+static void
+dfq_conv2d_batched_forward (const DfqConv2dGeom *g, DfqArena *arena, const float *x, const float *w, const float *b,
+                            float *y, const DfqPrivConvEpilogue *ep, int n_threads)
+{
+    const gint64 P = g->p_out, np = g->n * P;
+    float *xt = dfq_arena_alloc_uninit (arena, (gsize) (g->ci * np) * sizeof (float));
+    float *yt = dfq_arena_alloc_uninit (arena, (gsize) (g->co * np) * sizeof (float));
+    const gint64 nb = (np + DFQ_CONV2D_BT_COLS - 1) / DFQ_CONV2D_BT_COLS;
+#pragma omp parallel num_threads(n_threads)
+    {
+#pragma omp for schedule(static)
+        for (gint64 n = 0; n < g->n; n++)
+            for (gint64 c = 0; c < g->ci; c++)
+                memcpy (xt + c * np + n * P, x + (n * g->ci + c) * P, (gsize) P * sizeof (float));
+#pragma omp for schedule(static)
+        for (gint64 blk = 0; blk < nb; blk++) {
+            const gint64 lo = blk * DFQ_CONV2D_BT_COLS, cols = MIN (np - lo, DFQ_CONV2D_BT_COLS);
+            if (b != NULL)
+                for (gint64 co = 0; co < g->co; co++)
+                    for (gint64 k = 0; k < cols; k++)
+                        yt[co * np + lo + k] = b[co];
+            cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint) g->co, (blasint) cols,
+                         (blasint) g->ci, 1.0f, w, (blasint) g->ci, xt + lo, (blasint) np, b != NULL ? 1.0f : 0.0f,
+                         yt + lo, (blasint) np);
+        }
+#pragma omp for schedule(static)
+        for (gint64 n = 0; n < g->n; n++)
+            for (gint64 co = 0; co < g->co; co++) {
+                memcpy (y + (n * g->co + co) * P, yt + co * np + n * P, (gsize) P * sizeof (float));
+                if (ep != NULL)
+                    dfq_conv2d_epilogue (g, ep, y, n, co);
+            }
+    }
+}
+
+/* The 3x3 kernels, one image per iteration (the epilogue in their registers). */
+static void
+dfq_conv2d_conv3_forward (const DfqConv2dGeom *g, DfqArena *arena, const float *x, const float *w, const float *b,
+                          float *y, const DfqPrivConvEpilogue *ep, int n_threads)
+{
+    DfqConv3Geom k;
+    dfq_conv3_geom (&k, g->ci, g->co, g->h, g->w, g->s);
+    float *wpack = dfq_arena_alloc_uninit (arena, (gsize) (k.cout_pad * k.cin * 9) * sizeof (float));
+    dfq_conv3_pack_forward (&k, w, wpack);
+    const gsize ws_size = (gsize) k.xp_size;
+    float *ws = dfq_arena_alloc_uninit (arena, (gsize) n_threads * ws_size * sizeof (float));
+    const gint64 x_step = g->ci * g->h * g->w, y_step = g->co * g->p_out;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (g->n > 1)
+    for (gint64 n = 0; n < g->n; n++)
+        dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE, ep,
+                         ep != NULL && ep->residual != NULL ? ep->residual + n * y_step : NULL,
+                         n + 1 < g->n ? x + (n + 1) * x_step : NULL,
+                         ws + (gsize) dfq_conv2d_thread_id () * ws_size);
+}
+
 /* The forward, with an epilogue only where dfq_priv_conv2d_fusable said so. */
 static void
 dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
@@ -1352,33 +1640,31 @@ dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
 
     if (g.n == 0 || g.co == 0 || g.p_out == 0)
         return;
-    g_assert (ep == NULL || dfq_conv3_fused_usable (&g, b != NULL));
-    if (g.direct && ep == NULL) {
-        dfq_conv2d_direct_forward (&g, x, w, b, y);
+    const int n_threads = dfq_get_num_threads ();
+    /* The epilogue runs in the 3x3 kernel where it can, else after each image. */
+    const gboolean conv3 = ep != NULL ? dfq_conv3_fused_usable (&g, b != NULL)
+                                      : dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g);
+    if (conv3) {
+        dfq_conv2d_conv3_forward (&g, dst->arena, x, w, b, y, ep, n_threads);
         return;
     }
-
-    const int n_threads = dfq_get_num_threads ();
-    if (ep != NULL || dfq_conv3_usable (&g, FALSE) || dfq_conv3_usable_s2 (&g)) {
-        DfqConv3Geom k;
-        dfq_conv3_geom (&k, g.ci, g.co, g.h, g.w, g.s);
-        float *wpack = dfq_arena_alloc_uninit (dst->arena, (gsize) (k.cout_pad * k.cin * 9) * sizeof (float));
-        dfq_conv3_pack_forward (&k, w, wpack);
-        const gsize ws_size = (gsize) k.xp_size;
-        float *ws = dfq_arena_alloc_uninit (dst->arena, (gsize) n_threads * ws_size * sizeof (float));
-        const gint64 x_step = g.ci * g.h * g.w, y_step = g.co * g.p_out;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads) if (g.n > 1)
-        for (gint64 n = 0; n < g.n; n++)
-            dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE, ep,
-                             ep != NULL && ep->residual != NULL ? ep->residual + n * y_step : NULL,
-                             n + 1 < g.n ? x + (n + 1) * x_step : NULL,
-                             ws + (gsize) dfq_conv2d_thread_id () * ws_size);
+    if (g.direct) {
+        dfq_conv2d_direct_forward (&g, x, w, b, y, ep);
+        return;
+    }
+    if (dfq_conv2d_batched_usable (&g)) {
+        dfq_conv2d_batched_forward (&g, dst->arena, x, w, b, y, ep, n_threads);
         return;
     }
     const gsize col_size = g.cols_are_x ? 0 : (gsize) (g.k_all * g.p_out);
     if (g.n == 1) {
         float *col = col_size > 0 ? dfq_arena_alloc_uninit (dst->arena, col_size * sizeof (float)) : NULL;
         dfq_conv2d_gemm_single (&g, x, w, b, y, col, n_threads);
+        if (ep != NULL) {
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (g.co * g.p_out > 32768)
+            for (gint64 co = 0; co < g.co; co++)
+                dfq_conv2d_epilogue (&g, ep, y, 0, co);
+        }
         return;
     }
     /* One column buffer per thread (the GEMMs run single-threaded in here). */
@@ -1389,6 +1675,9 @@ dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
     for (gint64 n = 0; n < g.n; n++) {
         float *col = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * col_size : NULL;
         dfq_conv2d_gemm_image (&g, x + n * x_step, w, b, y + n * y_step, col);
+        if (ep != NULL)
+            for (gint64 co = 0; co < g.co; co++)
+                dfq_conv2d_epilogue (&g, ep, y, n, co);
     }
 }
 
@@ -1457,39 +1746,32 @@ dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, const DfqT
 {
     if (x == NULL || weight == NULL || x->dtype != DFQ_DTYPE_F32 || weight->dtype != DFQ_DTYPE_F32 ||
         x->n_dims != 4 || weight->n_dims != 4 || !dfq_tensor_is_contiguous (x) ||
-        !dfq_tensor_is_contiguous (weight) || stride < 1 || groups < 1 ||
-        x->shape[0] == 0 || weight->shape[0] == 0 || x->shape[1] % groups != 0 ||
-        weight->shape[1] != x->shape[1] / groups || weight->shape[2] != 3 || weight->shape[3] != 3 ||
-        x->shape[2] + 2 * padding < 3 || x->shape[3] + 2 * padding < 3)
+        !dfq_tensor_is_contiguous (weight) || stride < 1 || padding < 0 || groups < 1 ||
+        x->shape[0] == 0 || weight->shape[0] == 0 || x->shape[1] % groups != 0 || weight->shape[0] % groups != 0 ||
+        weight->shape[1] != x->shape[1] / groups || weight->shape[2] < 1 || weight->shape[3] < 1 ||
+        x->shape[2] + 2 * padding < weight->shape[2] || x->shape[3] + 2 * padding < weight->shape[3])
         return FALSE;
-    if (dfq_priv_bn_eval_rounding () != DFQ_PRIV_BN_ROUNDING_FMA)
+    if (bias != NULL && (bias->dtype != DFQ_DTYPE_F32 || dfq_tensor_numel (bias) != weight->shape[0]))
         return FALSE;
-    DfqConv2dGeom g = {
-        .n = x->shape[0], .ci = x->shape[1], .h = x->shape[2], .w = x->shape[3],
-        .co = weight->shape[0], .kh = 3, .kw = 3,
-        .ho = (x->shape[2] + 2 * padding - 3) / stride + 1, .wo = (x->shape[3] + 2 * padding - 3) / stride + 1,
-        .s = stride, .p = padding, .g = groups,
-    };
-    g.cig = g.ci / g.g;
-    g.direct = g.cig == 1;
-    return dfq_conv3_fused_usable (&g, bias != NULL);
+    /* Every path applies the BN step as one fused multiply-add. */
+    return dfq_priv_bn_eval_rounding () == DFQ_PRIV_BN_ROUNDING_FMA;
 }
 
 DfqTensor *
 dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride, int padding,
-                       const DfqPrivConvEpilogue *epilogue)
+                       int groups, const DfqPrivConvEpilogue *epilogue)
 {
-    g_return_val_if_fail (dfq_priv_conv2d_fusable (x, weight, bias, stride, padding, 1), NULL);
+    g_return_val_if_fail (dfq_priv_conv2d_fusable (x, weight, bias, stride, padding, groups), NULL);
     g_return_val_if_fail (epilogue != NULL && epilogue->mean != NULL && epilogue->scale != NULL &&
                           epilogue->shift != NULL, NULL);
-    gint64 shape[4] = { x->shape[0], weight->shape[0], (x->shape[2] + 2 * padding - 3) / stride + 1,
-                        (x->shape[3] + 2 * padding - 3) / stride + 1 };
+    gint64 shape[4] = { x->shape[0], weight->shape[0], (x->shape[2] + 2 * padding - weight->shape[2]) / stride + 1,
+                        (x->shape[3] + 2 * padding - weight->shape[3]) / stride + 1 };
     DfqTensor *srcs[3] = { x, weight, bias };
     DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_CONV2D, DFQ_DTYPE_F32, 4, shape, 3, srcs);
     g_return_val_if_fail (!dfq_tensor_requires_grad (t), NULL);
     t->op_params[0] = stride;
     t->op_params[1] = padding;
-    t->op_params[2] = 1;
+    t->op_params[2] = groups;
     dfq_conv2d_forward_with (t, epilogue);
     /* a leaf, as dfq_priv_op_run leaves a result that needs no gradient */
     t->op = DFQ_OP_NONE;

@@ -79,23 +79,27 @@ void dfq_priv_bn_eval_coeffs (const DfqTensor *gamma, const DfqTensor *beta, con
                               const DfqTensor *running_var, float eps, float *mean, float *scale, float *shift);
 
 /* What follows the conv, per output channel co:
- * y = relu (((conv + bias) - mean[co]) * scale[co] + shift[co] + residual). */
+ * y = act (((conv + bias) - mean[co]) * scale[co] + shift[co] + residual),
+ * act: ReLU (@relu), ReLU6 (@relu6) or none. */
 typedef struct {
     const float *mean;     /* float[Co] */
     const float *scale;    /* float[Co] */
     const float *shift;    /* float[Co] */
     const float *residual; /* [N, Co, Ho, Wo] (the result's shape), or NULL */
     gboolean relu;
+    gboolean relu6;
 } DfqPrivConvEpilogue;
 
-/* Whether dfq_priv_conv2d_fused can run this conv (the 3x3 kernels on this
- * CPU, and a BN rounding they can reproduce). */
+/* Whether dfq_priv_conv2d_fused can run this conv: a BN rounding the epilogue
+ * reproduces (a fused multiply-add). 3x3 convs that take the AVX-512 kernels
+ * apply it in their registers; every other conv (1x1, depthwise, ...) applies
+ * it to each output image (or plane) right after computing it, in cache. */
 gboolean dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, const DfqTensor *bias, int stride,
                                   int padding, int groups);
 /* The conv with its epilogue, as a leaf (no graph: nothing may require a
  * gradient). Only where dfq_priv_conv2d_fusable says so. */
 DfqTensor *dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride,
-                                  int padding, const DfqPrivConvEpilogue *epilogue);
+                                  int padding, int groups, const DfqPrivConvEpilogue *epilogue);
 
 /* Channel index helpers for per-channel parameters along @axis. */
 static inline gint64

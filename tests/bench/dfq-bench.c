@@ -13,7 +13,14 @@
  *                   as in the reference the teacher's parameters also get
  *                   gradients
  *
- * on 1x28x28 and 3x32x32 inputs. Each figure is the median over --reps timed
+ * on 1x28x28 and 3x32x32 inputs, and (issue 15) on 1x28x28 only:
+ *
+ *   mobilenetv2-train  MobileNetV2 (mobilenetv2-cifar plugin, the layout of the
+ *                      shared fixture: stem stride 1, ReLU6, no dropout) train
+ *                      step at batch 64, SGD as above
+ *   mobilenetv2-infer  the same network in eval mode, no graph, batch 128
+ *
+ * Each figure is the median over --reps timed
  * steps after --warmup untimed training steps (the reference's PyTorch speed
  * depends on the state of the network, so both sides warm up the same way).
  *
@@ -50,6 +57,7 @@
 #define BENCH_LATENT 100
 #define BENCH_TRAIN_BATCH 128
 #define BENCH_GEN_BATCH 32
+#define BENCH_MV2_TRAIN_BATCH 64
 #define BENCH_FMNIST_MEAN 0.2860f
 #define BENCH_FMNIST_STD 0.3530f
 
@@ -221,23 +229,40 @@ bench_report (const char *workload, int cin, int hw, int batch, double *times, d
 /* ------------------------------------------------------------------ inputs */
 
 static DfqModel *
-bench_make_model (DfqRegistry *registry, int cin, int hw)
+bench_make_model_yaml (DfqRegistry *registry, const char *use, const char *yaml)
 {
     g_autoptr (GError) error = NULL;
-    g_autofree char *yaml = g_strdup_printf ("use: resnet-cifar\ndepth: 20\nin_channels: %d\nimage_size: %d\n"
-                                             "classes: %d\ninit_seed: 0\n",
-                                             cin, hw, BENCH_CLASSES);
     DfqConfigNode *node = dfq_config_parse (yaml, -1, "dfq-bench", &error);
     if (node == NULL)
         g_error ("%s", error->message);
-    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_MODEL, "resnet-cifar");
+    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_MODEL, use);
     if (klass == NULL)
-        g_error ("the resnet-cifar plugin was not found (--plugin-path, DFQ_PLUGIN_PATH)");
+        g_error ("the %s plugin was not found (--plugin-path, DFQ_PLUGIN_PATH)", use);
     DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, "model", &error);
     dfq_config_node_free (node);
     if (f == NULL)
         g_error ("%s", error->message);
     return (DfqModel *) f;
+}
+
+static DfqModel *
+bench_make_model (DfqRegistry *registry, int cin, int hw)
+{
+    g_autofree char *yaml = g_strdup_printf ("use: resnet-cifar\ndepth: 20\nin_channels: %d\nimage_size: %d\n"
+                                             "classes: %d\ninit_seed: 0\n",
+                                             cin, hw, BENCH_CLASSES);
+    return bench_make_model_yaml (registry, "resnet-cifar", yaml);
+}
+
+/* The MobileNetV2 of the shared fixture (no dropout, so that both sides run
+ * the same network). */
+static DfqModel *
+bench_make_mv2 (DfqRegistry *registry, int cin, int hw)
+{
+    g_autofree char *yaml = g_strdup_printf ("use: mobilenetv2-cifar\nin_channels: %d\nimage_size: %d\n"
+                                             "classes: %d\ndropout: 0\ninit_seed: 0\n",
+                                             cin, hw, BENCH_CLASSES);
+    return bench_make_model_yaml (registry, "mobilenetv2-cifar", yaml);
 }
 
 /* Fashion-MNIST training images 0..n-1, normalised; a 32x32 size pads by 2 with
@@ -391,6 +416,9 @@ typedef struct {
     DfqOptim *adam;
     DfqArena *inputs;
     DfqArena *scratch;
+    DfqModel *mv2;        /* 1x28x28 only */
+    DfqOptim *mv2_sgd;
+    DfqTensor *x64, *y64; /* the first 64 images of x, y */
 } BenchCase;
 
 static DfqTensor *
@@ -415,6 +443,31 @@ bench_infer_step (BenchCase *c)
     DfqForward fwd;
     dfq_forward_init (&fwd, c->scratch, FALSE);
     dfq_model_forward (c->model, &fwd, c->x);
+    dfq_set_grad_enabled (prev);
+}
+
+static DfqTensor *
+bench_mv2_train_step (BenchCase *c)
+{
+    dfq_arena_reset (c->scratch);
+    dfq_optim_zero_grad (c->mv2_sgd);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, c->scratch, TRUE);
+    DfqTensor *logits = dfq_model_forward (c->mv2, &fwd, c->x64);
+    DfqTensor *loss = dfq_cross_entropy (c->scratch, logits, c->y64);
+    dfq_backward (loss, c->scratch);
+    dfq_optim_step (c->mv2_sgd);
+    return loss;
+}
+
+static void
+bench_mv2_infer_step (BenchCase *c)
+{
+    dfq_arena_reset (c->scratch);
+    gboolean prev = dfq_set_grad_enabled (FALSE);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, c->scratch, FALSE);
+    dfq_model_forward (c->mv2, &fwd, c->x);
     dfq_set_grad_enabled (prev);
 }
 
@@ -478,6 +531,20 @@ bench_case_init (BenchCase *c, DfqRegistry *registry, int cin, int hw)
     dfq_tensor_set_name (c->yl, "yl");
     dfq_rand_normal_fill (c->z, 13, (guint64) cin, 0.0f, 1.0f);
     dfq_rand_int_fill (c->yl, 13, 100 + (guint64) cin, BENCH_CLASSES);
+
+    if (cin == 1 && hw == 28) {
+        c->mv2 = bench_make_mv2 (registry, cin, hw);
+        dfq_optim_config_init (&cfg, DFQ_OPTIM_SGD);
+        cfg.lr = 0.1;
+        cfg.momentum = 0.9;
+        c->mv2_sgd = dfq_optim_new (&cfg);
+        for (guint i = 0; i < c->mv2->params->len; i++)
+            dfq_optim_add_param (c->mv2_sgd, c->mv2->params->pdata[i]);
+        c->x64 = dfq_tensor_new_4d (c->inputs, DFQ_DTYPE_F32, BENCH_MV2_TRAIN_BATCH, cin, hw, hw);
+        c->y64 = dfq_tensor_new_1d (c->inputs, DFQ_DTYPE_I32, BENCH_MV2_TRAIN_BATCH);
+        memcpy (dfq_tensor_f32 (c->x64), dfq_tensor_f32 (c->x), (gsize) dfq_tensor_numel (c->x64) * sizeof (float));
+        memcpy (dfq_tensor_i32 (c->y64), dfq_tensor_i32 (c->y), (gsize) BENCH_MV2_TRAIN_BATCH * sizeof (gint32));
+    }
 }
 
 static void
@@ -487,6 +554,10 @@ bench_case_clear (BenchCase *c)
     dfq_optim_free (c->adam);
     bench_gen_clear (&c->gen);
     dfq_feature_free ((DfqFeature *) c->model);
+    if (c->mv2 != NULL) {
+        dfq_optim_free (c->mv2_sgd);
+        dfq_feature_free ((DfqFeature *) c->mv2);
+    }
     dfq_arena_free (c->inputs);
     dfq_arena_free (c->scratch);
 }
@@ -501,11 +572,12 @@ bench_case_dump (BenchCase *c)
         g_ptr_array_add (names, g_strdup (inputs[i]->name));
         g_ptr_array_add (tensors, inputs[i]);
     }
-    GPtrArray *lists[] = { c->model->params, c->model->buffers };
+    GPtrArray *lists[] = { c->model->params, c->model->buffers,
+                           c->mv2 != NULL ? c->mv2->params : NULL, c->mv2 != NULL ? c->mv2->buffers : NULL };
     for (guint l = 0; l < G_N_ELEMENTS (lists); l++)
-        for (guint i = 0; i < lists[l]->len; i++) {
+        for (guint i = 0; lists[l] != NULL && i < lists[l]->len; i++) {
             DfqTensor *t = lists[l]->pdata[i];
-            g_ptr_array_add (names, g_strdup_printf ("teacher.%s", t->name));
+            g_ptr_array_add (names, g_strdup_printf ("%s.%s", l < 2 ? "teacher" : "mv2", t->name));
             g_ptr_array_add (tensors, t);
         }
     for (guint i = 0; i < c->gen.named->len; i++) {
@@ -523,6 +595,51 @@ bench_case_dump (BenchCase *c)
     printf ("# wrote %s (%u tensors, data %s)\n", path, names->len, opts.data);
 }
 
+/* The MobileNetV2 workloads (1x28x28): 5 untimed training steps, then each. */
+static void
+bench_mv2_run (BenchCase *c)
+{
+    const gboolean want_train = bench_selected ("mobilenetv2-train-1x28x28");
+    const gboolean want_infer = bench_selected ("mobilenetv2-infer-1x28x28");
+    if (!want_train && !want_infer)
+        return;
+    double *times = g_new (double, opts.reps);
+    double *cpu = g_new (double, opts.reps);
+    double fwd_flops, train_flops, infer_flops;
+    for (int i = 0; i < opts.warmup; i++)
+        bench_mv2_train_step (c);
+    DfqTensor *loss = bench_mv2_train_step (c);
+    bench_count_flops (loss, &fwd_flops, &train_flops);
+    if (want_train) {
+        for (int r = 0; r < opts.reps; r++) {
+            double t0 = bench_now (), c0 = bench_cpu_now ();
+            loss = bench_mv2_train_step (c);
+            times[r] = bench_now () - t0;
+            cpu[r] = bench_cpu_now () - c0;
+        }
+        if (!isfinite (dfq_tensor_f32 (loss)[0]))
+            g_warning ("mobilenetv2-train: the loss is not finite");
+        bench_note_loss (loss);
+        bench_report ("mobilenetv2-train", 1, 28, BENCH_MV2_TRAIN_BATCH, times, cpu, opts.reps, train_flops,
+                      dfq_arena_capacity (c->scratch));
+    }
+    if (want_infer) {
+        /* the inference batch is twice the training one: the same FLOPs per image */
+        infer_flops = fwd_flops * BENCH_TRAIN_BATCH / BENCH_MV2_TRAIN_BATCH;
+        bench_mv2_infer_step (c); /* untimed: sizes the arena for eval */
+        for (int r = 0; r < opts.reps; r++) {
+            double t0 = bench_now (), c0 = bench_cpu_now ();
+            bench_mv2_infer_step (c);
+            times[r] = bench_now () - t0;
+            cpu[r] = bench_cpu_now () - c0;
+        }
+        bench_report ("mobilenetv2-infer", 1, 28, BENCH_TRAIN_BATCH, times, cpu, opts.reps, infer_flops,
+                      dfq_arena_capacity (c->scratch));
+    }
+    g_free (times);
+    g_free (cpu);
+}
+
 static void
 bench_case_run (BenchCase *c)
 {
@@ -538,6 +655,8 @@ bench_case_run (BenchCase *c)
     gboolean want_infer = bench_selected (id);
     g_snprintf (id, sizeof id, "gdfq-gen-%dx%dx%d", cin, hw, hw);
     gboolean want_gen = bench_selected (id);
+    if (c->mv2 != NULL)
+        bench_mv2_run (c);
     if (!want_train && !want_infer && !want_gen)
         goto out;
 
@@ -608,7 +727,7 @@ main (int argc, char **argv)
         { "plugin-path", 0, 0, G_OPTION_ARG_FILENAME, &opts.plugin_path, "Where the model plugins are", "DIR" },
         { NULL },
     };
-    g_autoptr (GOptionContext) ctx = g_option_context_new ("- dfqlab engine benchmark (ResNet-20, GDFQ generator)");
+    g_autoptr (GOptionContext) ctx = g_option_context_new ("- dfqlab engine benchmark (ResNet-20, GDFQ generator, MobileNetV2)");
     g_option_context_add_main_entries (ctx, entries, NULL);
     g_autoptr (GError) error = NULL;
     if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
@@ -649,11 +768,14 @@ main (int argc, char **argv)
         g_snprintf (tag, sizeof tag, "-%dx%dx%d", shapes[s][0], shapes[s][1], shapes[s][1]);
         if (opts.only != NULL && opts.dump_dir == NULL && !bench_selected (tag + 1)) {
             /* cheap skip when the pattern names the other shape */
-            char ids[3][64];
+            char ids[5][64];
             g_snprintf (ids[0], 64, "resnet20-train%s", tag);
             g_snprintf (ids[1], 64, "resnet20-infer%s", tag);
             g_snprintf (ids[2], 64, "gdfq-gen%s", tag);
-            if (!bench_selected (ids[0]) && !bench_selected (ids[1]) && !bench_selected (ids[2]))
+            g_snprintf (ids[3], 64, "mobilenetv2-train%s", tag);
+            g_snprintf (ids[4], 64, "mobilenetv2-infer%s", tag);
+            if (!bench_selected (ids[0]) && !bench_selected (ids[1]) && !bench_selected (ids[2]) &&
+                !bench_selected (ids[3]) && !bench_selected (ids[4]))
                 continue;
         }
         bench_case_init (&c, registry, shapes[s][0], shapes[s][1]);

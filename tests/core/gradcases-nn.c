@@ -45,6 +45,7 @@ CONV_BUILDER (s2p2, 2, 2, 1)
 CONV_BUILDER (s1p1g2, 1, 1, 2)
 CONV_BUILDER (s1p1g3, 1, 1, 3)
 CONV_BUILDER (s1p1g4, 1, 1, 4)
+CONV_BUILDER (s2p1g4, 2, 1, 4)
 CONV_BUILDER_NB (s1p1, 1, 1, 1)
 CONV_BUILDER_NB (s2p0, 2, 0, 1)
 CONV_BUILDER_NB (s2p1g2, 2, 1, 2)
@@ -155,6 +156,9 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 2, 9, 9, NORMAL, TRUE), IN4 (2, 2, 5, 5, NORMAL, TRUE), IN1 (2, NORMAL, TRUE) } },
     { .name = "conv2d/1x1-s1", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
       .inputs = { IN4 (3, 4, 3, 3, NORMAL, TRUE), IN4 (5, 4, 1, 1, NORMAL, TRUE), IN1 (5, NORMAL, TRUE) } },
+    /* 1x1 stride 1 on small planes as one GEMM over the batch: two column blocks (256 + 64) */
+    { .name = "conv2d/1x1-s1-batched-blocks", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
+      .inputs = { IN4 (5, 3, 8, 8, NORMAL, TRUE), IN4 (4, 3, 1, 1, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
     { .name = "conv2d/1x1-s2", .op = DFQ_OP_CONV2D, .n_inputs = 2, .build = build_conv_s2p0_nb,
       .inputs = { IN4 (2, 4, 5, 5, NORMAL, TRUE), IN4 (3, 4, 1, 1, NORMAL, TRUE) } },
     { .name = "conv2d/groups2", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g2,
@@ -197,6 +201,16 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 3, 4, 4, NORMAL, TRUE), IN4 (3, 1, 1, 1, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
     { .name = "conv2d/depthwise-batch1", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g3,
       .inputs = { IN4 (1, 3, 5, 7, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
+    /* the depthwise 3x3 pad-1 kernel (issue 15): stride 2 on even and tiny planes with bias, wide and
+     * one-row planes at stride 1 */
+    { .name = "conv2d/depthwise3-s2-even", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s2p1g4,
+      .inputs = { IN4 (2, 4, 8, 6, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise3-s2-2x3", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s2p1g4,
+      .inputs = { IN4 (3, 4, 2, 3, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise3-s1-wide", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g3,
+      .inputs = { IN4 (2, 3, 3, 19, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise3-s1-one-row", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g4,
+      .inputs = { IN4 (2, 4, 1, 4, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
     { .name = "conv2d/single-input-channel", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
       .inputs = { IN4 (2, 1, 6, 6, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
 

@@ -139,9 +139,9 @@ typedef enum { DFQ_ACT_RELU, DFQ_ACT_RELU6 } DfqActKind;
 DFQ_API DfqTensor *dfq_layer_act (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x, DfqActKind kind);
 /* conv -> BN -> [+ residual] -> [activation], the usual "conv-bn-relu" unit:
  * the same result, taps, quantization sites and hooks as dfq_layer_conv (with
- * groups 1), dfq_layer_bn, dfq_add (bn_out, residual) and dfq_layer_act in that
- * order. Fields not set (zero) mean: no activation (@act_site NULL), no
- * residual, no body tap. */
+ * @groups), dfq_layer_bn, dfq_add (bn_out, residual) and dfq_layer_act in that
+ * order. Fields not set (zero) mean: groups 1, no activation (@act_site NULL),
+ * no residual, no body tap. */
 typedef struct {
     const char *conv;      /* conv "<conv>.weight" (+ ".bias"), as dfq_layer_conv */
     int stride;
@@ -153,15 +153,19 @@ typedef struct {
     const char *body_tap;  /* a DFQ_TAP_BODY tap of this name on the BN output, before the add, or NULL */
     const char *act_site;  /* activation and its quantization site, as dfq_layer_act; NULL: none */
     DfqActKind act;
-    gpointer reserved[4];
+    int groups;            /* conv groups (depthwise: the channels); 0 means 1 */
+    int reserved_int;
+    gpointer reserved[3];
 } DfqLayerConvBn;
 
 /* Runs @layer on @x. In eval mode, when no gradient is needed (grad mode off,
  * or neither @x, the weights, BN affine nor @residual requires one) and no tap
- * set wants the conv or BN output or the body, a conv that takes the engine's
- * 3x3 kernels (AVX-512 CPUs) computes BN, the residual add and a ReLU in the
- * epilogue of the conv: one pass instead of four, with the same bits as the
- * separate ops. Anything else runs the separate ops. */
+ * set wants the conv or BN output or the body, the conv computes BN, the
+ * residual add and a ReLU or ReLU6 in its epilogue (in the registers of the
+ * engine's 3x3 kernels on AVX-512 CPUs; on each output image or plane while it
+ * is in cache for 1x1, depthwise and other convs): one pass instead of four,
+ * with the same bits as the separate ops. Anything else (or a CPU whose BN op
+ * does not round with a fused multiply-add) runs the separate ops. */
 DFQ_API DfqTensor *dfq_layer_conv_bn (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x);
 /* Whether dfq_layer_conv_bn (@self, @fwd, @layer, @x) will take the fused
  * path, for a model that would then compute a shortcut early, to pass it as

@@ -25,6 +25,7 @@ typedef struct {
     Mv2Block blocks[MV2_MAX_BLOCKS];
     int n_blocks;
     int stem_channels, head_in, head_channels;
+    DfqArena *eval_arena[2]; /* no-grad evaluation: blocks alternate between these */
 } Mv2;
 
 static const DfqParamSpec mv2_params[] = {
@@ -118,20 +119,22 @@ mv2_build (DfqModel *model, GError **error)
 #define MV2_EPS 1e-5f
 #define MV2_MOMENTUM 0.1f
 
+/* conv "<prefix>.0" -> BN "<prefix>.1" -> ReLU6 (site "<prefix>.2") through
+ * dfq_layer_conv_bn, which fuses the three in eval mode. */
 static DfqTensor *
 mv2_conv_bn (DfqModel *model, DfqForward *fwd, const char *prefix, DfqTensor *x, int stride, int padding,
-             int groups, gboolean act)
+             int groups)
 {
-    char n[64], site[72];
-    g_snprintf (n, sizeof n, "%s.0", prefix);
-    x = dfq_layer_conv (model, fwd, n, x, stride, padding, groups);
-    g_snprintf (n, sizeof n, "%s.1", prefix);
-    x = dfq_layer_bn (model, fwd, n, x, MV2_EPS, MV2_MOMENTUM);
-    if (act) {
-        g_snprintf (site, sizeof site, "%s.2", prefix);
-        x = dfq_layer_act (model, fwd, site, x, DFQ_ACT_RELU6);
-    }
-    return x;
+    char conv[64], bn[64], site[72];
+    g_snprintf (conv, sizeof conv, "%s.0", prefix);
+    g_snprintf (bn, sizeof bn, "%s.1", prefix);
+    g_snprintf (site, sizeof site, "%s.2", prefix);
+    const DfqLayerConvBn layer = {
+        .conv = conv, .stride = stride, .padding = padding, .groups = groups,
+        .bn = bn, .bn_eps = MV2_EPS, .bn_momentum = MV2_MOMENTUM,
+        .act_site = site, .act = DFQ_ACT_RELU6,
+    };
+    return dfq_layer_conv_bn (model, fwd, &layer, x);
 }
 
 static DfqTensor *
@@ -140,24 +143,24 @@ mv2_block (Mv2 *self, DfqForward *fwd, int i, DfqTensor *x)
     DfqModel *model = (DfqModel *) self;
     const Mv2Block *b = &self->blocks[i];
     int idx = i + 1, li = 0;
-    char n[64];
+    char n[64], bn[64], body[64];
     DfqTensor *y = x;
     if (b->expand != 1) {
         g_snprintf (n, sizeof n, "features.%d.conv.%d", idx, li++);
-        y = mv2_conv_bn (model, fwd, n, y, 1, 0, 1, TRUE);
+        y = mv2_conv_bn (model, fwd, n, y, 1, 0, 1);
     }
     g_snprintf (n, sizeof n, "features.%d.conv.%d", idx, li++);
-    y = mv2_conv_bn (model, fwd, n, y, b->stride, 1, b->hidden, TRUE);
+    y = mv2_conv_bn (model, fwd, n, y, b->stride, 1, b->hidden);
+    /* projection: conv -> BN (body tap) -> + x, no activation */
     g_snprintf (n, sizeof n, "features.%d.conv.%d", idx, li);
-    y = dfq_layer_conv (model, fwd, n, y, 1, 0, 1);
-    g_snprintf (n, sizeof n, "features.%d.conv.%d", idx, li + 1);
-    y = dfq_layer_bn (model, fwd, n, y, MV2_EPS, MV2_MOMENTUM);
-    if (fwd->n_tap_sets > 0) {
-        g_snprintf (n, sizeof n, "features.%d:body", idx);
-        dfq_layer_tap (fwd, n, DFQ_TAP_BODY, y, NULL, NULL);
-    }
-    if (b->residual)
-        y = dfq_add (fwd->arena, y, x);
+    g_snprintf (bn, sizeof bn, "features.%d.conv.%d", idx, li + 1);
+    g_snprintf (body, sizeof body, "features.%d:body", idx);
+    const DfqLayerConvBn proj = {
+        .conv = n, .stride = 1, .padding = 0, .groups = 1,
+        .bn = bn, .bn_eps = MV2_EPS, .bn_momentum = MV2_MOMENTUM,
+        .residual = b->residual ? x : NULL, .body_tap = body,
+    };
+    y = dfq_layer_conv_bn (model, fwd, &proj, y);
     if (fwd->n_tap_sets > 0) {
         g_snprintf (n, sizeof n, "features.%d:out", idx);
         dfq_layer_tap (fwd, n, DFQ_TAP_BLOCK, y, NULL, NULL);
@@ -171,7 +174,7 @@ mv2_head (Mv2 *self, DfqForward *fwd, DfqTensor *x)
     DfqModel *model = (DfqModel *) self;
     char n[64];
     g_snprintf (n, sizeof n, "features.%d", self->n_blocks + 1);
-    x = mv2_conv_bn (model, fwd, n, x, 1, 0, 1, TRUE);
+    x = mv2_conv_bn (model, fwd, n, x, 1, 0, 1);
     return x;
 }
 
@@ -187,15 +190,58 @@ mv2_classifier (Mv2 *self, DfqForward *fwd, DfqTensor *x)
     return dfq_layer_linear (model, fwd, "classifier.1", f);
 }
 
+/* Whether a forward may run its blocks in the model's two eval arenas: eval
+ * mode, no graph, nothing looking at intermediate tensors (taps) and no hooks
+ * (a quantizer may keep what it makes in the step's arena). */
+static gboolean
+mv2_blockwise (DfqForward *fwd)
+{
+    return !fwd->training && !dfq_grad_enabled () && fwd->n_tap_sets == 0 && fwd->quantize_weight == NULL &&
+           fwd->quantize_act == NULL && fwd->conv_input == NULL;
+}
+
 static DfqTensor *
 mv2_forward (DfqModel *model, DfqForward *fwd, DfqTensor *x)
 {
     Mv2 *self = (Mv2 *) model;
-    x = mv2_conv_bn (model, fwd, "features.0", x, 1, 1, 1, TRUE);
-    for (int i = 0; i < self->n_blocks; i++)
-        x = mv2_block (self, fwd, i, x);
-    x = mv2_head (self, fwd, x);
+    if (!mv2_blockwise (fwd)) {
+        x = mv2_conv_bn (model, fwd, "features.0", x, 1, 1, 1);
+        for (int i = 0; i < self->n_blocks; i++)
+            x = mv2_block (self, fwd, i, x);
+        x = mv2_head (self, fwd, x);
+        return mv2_classifier (self, fwd, x);
+    }
+    /* Evaluation memory that does not grow with depth: block k runs in arena
+     * k % 2, reset first. What it frees is block k - 2's, whose only reader,
+     * block k - 1, has run; block k reads block k - 1's output from the other
+     * arena. The same ops in the same order: the same bits. The classifier
+     * runs in the caller's arena, where the logits must stay. */
+    DfqArena *step_arena = fwd->arena;
+    for (int k = 0; k < 2; k++)
+        if (self->eval_arena[k] == NULL)
+            self->eval_arena[k] = dfq_arena_new (0);
+    for (int k = 0; k <= self->n_blocks + 1; k++) {
+        DfqArena *a = self->eval_arena[k % 2];
+        dfq_arena_reset (a);
+        fwd->arena = a;
+        if (k == 0)
+            x = mv2_conv_bn (model, fwd, "features.0", x, 1, 1, 1);
+        else if (k <= self->n_blocks)
+            x = mv2_block (self, fwd, k - 1, x);
+        else
+            x = mv2_head (self, fwd, x);
+    }
+    fwd->arena = step_arena;
     return mv2_classifier (self, fwd, x);
+}
+
+static void
+mv2_teardown (DfqFeature *feature)
+{
+    Mv2 *self = (Mv2 *) feature;
+    for (int k = 0; k < 2; k++)
+        g_clear_pointer (&self->eval_arena[k], dfq_arena_free);
+    dfq_model_teardown (feature);
 }
 
 static DfqTensor *
@@ -203,7 +249,7 @@ mv2_forward_block (DfqModel *model, DfqForward *fwd, guint index, DfqTensor *x)
 {
     Mv2 *self = (Mv2 *) model;
     if (index == 0)
-        return mv2_conv_bn (model, fwd, "features.0", x, 1, 1, 1, TRUE);
+        return mv2_conv_bn (model, fwd, "features.0", x, 1, 1, 1);
     if (index <= (guint) self->n_blocks)
         return mv2_block (self, fwd, (int) index - 1, x);
     if (index == (guint) self->n_blocks + 1)
@@ -214,7 +260,7 @@ mv2_forward_block (DfqModel *model, DfqForward *fwd, guint index, DfqTensor *x)
 static const DfqModelClass mv2_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_MODEL, "mobilenetv2-cifar",
                                            "MobileNetV2 for 32x32 inputs (chenyaofo variant, torchvision names)",
-                                           Mv2, mv2_params, dfq_model_setup, dfq_model_teardown),
+                                           Mv2, mv2_params, dfq_model_setup, mv2_teardown),
     .build = mv2_build,
     .forward = mv2_forward,
     .forward_block = mv2_forward_block,
