@@ -16,6 +16,8 @@ G_BEGIN_DECLS
 typedef struct _DfqQuantizer DfqQuantizer;
 typedef struct _DfqLoss DfqLoss;
 
+/* Code that builds a context itself (tests, tools) zeroes it first ({ 0 } or
+ * memset): reserved slots become fields (transforms) that NULL leaves off. */
 typedef struct {
     DfqArena *arena;         /* scratch of this step: reset before each iteration */
     DfqModel *teacher;       /* full precision, frozen, eval-mode BN */
