@@ -60,13 +60,13 @@ typedef struct {
     /* set by the feature's init */
     const char *method; /* feature name, for messages */
     gboolean quantize;  /* bag: resolve bits and quantize at prepare */
+    DfqTransformChain chain; /* over @transforms, for the teacher's forward of each step */
     /* resolved by prepare(): 0 = full precision */
     gint w_bits_used;
     gint a_bits_used;
     /* built by prepare() */
     gboolean owns_arena;
     gint classes;
-    DfqTransformChain chain; /* over @transforms */
     gint channels;
     gint init_h, init_w;    /* image size / 4 */
     DfqTensor *emb;         /* label_emb.weight [classes, latent] */
