@@ -24,7 +24,12 @@ dfq_transform_conv_input (DfqTransform *self, DfqForward *fwd, const char *conv,
                          klass->parent.name, conv);
         return NULL;
     }
-    g_return_val_if_fail (y->n_dims == x->n_dims && memcmp (y->shape, x->shape, sizeof x->shape) == 0, NULL);
+    if (y->n_dims != x->n_dims || memcmp (y->shape, x->shape, sizeof x->shape) != 0) {
+        g_set_error (error, DFQ_PLUGIN_ERROR, DFQ_PLUGIN_ERROR_BAD_FEATURE,
+                     "transform '%s' changed the shape of the input of conv '%s' (a transform must keep it)",
+                     klass->parent.name, conv);
+        return NULL;
+    }
     return y;
 }
 

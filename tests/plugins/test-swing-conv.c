@@ -11,6 +11,7 @@
  *   the transforms reach the synthesizer's teacher forwards only (a counting
  *   transform under adadfq, whose losses also run the student);
  * - clear errors: pad out of range, bad fixed offsets, an input too small;
+ *   a transform that changes the shape, a non-transform in a list;
  * - synthesizer configs without `transforms` print as before (config hashes). */
 #include <math.h>
 #include <string.h>
@@ -367,6 +368,50 @@ static const DfqTransformClass counter_class = {
     .conv_input = counter_conv_input,
 };
 
+/* A broken transform: drops the last row. */
+static DfqTensor *
+shrink_conv_input (DfqTransform *self, DfqForward *fwd, const char *conv, int stride, DfqTensor *x, GError **error)
+{
+    return dfq_crop (fwd->arena, x, 0, 0, (int) x->shape[2] - 1, (int) x->shape[3]);
+}
+
+static const DfqTransformClass shrink_class = {
+    .parent = DFQ_FEATURE_CLASS_INIT (DFQ_FEATURE_TRANSFORM, "test-shrink", "Changes the shape (a bug)", Counter,
+                                      counter_params),
+    .conv_input = shrink_conv_input,
+};
+
+static void
+test_shape_guard (void)
+{
+    g_test_summary ("A transform that changes the input's shape: BAD_FEATURE in the chain, the conv runs unwrapped");
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (DfqFeature) t = dfq_feature_new_default (registry, &shrink_class.parent, &error);
+    g_assert_no_error (error);
+    g_autoptr (GPtrArray) list = g_ptr_array_new ();
+    g_ptr_array_add (list, t);
+    g_assert_true (dfq_transform_list_check (list, &error));
+    DfqTransformChain chain = { 0 };
+    dfq_transform_chain_init (&chain, list);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, a, FALSE);
+    dfq_transform_chain_install (&chain, &fwd);
+    DfqTensor *x = dfq_tensor_new_4d (a, DFQ_DTYPE_F32, 1, 1, 6, 6);
+    g_assert_true (fwd.conv_input (fwd.conv_input_data, &fwd, "c", 2, x) == x);
+    g_assert_false (dfq_transform_chain_check (&chain, &error));
+    g_assert_error (error, DFQ_PLUGIN_ERROR, DFQ_PLUGIN_ERROR_BAD_FEATURE);
+    g_assert_nonnull (strstr (error->message, "test-shrink"));
+    g_assert_true (dfq_transform_chain_check (&chain, NULL)); /* the error was taken */
+
+    /* a feature of another kind in a transform list is refused */
+    g_autoptr (DfqFeature) loss = dfq_test_make_feature (registry, DFQ_FEATURE_LOSS, "use: ce");
+    g_ptr_array_add (list, loss);
+    g_clear_error (&error);
+    g_assert_false (dfq_transform_list_check (list, &error));
+    g_assert_error (error, DFQ_PLUGIN_ERROR, DFQ_PLUGIN_ERROR_BAD_FEATURE);
+}
+
 static void
 test_teacher_only (void)
 {
@@ -462,6 +507,7 @@ main (int argc, char **argv)
     g_test_add_func ("/plugin/swing-conv/zeroq", test_zeroq);
     g_test_add_func ("/plugin/swing-conv/teacher-only", test_teacher_only);
     g_test_add_func ("/plugin/swing-conv/errors", test_errors);
+    g_test_add_func ("/plugin/swing-conv/shape-guard", test_shape_guard);
     g_test_add_func ("/plugin/swing-conv/configs-unchanged", test_configs_unchanged);
     int rc = g_test_run ();
     dfq_registry_free (registry);

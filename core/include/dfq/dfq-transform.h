@@ -48,7 +48,8 @@ struct _DfqTransformClass {
 #define DFQ_TRANSFORM_CLASS(t) ((const DfqTransformClass *) ((DfqFeature *) (t))->klass)
 
 /* Applies one transform: @x itself when its applies() says no, else its
- * conv_input(). NULL with @error when that fails. */
+ * conv_input(). NULL with @error when that fails or returns a tensor of
+ * another shape (DFQ_PLUGIN_ERROR_BAD_FEATURE). */
 DFQ_API DfqTensor *dfq_transform_conv_input (DfqTransform *self, DfqForward *fwd, const char *conv, int stride,
                                              DfqTensor *x, GError **error);
 
