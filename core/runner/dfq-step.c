@@ -24,6 +24,7 @@ dfq_step_teacher_forward (DfqStepContext *ctx, DfqTensor *x, DfqTapSet *const *t
     dfq_forward_init (&fwd, ctx->arena, FALSE);
     fwd.seed = ctx->seed;
     fwd.step = (guint64) ctx->step;
+    dfq_transform_chain_install (ctx->transforms, &fwd);
     dfq_step_add_taps (&fwd, taps, n_taps);
     return dfq_model_forward (ctx->teacher, &fwd, x);
 }
@@ -85,6 +86,8 @@ dfq_step_eval_losses (DfqStepContext *ctx, GPtrArray *losses, DfqTensor *x, DfqT
     }
     DfqLossInputs in = { x, labels, soft_labels, NULL, NULL };
     in.teacher_logits = dfq_step_teacher_forward (ctx, x, tsets, n_t);
+    if (!dfq_transform_chain_check (ctx->transforms, error))
+        return NULL;
     if (need_student) {
         if (ctx->student == NULL) {
             g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE,

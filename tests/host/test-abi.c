@@ -81,6 +81,24 @@ static const AbiCheck abi_checks[] = {
     SIZE (DfqSynthesizer, 96),
     OFFSET (DfqSynthesizer, progress, 64),
 
+    /* the transform kind (issue 17) */
+    SIZE (DfqTransformClass, 144),
+    OFFSET (DfqTransformClass, applies, 96),
+    OFFSET (DfqTransformClass, conv_input, 104),
+    OFFSET (DfqTransformClass, reserved, 112),
+    SIZE (DfqTransform, 96),
+    OFFSET (DfqTransform, stream, 56),
+    OFFSET (DfqTransform, reserved, 64),
+    SIZE (DfqTransformChain, 32),
+    OFFSET (DfqTransformChain, transforms, 0),
+    OFFSET (DfqTransformChain, error, 8),
+
+    /* transforms took reserved[0]: same size */
+    SIZE (DfqStepContext, 136),
+    OFFSET (DfqStepContext, data_dir, 112),
+    OFFSET (DfqStepContext, transforms, 120),
+    OFFSET (DfqStepContext, reserved, 128),
+
     SIZE (DfqOptimParams, 344),
     OFFSET (DfqOptimParams, use, 0),
     OFFSET (DfqOptimParams, lr, 8),
@@ -92,7 +110,8 @@ static const AbiCheck abi_checks[] = {
 static void
 test_abi_layout (void)
 {
-    g_test_summary ("DfqPluginDesc, DfqFeatureClass, DfqFeature, DfqParamSpec, DfqNumberList, DfqQuantizerClass and "
+    g_test_summary ("DfqPluginDesc, DfqFeatureClass, DfqFeature, DfqParamSpec, DfqNumberList, DfqQuantizerClass, "
+                    "DfqSynthesizer(Class), DfqTransform(Class), DfqTransformChain, DfqStepContext and "
                     "DfqOptimParams keep their LP64 size and field offsets");
     if (sizeof (gpointer) != 8) {
         g_test_skip ("the expected layout is for LP64");

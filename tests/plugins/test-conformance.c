@@ -3,7 +3,9 @@
  * instantiates with its defaults, runs one step on a toy setup (a tiny CNN,
  * batch 4), gives finite results, and gives identical results twice with the
  * same seed. Quantizers also run one backward pass in LEARN mode: every
- * learnable tensor of their parameter groups gets a finite gradient. Features
+ * learnable tensor of their parameter groups gets a finite gradient.
+ * Transforms wrap the tiny CNN's conv inputs in one forward and backward
+ * (conformance_transform). Features
  * with required parameters get them from conformance_required_config(). A new
  * plugin is covered without writing a test. */
 #include <math.h>
@@ -148,6 +150,51 @@ conformance_quantizer_backward (DfqQuantizer *q, DfqModel *student, DfqArena *ar
     dfq_quantizer_set_mode (q, DFQ_QUANT_MODE_EVAL);
 }
 
+/* A transform: a usable class (dfq_transform_list_check), then the tiny CNN's
+ * eval forward with a chain of just this transform on its conv inputs (the
+ * transform must keep each input's shape: dfq_transform_conv_input checks),
+ * no error, and a finite, non-zero gradient of sum(logits) w.r.t. the input.
+ * Returns the logits. */
+static DfqTensor *
+conformance_transform (DfqFeature *f, DfqArena *arena, guint64 seed)
+{
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GPtrArray) list = g_ptr_array_new ();
+    g_ptr_array_add (list, f);
+    g_assert_true (dfq_transform_list_check (list, &error));
+    g_assert_no_error (error);
+    DfqModel *model = conformance_tiny_model ();
+    dfq_model_set_trainable (model, FALSE);
+    DfqTransformChain chain = { 0 };
+    dfq_transform_chain_init (&chain, list);
+    DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 4, 1, 28, 28);
+    dfq_rand_normal_fill (x, seed, 1, 0.0f, 1.0f);
+    dfq_tensor_set_param (x);
+    gboolean prev = dfq_set_grad_enabled (TRUE);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, arena, FALSE);
+    fwd.seed = seed;
+    fwd.step = 3;
+    dfq_transform_chain_install (&chain, &fwd);
+    g_assert_nonnull (fwd.conv_input);
+    DfqTensor *out = dfq_model_forward (model, &fwd, x);
+    g_assert_true (dfq_transform_chain_check (&chain, &error));
+    g_assert_no_error (error);
+    g_assert_cmpint (out->shape[1], ==, model->classes);
+    dfq_backward (dfq_sum (arena, out), arena);
+    dfq_set_grad_enabled (prev);
+    g_assert_nonnull (x->grad);
+    g_assert_true (dfq_tensor_all_finite (x->grad));
+    double norm = 0.0;
+    for (gint64 i = 0; i < dfq_tensor_numel (x->grad); i++)
+        norm += fabs (dfq_tensor_f32 (x->grad)[i]);
+    g_assert_cmpfloat (norm, >, 0.0);
+    out = dfq_tensor_dup (arena, out);
+    dfq_transform_chain_clear (&chain);
+    dfq_feature_free ((DfqFeature *) model);
+    return out;
+}
+
 /* One run of the feature's step on the toy setup; returns a checksum of its
  * output (for the same-seed comparison) and asserts finiteness. */
 static double
@@ -250,6 +297,8 @@ conformance_run (const DfqFeatureClass *klass, guint64 seed)
         break;
     }
     case DFQ_FEATURE_TRANSFORM:
+        out = conformance_transform (f, arena, seed);
+        break;
     default:
         break;
     }

@@ -9,12 +9,15 @@
 #include <dfq/dfq-macros.h>
 #include <dfq/dfq-plugin.h>
 #include <dfq/dfq-model.h>
+#include <dfq/dfq-transform.h>
 
 G_BEGIN_DECLS
 
 typedef struct _DfqQuantizer DfqQuantizer;
 typedef struct _DfqLoss DfqLoss;
 
+/* Code that builds a context itself (tests, tools) zeroes it first ({ 0 } or
+ * memset): reserved slots become fields (transforms) that NULL leaves off. */
 typedef struct {
     DfqArena *arena;         /* scratch of this step: reset before each iteration */
     DfqModel *teacher;       /* full precision, frozen, eval-mode BN */
@@ -31,7 +34,12 @@ typedef struct {
     gboolean student_bn_training; /* FALSE: the student's BN uses running stats (GDFQ family) */
     const char *dataset;     /* the pipeline's data.dataset ("fashion-mnist"), for data-driven baselines (real) */
     const char *data_dir;    /* its data.dir, or NULL (automatic) */
-    gpointer reserved[2];
+    /* Transforms of the teacher's forwards (swing convolution), or NULL: set
+     * by a synthesizer on its own copy of the context, so that only its
+     * teacher forwards (dfq_step_teacher_forward) see them. Takes reserved[0]:
+     * the size is unchanged. */
+    DfqTransformChain *transforms;
+    gpointer reserved[1];
 } DfqStepContext;
 
 /* The inputs a loss sees. Logits and taps exist only for what some loss of the
@@ -45,7 +53,10 @@ typedef struct {
 } DfqLossInputs;
 
 /* Teacher forward (eval-mode BN, BN stats untouched; tap sets may be NULL).
- * Builds a graph only where @x requires a gradient (the teacher is frozen). */
+ * Builds a graph only where @x requires a gradient (the teacher is frozen).
+ * With ctx->transforms, they wrap the teacher's conv inputs; a transform that
+ * fails leaves its error in the chain (dfq_transform_chain_check();
+ * dfq_step_eval_losses reports it). */
 DFQ_API DfqTensor *dfq_step_teacher_forward (DfqStepContext *ctx, DfqTensor *x, DfqTapSet *const *taps, guint n_taps);
 /* Student forward through the quantizer hooks; BN mode from ctx->student_bn_training. */
 DFQ_API DfqTensor *dfq_step_student_forward (DfqStepContext *ctx, DfqTensor *x, DfqTapSet *const *taps, guint n_taps);
@@ -60,7 +71,8 @@ DFQ_API DfqTensor *dfq_step_student_forward (DfqStepContext *ctx, DfqTensor *x, 
  *
  * Runs the teacher (and the student when a loss needs it), with the taps the
  * losses asked for, computes sum_i weight_i * loss_i and returns it as a scalar
- * tensor in ctx->arena. Errors: DFQ_RUN_ERROR_DIVERGED when a loss is not finite
+ * tensor in ctx->arena. Errors: a transform's error (ctx->transforms),
+ * DFQ_RUN_ERROR_DIVERGED when a loss is not finite
  * (the message names the loss and the step), or a loss's own error.
  */
 DFQ_API DfqTensor *dfq_step_eval_losses (DfqStepContext *ctx, GPtrArray *losses, DfqTensor *x,

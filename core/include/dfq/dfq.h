@@ -21,6 +21,7 @@
 #include <dfq/dfq-pipeline.h>
 #include <dfq/dfq-model.h>
 #include <dfq/dfq-evaluate.h>
+#include <dfq/dfq-transform.h>
 #include <dfq/dfq-step.h>
 #include <dfq/dfq-loss.h>
 #include <dfq/dfq-quantizer.h>

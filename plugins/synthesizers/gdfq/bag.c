@@ -50,6 +50,7 @@ static const DfqParamSpec bag_params[] = {
                    "Bits of the generator's activations after each LeakyReLU (signed EMA range); "
                    "0 = float (default), -1 = the student's activation bits",
                    -1, BAG_MAX_BITS, 0),
+    GDFQ_PARAM_TRANSFORMS,
 };
 
 static gboolean

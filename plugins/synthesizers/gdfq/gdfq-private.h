@@ -14,6 +14,12 @@ G_BEGIN_DECLS
 
 #define GDFQ_HIDDEN 128     /* channels after l1 and conv_blocks1 */
 #define GDFQ_HIDDEN2 64     /* channels after conv_blocks2.0 */
+/* The `transforms` row of every feature's param table. */
+#define GDFQ_PARAM_TRANSFORMS                                                                                 \
+    DFQ_PARAM_FEATURE_LIST (Gdfq, transforms,                                                                 \
+                            "Transforms of the teacher's forwards in the generator step, in order (e.g. "    \
+                            "[{use: swing-conv}])",                                                           \
+                            DFQ_FEATURE_TRANSFORM, "[]", .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT)
 #define GDFQ_MAX_TENSORS 28 /* 15 parameters, 8 BN buffers, 2 activation ranges */
 
 /* The GDFQ generator's Adam (trainer.py: lr_G 1e-3, betas (0.5, 0.999), no
@@ -47,12 +53,14 @@ typedef struct {
     GPtrArray *losses; /* DfqFeature * of kind LOSS, with weights */
     DfqOptimParams optimizer;
     gdouble bn_eps_inner;
+    GPtrArray *transforms; /* DfqTransform *, on the teacher's forwards of the generator step, or NULL */
     /* params of bag only */
     gint bits;     /* generator weight bits; 0 = the student's */
     gint act_bits; /* generator activation bits; 0 = float, -1 = the student's */
     /* set by the feature's init */
     const char *method; /* feature name, for messages */
     gboolean quantize;  /* bag: resolve bits and quantize at prepare */
+    DfqTransformChain chain; /* over @transforms, for the teacher's forward of each step */
     /* resolved by prepare(): 0 = full precision */
     gint w_bits_used;
     gint a_bits_used;

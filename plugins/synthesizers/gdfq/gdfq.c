@@ -35,6 +35,7 @@ static const DfqParamSpec gdfq_params[] = {
     DFQ_PARAM_DOUBLE (Gdfq, bn_eps_inner,
                       "eps of the two inner BNs: 0.8 as in the official code (BatchNorm2d(n, 0.8)), 1e-5 intended",
                       0, 10, 0.8),
+    GDFQ_PARAM_TRANSFORMS,
 };
 
 /* AdaDFQ (METHODS.md 4): the same generator and Adam; L_G = L_m + beta L_bal
@@ -51,6 +52,7 @@ static const DfqParamSpec adadfq_params[] = {
     DFQ_PARAM_DOUBLE (Gdfq, bn_eps_inner,
                       "eps of the two inner BNs: 0.8 as in the official code (BatchNorm2d(n, 0.8)), 1e-5 intended",
                       0, 10, 0.8),
+    GDFQ_PARAM_TRANSFORMS,
 };
 
 gboolean
@@ -62,6 +64,9 @@ gdfq_init_common (Gdfq *self, GError **error)
                      "'losses' has %u items; give 1 to %u", self->losses != NULL ? self->losses->len : 0, max);
         return FALSE;
     }
+    if (!dfq_transform_list_check (self->transforms, error))
+        return FALSE;
+    dfq_transform_chain_init (&self->chain, self->transforms);
     return TRUE;
 }
 
@@ -87,6 +92,7 @@ gdfq_finalize (DfqFeature *feature)
     Gdfq *self = (Gdfq *) feature;
     g_clear_pointer (&self->optim, dfq_optim_free);
     g_clear_pointer (&self->frozen, g_ptr_array_unref);
+    dfq_transform_chain_clear (&self->chain);
     if (self->owns_arena)
         g_clear_pointer (&self->parent.arena, dfq_arena_free);
     self->n_tensors = 0;
@@ -346,7 +352,10 @@ gdfq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErro
     gboolean grad_was = dfq_set_grad_enabled (TRUE);
     DfqTensor *x = gdfq_generate (self, a, z, y);
     gdfq_freeze_student (self, ctx);
-    DfqTensor *loss = dfq_step_eval_losses (ctx, self->losses, x, y, NULL, out->loss_terms, error);
+    /* the transforms reach the teacher's forward of this step only */
+    DfqStepContext c = *ctx;
+    c.transforms = dfq_transform_chain_active (&self->chain) ? &self->chain : NULL;
+    DfqTensor *loss = dfq_step_eval_losses (&c, self->losses, x, y, NULL, out->loss_terms, error);
     if (loss == NULL) {
         gdfq_thaw_student (self);
         dfq_set_grad_enabled (grad_was);

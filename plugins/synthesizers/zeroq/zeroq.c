@@ -31,7 +31,9 @@ typedef struct {
     gdouble min_lr;
     gint init;
     GPtrArray *losses;
+    GPtrArray *transforms; /* DfqTransform *, on the teacher's forwards (swing-conv), or NULL */
     /* state */
+    DfqTransformChain chain;
     DfqArena *work; /* the batch being optimised (reset per batch) */
     DfqArena *step; /* one iteration's graph (reset per iteration) */
 } Zeroq;
@@ -46,6 +48,9 @@ static const DfqParamSpec zeroq_params[] = {
                     zeroq_init_names, "zeroq"),
     DFQ_PARAM_FEATURE_LIST (Zeroq, losses, "Loss list the images minimise (weighted sum)", DFQ_FEATURE_LOSS,
                             "[{use: bns-sample}, {use: image-prior}]"),
+    DFQ_PARAM_FEATURE_LIST (Zeroq, transforms,
+                            "Transforms of the teacher's forwards during synthesis, in order (e.g. [{use: swing-conv}])",
+                            DFQ_FEATURE_TRANSFORM, "[]", .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 
 /* PyTorch ReduceLROnPlateau, mode min, threshold 1e-4 relative, cooldown 0. */
@@ -122,12 +127,15 @@ zeroq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErr
     c.arena = self->step;
     c.student = NULL;
     c.quantizer = NULL;
+    c.transforms = dfq_transform_chain_active (&self->chain) ? &self->chain : NULL;
     double loss_value = NAN;
     gboolean prev = dfq_set_grad_enabled (TRUE);
     gboolean ok = TRUE;
     for (gint it = 0; it < self->iters && ok; it++) {
         dfq_arena_reset (self->step);
-        c.step = it;
+        /* the forward's step: distinct over the whole set, so transforms
+         * draw anew in every iteration of every batch */
+        c.step = (gint64) ctx->iter * self->iters + it;
         dfq_optim_zero_grad (optim);
         DfqTensor *loss = dfq_step_eval_losses (&c, self->losses, x, NULL, NULL, values, error);
         ok = loss != NULL;
@@ -162,6 +170,7 @@ zeroq_finalize (DfqFeature *feature)
     Zeroq *self = (Zeroq *) feature;
     g_clear_pointer (&self->work, dfq_arena_free);
     g_clear_pointer (&self->step, dfq_arena_free);
+    dfq_transform_chain_clear (&self->chain);
 }
 
 static gboolean
@@ -173,6 +182,9 @@ zeroq_init (DfqFeature *feature, GError **error)
                      ZEROQ_MAX_LOSSES);
         return FALSE;
     }
+    if (!dfq_transform_list_check (self->transforms, error))
+        return FALSE;
+    dfq_transform_chain_init (&self->chain, self->transforms);
     return TRUE;
 }
 
