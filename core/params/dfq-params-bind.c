@@ -212,6 +212,138 @@ dfq_bind_run_check (const DfqParamSpec *spec, gconstpointer field, const DfqConf
     return FALSE;
 }
 
+static gboolean
+dfq_bind_string (DfqBind *b, const DfqParamSpec *spec, char **str, const DfqConfigNode *value, const char *path,
+                 GError **error)
+{
+    if (value->kind != DFQ_CONFIG_SCALAR && value->kind != DFQ_CONFIG_NULL) {
+        g_autofree char *got = dfq_priv_config_describe (value);
+        dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: expected a string, got %s", path, got);
+        return FALSE;
+    }
+    g_clear_pointer (str, g_free);
+    if (value->kind == DFQ_CONFIG_NULL)
+        return TRUE;
+    if ((spec->flags & DFQ_PARAM_FLAG_PATH) && value->scalar[0] != '\0' && b->registry != NULL) {
+        /* Relative to the file that wrote it (includes and defaults alike). */
+        g_autofree char *dir = value->mark.line > 0 ? g_path_get_dirname (value->mark.file) : NULL;
+        g_autofree char *abs_dir = g_canonicalize_filename (dir != NULL ? dir : ".", NULL);
+        *str = g_canonicalize_filename (value->scalar, abs_dir);
+    } else {
+        *str = g_strdup (value->scalar);
+    }
+    return TRUE;
+}
+
+static gboolean
+dfq_bind_enum (const DfqParamSpec *spec, gint *field, const DfqConfigNode *value, const char *path, GError **error)
+{
+    const char *const *values = spec->enum_values;
+    guint n = g_strv_length ((char **) values);
+    for (guint i = 0; value->kind == DFQ_CONFIG_SCALAR && i < n; i++)
+        if (strcmp (values[i], value->scalar) == 0) {
+            *field = (gint) i;
+            return TRUE;
+        }
+    g_autofree char *got = dfq_priv_config_describe (value);
+    g_autofree char *valid = g_strjoinv (", ", (char **) values);
+    const char *suggestion = value->kind == DFQ_CONFIG_SCALAR ? dfq_priv_suggest (value->scalar, values, n) : NULL;
+    if (value->kind == DFQ_CONFIG_SCALAR)
+        dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: invalid value %s (valid: %s)%s%s%s",
+                              path, got, valid, suggestion != NULL ? "; did you mean '" : "",
+                              suggestion != NULL ? suggestion : "", suggestion != NULL ? "'?" : "");
+    else
+        dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: expected one of %s, got %s", path, valid,
+                              got);
+    return FALSE;
+}
+
+static gboolean
+dfq_bind_string_list (char ***strv, const DfqConfigNode *value, const char *path, GError **error)
+{
+    g_clear_pointer (strv, g_strfreev);
+    if (value->kind == DFQ_CONFIG_NULL)
+        return TRUE;
+    if (value->kind != DFQ_CONFIG_SEQUENCE) {
+        g_autofree char *got = dfq_priv_config_describe (value);
+        dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
+                              "%s: expected a list of strings like [a, b], got %s", path, got);
+        return FALSE;
+    }
+    for (guint i = 0; i < value->values->len; i++) {
+        const DfqConfigNode *item = value->values->pdata[i];
+        if (item->kind != DFQ_CONFIG_SCALAR) {
+            g_autofree char *got = dfq_priv_config_describe (item);
+            dfq_config_set_error (error, item, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s[%u]: expected a string, got %s", path,
+                                  i, got);
+            return FALSE;
+        }
+    }
+    if (value->values->len == 0)
+        return TRUE; /* NULL when empty */
+    *strv = g_new0 (char *, value->values->len + 1);
+    for (guint i = 0; i < value->values->len; i++)
+        (*strv)[i] = g_strdup (((const DfqConfigNode *) value->values->pdata[i])->scalar);
+    return TRUE;
+}
+
+static gboolean
+dfq_bind_feature_list (DfqBind *b, const DfqParamSpec *spec, GPtrArray **list, const DfqConfigNode *value,
+                       const char *path, GError **error)
+{
+    g_clear_pointer (list, g_ptr_array_unref);
+    if (value->kind != DFQ_CONFIG_SEQUENCE && value->kind != DFQ_CONFIG_NULL) {
+        g_autofree char *got = dfq_priv_config_describe (value);
+        dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
+                              "%s: expected a list of %s features like [{use: name, weight: 1}], got %s", path,
+                              dfq_feature_kind_name (spec->feature_kind), got);
+        return FALSE;
+    }
+    *list = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_feature_free);
+    for (guint i = 0; value->kind == DFQ_CONFIG_SEQUENCE && i < value->values->len; i++) {
+        const DfqConfigNode *item = value->values->pdata[i];
+        g_autofree char *item_path = g_strdup_printf ("%s[%u]", path, i);
+        DfqFeature *feature = NULL;
+        if (item->kind == DFQ_CONFIG_NULL) {
+            dfq_config_set_error (error, item, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: expected a %s, got null", item_path,
+                                  dfq_feature_kind_name (spec->feature_kind));
+            return FALSE;
+        }
+        if (!dfq_bind_feature (b, spec->feature_kind, item, TRUE, item_path, &feature, error))
+            return FALSE;
+        if (feature != NULL)
+            g_ptr_array_add (*list, feature);
+    }
+    return TRUE;
+}
+
+static gboolean
+dfq_bind_struct (DfqBind *b, const DfqParamSpec *spec, gpointer field, const DfqConfigNode *value, const char *path,
+                 GError **error)
+{
+    if (value->kind != DFQ_CONFIG_MAPPING && value->kind != DFQ_CONFIG_NULL) {
+        g_autofree char *got = dfq_priv_config_describe (value);
+        g_autofree char *keys = dfq_priv_params_names (spec->sub_params, spec->n_sub_params);
+        dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: expected a mapping (keys: %s), got %s",
+                              path, keys, got);
+        return FALSE;
+    }
+    /* A STRUCT default is a mapping under the written one. */
+    g_autoptr (DfqConfigNode) merged = NULL;
+    const DfqConfigNode *m = value;
+    if (spec->default_value != NULL) {
+        merged = dfq_bind_parse_default (spec, value, error);
+        if (merged == NULL)
+            return FALSE;
+        if (value->kind == DFQ_CONFIG_MAPPING)
+            merged = dfq_config_merge (merged, dfq_config_node_copy (value));
+        m = merged;
+    }
+    g_autofree char *context = g_strdup_printf ("in '%s'", path);
+    return dfq_bind_mapping (b, spec->sub_params, spec->n_sub_params, field, m, value, context, path, NULL, FALSE,
+                             error);
+}
+
 /* Binds one value (never NULL; NULL-kind for null) into the field of @spec. */
 static gboolean
 dfq_bind_value (DfqBind *b, const DfqParamSpec *spec, gpointer base, const DfqConfigNode *value,
@@ -220,6 +352,7 @@ dfq_bind_value (DfqBind *b, const DfqParamSpec *spec, gpointer base, const DfqCo
     gpointer field = G_STRUCT_MEMBER_P (base, spec->offset);
     gboolean required = (spec->flags & DFQ_PARAM_FLAG_REQUIRED) != 0;
     gdouble v = 0.0;
+    gboolean ok = TRUE;
 
     if (value->kind == DFQ_CONFIG_NULL && required) {
         dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_MISSING_PARAM, "%s: required, cannot be null", path);
@@ -227,14 +360,14 @@ dfq_bind_value (DfqBind *b, const DfqParamSpec *spec, gpointer base, const DfqCo
     }
     switch (spec->type) {
     case DFQ_PARAM_TYPE_INT:
-        if (!dfq_bind_number (spec, value, TRUE, path, &v, error))
-            return FALSE;
-        *(gint *) field = (gint) v;
+        ok = dfq_bind_number (spec, value, TRUE, path, &v, error);
+        if (ok)
+            *(gint *) field = (gint) v;
         break;
     case DFQ_PARAM_TYPE_DOUBLE:
-        if (!dfq_bind_number (spec, value, FALSE, path, &v, error))
-            return FALSE;
-        *(gdouble *) field = v;
+        ok = dfq_bind_number (spec, value, FALSE, path, &v, error);
+        if (ok)
+            *(gdouble *) field = v;
         break;
     case DFQ_PARAM_TYPE_BOOL: {
         gboolean flag = FALSE;
@@ -247,147 +380,35 @@ dfq_bind_value (DfqBind *b, const DfqParamSpec *spec, gpointer base, const DfqCo
         *(gboolean *) field = flag;
         break;
     }
-    case DFQ_PARAM_TYPE_STRING: {
-        char **str = field;
-        if (value->kind != DFQ_CONFIG_SCALAR && value->kind != DFQ_CONFIG_NULL) {
-            g_autofree char *got = dfq_priv_config_describe (value);
-            dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: expected a string, got %s",
-                                  path, got);
-            return FALSE;
-        }
-        g_clear_pointer (str, g_free);
-        if (value->kind == DFQ_CONFIG_NULL)
-            break;
-        if ((spec->flags & DFQ_PARAM_FLAG_PATH) && value->scalar[0] != '\0' && b->registry != NULL) {
-            /* Relative to the file that wrote it (includes and defaults alike). */
-            g_autofree char *dir = value->mark.line > 0 ? g_path_get_dirname (value->mark.file) : NULL;
-            g_autofree char *abs_dir = g_canonicalize_filename (dir != NULL ? dir : ".", NULL);
-            *str = g_canonicalize_filename (value->scalar, abs_dir);
-        } else {
-            *str = g_strdup (value->scalar);
-        }
+    case DFQ_PARAM_TYPE_STRING:
+        ok = dfq_bind_string (b, spec, field, value, path, error);
         break;
-    }
-    case DFQ_PARAM_TYPE_ENUM: {
-        const char *const *values = spec->enum_values;
-        guint n = g_strv_length ((char **) values);
-        gint found = -1;
-        for (guint i = 0; value->kind == DFQ_CONFIG_SCALAR && i < n && found < 0; i++)
-            if (strcmp (values[i], value->scalar) == 0)
-                found = (gint) i;
-        if (found < 0) {
-            g_autofree char *got = dfq_priv_config_describe (value);
-            g_autofree char *valid = g_strjoinv (", ", (char **) values);
-            const char *suggestion =
-                value->kind == DFQ_CONFIG_SCALAR ? dfq_priv_suggest (value->scalar, values, n) : NULL;
-            if (value->kind == DFQ_CONFIG_SCALAR)
-                dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                      "%s: invalid value %s (valid: %s)%s%s%s", path, got, valid,
-                                      suggestion != NULL ? "; did you mean '" : "",
-                                      suggestion != NULL ? suggestion : "", suggestion != NULL ? "'?" : "");
-            else
-                dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                      "%s: expected one of %s, got %s", path, valid, got);
-            return FALSE;
-        }
-        *(gint *) field = found;
+    case DFQ_PARAM_TYPE_ENUM:
+        ok = dfq_bind_enum (spec, field, value, path, error);
         break;
-    }
     case DFQ_PARAM_TYPE_INT_LIST:
     case DFQ_PARAM_TYPE_DOUBLE_LIST:
-        if (!dfq_bind_number_list (spec, value, spec->type == DFQ_PARAM_TYPE_INT_LIST, path, field, error))
-            return FALSE;
+        ok = dfq_bind_number_list (spec, value, spec->type == DFQ_PARAM_TYPE_INT_LIST, path, field, error);
         break;
-    case DFQ_PARAM_TYPE_STRING_LIST: {
-        char ***strv = field;
-        g_clear_pointer (strv, g_strfreev);
-        if (value->kind == DFQ_CONFIG_NULL)
-            break;
-        if (value->kind != DFQ_CONFIG_SEQUENCE) {
-            g_autofree char *got = dfq_priv_config_describe (value);
-            dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                  "%s: expected a list of strings like [a, b], got %s", path, got);
-            return FALSE;
-        }
-        for (guint i = 0; i < value->values->len; i++) {
-            const DfqConfigNode *item = value->values->pdata[i];
-            if (item->kind != DFQ_CONFIG_SCALAR) {
-                g_autofree char *got = dfq_priv_config_describe (item);
-                dfq_config_set_error (error, item, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s[%u]: expected a string, got %s",
-                                      path, i, got);
-                return FALSE;
-            }
-        }
-        if (value->values->len == 0)
-            break; /* NULL when empty */
-        *strv = g_new0 (char *, value->values->len + 1);
-        for (guint i = 0; i < value->values->len; i++)
-            (*strv)[i] = g_strdup (((const DfqConfigNode *) value->values->pdata[i])->scalar);
+    case DFQ_PARAM_TYPE_STRING_LIST:
+        ok = dfq_bind_string_list (field, value, path, error);
         break;
-    }
     case DFQ_PARAM_TYPE_FEATURE: {
         DfqFeature **feature = field;
         g_clear_pointer (feature, dfq_feature_free);
-        if (!dfq_bind_feature (b, spec->feature_kind, value, FALSE, path, feature, error))
-            return FALSE;
+        ok = dfq_bind_feature (b, spec->feature_kind, value, FALSE, path, feature, error);
         break;
     }
-    case DFQ_PARAM_TYPE_FEATURE_LIST: {
-        GPtrArray **list = field;
-        g_clear_pointer (list, g_ptr_array_unref);
-        if (value->kind != DFQ_CONFIG_SEQUENCE && value->kind != DFQ_CONFIG_NULL) {
-            g_autofree char *got = dfq_priv_config_describe (value);
-            dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                  "%s: expected a list of %s features like [{use: name, weight: 1}], got %s", path,
-                                  dfq_feature_kind_name (spec->feature_kind), got);
-            return FALSE;
-        }
-        *list = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_feature_free);
-        for (guint i = 0; value->kind == DFQ_CONFIG_SEQUENCE && i < value->values->len; i++) {
-            const DfqConfigNode *item = value->values->pdata[i];
-            g_autofree char *item_path = g_strdup_printf ("%s[%u]", path, i);
-            DfqFeature *feature = NULL;
-            if (item->kind == DFQ_CONFIG_NULL) {
-                dfq_config_set_error (error, item, DFQ_PIPELINE_ERROR_BAD_VALUE, "%s: expected a %s, got null",
-                                      item_path, dfq_feature_kind_name (spec->feature_kind));
-                return FALSE;
-            }
-            if (!dfq_bind_feature (b, spec->feature_kind, item, TRUE, item_path, &feature, error))
-                return FALSE;
-            if (feature != NULL)
-                g_ptr_array_add (*list, feature);
-        }
+    case DFQ_PARAM_TYPE_FEATURE_LIST:
+        ok = dfq_bind_feature_list (b, spec, field, value, path, error);
         break;
-    }
-    case DFQ_PARAM_TYPE_STRUCT: {
-        if (value->kind != DFQ_CONFIG_MAPPING && value->kind != DFQ_CONFIG_NULL) {
-            g_autofree char *got = dfq_priv_config_describe (value);
-            g_autofree char *keys = dfq_priv_params_names (spec->sub_params, spec->n_sub_params);
-            dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                  "%s: expected a mapping (keys: %s), got %s", path, keys, got);
-            return FALSE;
-        }
-        /* A STRUCT default is a mapping under the written one. */
-        g_autoptr (DfqConfigNode) merged = NULL;
-        const DfqConfigNode *m = value;
-        if (spec->default_value != NULL) {
-            merged = dfq_bind_parse_default (spec, value, error);
-            if (merged == NULL)
-                return FALSE;
-            if (value->kind == DFQ_CONFIG_MAPPING)
-                merged = dfq_config_merge (merged, dfq_config_node_copy (value));
-            m = merged;
-        }
-        g_autofree char *context = g_strdup_printf ("in '%s'", path);
-        if (!dfq_bind_mapping (b, spec->sub_params, spec->n_sub_params, field, m, value, context, path,
-                               NULL, FALSE, error))
-            return FALSE;
+    case DFQ_PARAM_TYPE_STRUCT:
+        ok = dfq_bind_struct (b, spec, field, value, path, error);
         break;
-    }
     default:
         g_assert_not_reached ();
     }
-    return dfq_bind_run_check (spec, field, value, path, error);
+    return ok && dfq_bind_run_check (spec, field, value, path, error);
 }
 
 static gboolean

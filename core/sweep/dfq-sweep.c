@@ -622,6 +622,82 @@ fail:
     return NULL;
 }
 
+/* The top-level keys of a sweep file into @sweep and @r (axes, set:); the
+ * pipeline: key and value are handed back for the caller to resolve. */
+static gboolean
+dfq_sweep_read_keys (DfqSweepReader *r, DfqSweep *sweep, const DfqConfigNode *root,
+                     const DfqConfigNode **pipeline_key, const DfqConfigNode **pipeline_value, GError **error)
+{
+    for (guint i = 0; i < root->keys->len; i++) {
+        const DfqConfigNode *key = root->keys->pdata[i];
+        const DfqConfigNode *value = root->values->pdata[i];
+        const char *k = key->scalar;
+        if (g_str_equal (k, "version")) {
+            gint version = 0;
+            if (!dfq_sweep_read_int (key, value, 1, &version, error))
+                return FALSE;
+            if (version != DFQ_SWEEP_VERSION) {
+                dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
+                                      "version: this dfq reads sweep files of version %d, not %d", DFQ_SWEEP_VERSION,
+                                      version);
+                return FALSE;
+            }
+        } else if (g_str_equal (k, "name")) {
+            const char *name;
+            if (!dfq_sweep_read_scalar_string (key, value, &name, error))
+                return FALSE;
+            sweep->name = dfq_sweep_safe_name (name);
+        } else if (g_str_equal (k, "pipeline")) {
+            *pipeline_key = key;
+            *pipeline_value = value;
+        } else if (g_str_equal (k, "eval_limit")) {
+            if (!dfq_sweep_read_int (key, value, 0, &sweep->eval_limit, error))
+                return FALSE;
+        } else if (g_str_equal (k, "set")) {
+            if (value->kind == DFQ_CONFIG_NULL)
+                continue;
+            if (value->kind != DFQ_CONFIG_MAPPING) {
+                g_autofree char *got = dfq_priv_config_describe (value);
+                dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
+                                      "set: expected a mapping of dotted keys to values, got %s", got);
+                return FALSE;
+            }
+            for (guint j = 0; j < value->keys->len; j++) {
+                if (!dfq_sweep_check_key (r, value->keys->pdata[j], error))
+                    return FALSE;
+                g_ptr_array_add (r->set_keys, value->keys->pdata[j]);
+                g_ptr_array_add (r->set_values, value->values->pdata[j]);
+            }
+        } else if (g_str_equal (k, "grid")) {
+            if (!dfq_sweep_read_mapping_of_lists (r, "grid", value, FALSE, error))
+                return FALSE;
+        } else if (g_str_equal (k, "zip")) {
+            if (value->kind == DFQ_CONFIG_SEQUENCE) {
+                for (guint j = 0; j < value->values->len; j++)
+                    if (!dfq_sweep_read_mapping_of_lists (r, "zip", value->values->pdata[j], TRUE, error))
+                        return FALSE;
+            } else if (!dfq_sweep_read_mapping_of_lists (r, "zip", value, TRUE, error)) {
+                return FALSE;
+            }
+        } else if (g_str_equal (k, "seeds")) {
+            if (!dfq_sweep_read_seeds (r, key, value, error))
+                return FALSE;
+        } else {
+            const char *suggestion = dfq_priv_suggest (k, dfq_sweep_keys, G_N_ELEMENTS (dfq_sweep_keys));
+            g_autoptr (GString) known = g_string_new (NULL);
+            for (guint j = 0; j < G_N_ELEMENTS (dfq_sweep_keys); j++)
+                g_string_append_printf (known, "%s%s", j ? ", " : "", dfq_sweep_keys[j]);
+            dfq_config_set_error (error, key, DFQ_PIPELINE_ERROR_UNKNOWN_PARAM,
+                                  "unknown key '%s' in the sweep file (known: %s)%s%s%s", k, known->str,
+                                  suggestion != NULL ? "; did you mean '" : "", suggestion != NULL ? suggestion : "",
+                                  suggestion != NULL ? "'?" : "");
+            return FALSE;
+        }
+    }
+
+    return TRUE;
+}
+
 DfqSweep *
 dfq_sweep_new_from_file (DfqRegistry *registry, const char *path, GError **error)
 {
@@ -658,72 +734,8 @@ dfq_sweep_new_from_file (DfqRegistry *registry, const char *path, GError **error
     g_autoptr (GHashTable) seen = r.seen_keys = g_hash_table_new (g_str_hash, g_str_equal);
     const DfqConfigNode *pipeline_key = NULL, *pipeline_value = NULL;
 
-    for (guint i = 0; i < root->keys->len; i++) {
-        const DfqConfigNode *key = root->keys->pdata[i];
-        const DfqConfigNode *value = root->values->pdata[i];
-        const char *k = key->scalar;
-        if (g_str_equal (k, "version")) {
-            gint version = 0;
-            if (!dfq_sweep_read_int (key, value, 1, &version, error))
-                return NULL;
-            if (version != DFQ_SWEEP_VERSION) {
-                dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                      "version: this dfq reads sweep files of version %d, not %d", DFQ_SWEEP_VERSION,
-                                      version);
-                return NULL;
-            }
-        } else if (g_str_equal (k, "name")) {
-            const char *name;
-            if (!dfq_sweep_read_scalar_string (key, value, &name, error))
-                return NULL;
-            sweep->name = dfq_sweep_safe_name (name);
-        } else if (g_str_equal (k, "pipeline")) {
-            pipeline_key = key;
-            pipeline_value = value;
-        } else if (g_str_equal (k, "eval_limit")) {
-            if (!dfq_sweep_read_int (key, value, 0, &sweep->eval_limit, error))
-                return NULL;
-        } else if (g_str_equal (k, "set")) {
-            if (value->kind == DFQ_CONFIG_NULL)
-                continue;
-            if (value->kind != DFQ_CONFIG_MAPPING) {
-                g_autofree char *got = dfq_priv_config_describe (value);
-                dfq_config_set_error (error, value, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                                      "set: expected a mapping of dotted keys to values, got %s", got);
-                return NULL;
-            }
-            for (guint j = 0; j < value->keys->len; j++) {
-                if (!dfq_sweep_check_key (&r, value->keys->pdata[j], error))
-                    return NULL;
-                g_ptr_array_add (set_keys, value->keys->pdata[j]);
-                g_ptr_array_add (set_values, value->values->pdata[j]);
-            }
-        } else if (g_str_equal (k, "grid")) {
-            if (!dfq_sweep_read_mapping_of_lists (&r, "grid", value, FALSE, error))
-                return NULL;
-        } else if (g_str_equal (k, "zip")) {
-            if (value->kind == DFQ_CONFIG_SEQUENCE) {
-                for (guint j = 0; j < value->values->len; j++)
-                    if (!dfq_sweep_read_mapping_of_lists (&r, "zip", value->values->pdata[j], TRUE, error))
-                        return NULL;
-            } else if (!dfq_sweep_read_mapping_of_lists (&r, "zip", value, TRUE, error)) {
-                return NULL;
-            }
-        } else if (g_str_equal (k, "seeds")) {
-            if (!dfq_sweep_read_seeds (&r, key, value, error))
-                return NULL;
-        } else {
-            const char *suggestion = dfq_priv_suggest (k, dfq_sweep_keys, G_N_ELEMENTS (dfq_sweep_keys));
-            g_autoptr (GString) known = g_string_new (NULL);
-            for (guint j = 0; j < G_N_ELEMENTS (dfq_sweep_keys); j++)
-                g_string_append_printf (known, "%s%s", j ? ", " : "", dfq_sweep_keys[j]);
-            dfq_config_set_error (error, key, DFQ_PIPELINE_ERROR_UNKNOWN_PARAM,
-                                  "unknown key '%s' in the sweep file (known: %s)%s%s%s", k, known->str,
-                                  suggestion != NULL ? "; did you mean '" : "", suggestion != NULL ? suggestion : "",
-                                  suggestion != NULL ? "'?" : "");
-            return NULL;
-        }
-    }
+    if (!dfq_sweep_read_keys (&r, sweep, root, &pipeline_key, &pipeline_value, error))
+        return NULL;
 
     /* the base pipeline, relative to the sweep file */
     if (pipeline_value == NULL) {
