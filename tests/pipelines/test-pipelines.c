@@ -466,6 +466,76 @@ test_ptq_resume (void)
     }
 }
 
+/* The number after "@key": in a metrics line (NaN when absent). */
+static double
+metrics_number (const char *line, const char *key)
+{
+    g_autofree char *pat = g_strdup_printf ("\"%s\":", key);
+    const char *at = strstr (line, pat);
+    return at != NULL ? g_ascii_strtod (at + strlen (pat), NULL) : NAN;
+}
+
+/* The tiny CNN's 3 units (stage1, stage2, fc), 30 GENIE-M steps each. */
+static const char *const recon_sets[] = {
+    "synthesize.reuse=false", "student.quantizer={use: genie-m, w_bits: 3, a_bits: 3}",
+    "phases=[synthesize, calibrate, reconstruct, evaluate]", "reconstruct.iters=30", "reconstruct.batch=8", NULL,
+};
+
+static void
+test_recon_resume (void)
+{
+    g_test_summary ("Block reconstruction (GENIE-M W3A3 on the tiny CNN) stopped after each of its units and rerun, "
+                    "and one killed between a unit's metrics line and its checkpoint, ends with the result.json, "
+                    "metrics and quantized weights of an uninterrupted run; every unit lowers its reconstruction error");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *ref = g_build_filename (tmpdir, "recon-ref", NULL);
+    DfqRunResult r;
+    g_assert_true (run_ptq (ref, recon_sets, 0, NULL, &r, &error));
+    g_assert_no_error (error);
+    dfq_run_result_clear (&r);
+    g_autofree char *ref_result = result_without_wall (ref);
+    g_autofree char *ref_metrics = metrics_without_seconds (ref);
+    g_autoptr (GBytes) ref_q = read_bytes (ref, "student-quantized.safetensors");
+    /* per unit: the hardened unit reconstructs its output better than nearest rounding did */
+    g_auto (GStrv) lines = g_strsplit (ref_metrics, "\n", -1);
+    guint units = 0;
+    for (guint i = 0; lines[i] != NULL; i++) {
+        if (!g_str_has_prefix (lines[i], "{\"phase\":\"reconstruct\""))
+            continue;
+        g_assert_cmpfloat (metrics_number (lines[i], "rec_after"), <, metrics_number (lines[i], "rec_before"));
+        g_assert_cmpfloat (metrics_number (lines[i], "iters"), ==, 30);
+        units++;
+    }
+    g_assert_cmpuint (units, ==, 3);
+    /* units: synthesize 3, calibrate 3, reconstruct 3: stop after each reconstruct unit */
+    for (gint k = 6; k <= 9; k++) {
+        g_autofree char *leaf = g_strdup_printf ("recon-stop-%d", k);
+        g_autofree char *dir = g_build_filename (tmpdir, leaf, NULL);
+        g_assert_false (run_ptq (dir, recon_sets, k, NULL, &r, &error));
+        g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+        g_clear_error (&error);
+        dfq_run_result_clear (&r);
+        if (k == 7) {
+            /* killed after the next unit's metrics line, before its checkpoint */
+            g_autofree char *path = g_build_filename (dir, "metrics.jsonl", NULL);
+            g_autofree char *m = read_file (dir, "metrics.jsonl");
+            g_autofree char *more = g_strconcat (m, "{\"phase\":\"reconstruct\",\"unit\":2}\n", NULL);
+            g_assert_true (g_file_set_contents (path, more, -1, NULL));
+        }
+        g_assert_true (run_ptq (dir, recon_sets, 0, NULL, &r, &error));
+        g_assert_no_error (error);
+        dfq_run_result_clear (&r);
+        g_autofree char *res = result_without_wall (dir);
+        g_autofree char *met = metrics_without_seconds (dir);
+        g_autoptr (GBytes) q = read_bytes (dir, "student-quantized.safetensors");
+        g_assert_cmpstr (res, ==, ref_result);
+        g_assert_cmpstr (met, ==, ref_metrics);
+        g_assert_true (g_bytes_equal (q, ref_q));
+    }
+}
+
 static void
 test_ptq_reuse (void)
 {
@@ -560,6 +630,7 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/ptq-smoke", test_ptq_smoke);
     g_test_add_func ("/pipelines/ptq-resume", test_ptq_resume);
     g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
+    g_test_add_func ("/pipelines/recon-resume", test_recon_resume);
     g_test_add_func ("/pipelines/train-resume", test_train_resume);
     /* Only where allocations can be counted (not under sanitizers). */
     if (dfq_test_malloc_count != NULL)
