@@ -245,7 +245,7 @@ static const DfqParamSpec dfq_pipeline_reconstruct_specs[] = {
                       "the quantized model's (0: BRECQ, quantized input only; 0.5: GENIE)", 0.0, 1.0, 0.5,
                       .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
     DFQ_PARAM_DOUBLE (DfqPipelineReconstruct, lr, "Adam learning rate of quantizer parameter groups that set none",
-                      0.0, 10.0, 1e-3, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+                      0.0, 10.0, 0.001, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
     DFQ_PARAM_STRING_LIST (DfqPipelineReconstruct, cosine,
                            "Quantizer parameter groups whose learning rate follows a cosine to 0 over the steps "
                            "(GENIE: the scales); the others keep theirs", "[w_scales, a_scales]",
