@@ -189,7 +189,7 @@ static const DfqParamSpec dfq_pipeline_train_specs[] = {
                       NULL, .flags = DFQ_PARAM_FLAG_PATH),
 };
 
-const char *const dfq_pipeline_phase_names[] = { "train-fp", "synthesize", "calibrate", "train", "evaluate", NULL };
+const char *const dfq_pipeline_phase_names[] = { "train-fp", "synthesize", "calibrate", "reconstruct", "train", "evaluate", NULL };
 
 static gboolean
 dfq_pipeline_check_phases (const DfqParamSpec *spec, gconstpointer value, GError **error)
@@ -229,6 +229,32 @@ static const DfqParamSpec dfq_pipeline_calibrate_specs[] = {
                    .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 
+/* Official defaults: BRECQ / GENIE (METHODS.md 9, 11): 20000 steps of 32
+ * images per block, rounding term after 20 %, QDrop 0.5 (GENIE), scale groups
+ * on a cosine schedule. */
+static const DfqParamSpec dfq_pipeline_reconstruct_specs[] = {
+    DFQ_PARAM_INT (DfqPipelineReconstruct, iters, "Optimisation steps per unit (block or stand-alone layer)", 0, 100000000,
+                   20000, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_INT (DfqPipelineReconstruct, batch, "Images per step, drawn without replacement (a new permutation per pass)",
+                   1, 65536, 32, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_DOUBLE (DfqPipelineReconstruct, warmup,
+                      "Fraction of the steps before the quantizer's regulariser (AdaRound's rounding term) is added; "
+                      "its annealing runs over the rest", 0.0, 1.0, 0.2, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_DOUBLE (DfqPipelineReconstruct, qdrop,
+                      "QDrop: probability that an element of the block input is the full-precision one instead of "
+                      "the quantized model's (0: BRECQ, quantized input only; 0.5: GENIE)", 0.0, 1.0, 0.5,
+                      .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_DOUBLE (DfqPipelineReconstruct, lr, "Adam learning rate of quantizer parameter groups that set none",
+                      0.0, 10.0, 0.001, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_STRING_LIST (DfqPipelineReconstruct, cosine,
+                           "Quantizer parameter groups whose learning rate follows a cosine to 0 over the steps "
+                           "(GENIE: the scales); the others keep theirs", "[w_scales, a_scales]",
+                           .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_INT (DfqPipelineReconstruct, eval_batch,
+                   "Images per forward while the block inputs and outputs of the image set are cached", 1, 65536, 64,
+                   .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+};
+
 const DfqParamSpec dfq_pipeline_param_specs[] = {
     DFQ_PARAM_INT_REQUIRED (DfqPipelineConfig, version, "Pipeline format version (1)", 0, 0,
                             .check = dfq_pipeline_check_version),
@@ -245,12 +271,16 @@ const DfqParamSpec dfq_pipeline_param_specs[] = {
     DFQ_PARAM_STRUCT (DfqPipelineConfig, train, "Training of the student", dfq_pipeline_train_specs,
                       .check = dfq_pipeline_check_train),
     DFQ_PARAM_STRING_LIST (DfqPipelineConfig, phases,
-                           "What the run does, in order: train-fp, synthesize, calibrate, train, evaluate "
+                           "What the run does, in order: train-fp, synthesize, calibrate, reconstruct, train, evaluate "
                            "([] = from the synthesizer: [train] for online ones, [synthesize, calibrate, evaluate] for offline ones)",
                            "[]", .check = dfq_pipeline_check_phases, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
     DFQ_PARAM_STRUCT (DfqPipelineConfig, synthesize, "The image set of offline synthesizers", dfq_pipeline_synthesize_specs,
                       .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
     DFQ_PARAM_STRUCT (DfqPipelineConfig, calibrate, "Calibration of the quantizer on the image set",
                       dfq_pipeline_calibrate_specs, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_STRUCT (DfqPipelineConfig, reconstruct,
+                      "Block reconstruction (phase reconstruct): the quantizer's parameters of one unit at a time "
+                      "against the full-precision unit's output", dfq_pipeline_reconstruct_specs,
+                      .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 const guint dfq_pipeline_n_param_specs = G_N_ELEMENTS (dfq_pipeline_param_specs);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <dfq/dfq.h>
+#include <dfq/dfq-custom-op.h>
 #include <dfq/dfq-quantizer.h>
 
 typedef struct {
@@ -147,6 +148,27 @@ dfq_quantizer_get_site_block (const DfqQuantizer *self, const char *site)
     return NULL;
 }
 
+void
+dfq_quantizer_set_active_block (DfqQuantizer *self, const char *block)
+{
+    self->active_block = block != NULL ? g_intern_string (block) : NULL;
+}
+
+const char *
+dfq_quantizer_get_active_block (const DfqQuantizer *self)
+{
+    return self->active_block;
+}
+
+gboolean
+dfq_quantizer_site_active (const DfqQuantizer *self, const char *site)
+{
+    if (self->active_block == NULL)
+        return TRUE;
+    const char *block = dfq_quantizer_get_site_block (self, site);
+    return block != NULL && g_str_equal (block, self->active_block);
+}
+
 static DfqTensor *
 dfq_quantizer_hook_weight (gpointer data, DfqForward *fwd, const char *site, DfqTensor *w)
 {
@@ -240,4 +262,56 @@ dfq_quantizer_regularizer (DfqQuantizer *self, DfqArena *arena, double progress)
 {
     const DfqQuantizerClass *klass = DFQ_QUANTIZER_CLASS (self);
     return klass->regularizer != NULL ? klass->regularizer (self, arena, progress) : NULL;
+}
+
+/* ------------------------------------------------------------ QDrop */
+
+/* Sources: x_q, x, u (the draws); op_fparams[0] = p. */
+static void
+dfq_qdrop_forward (DfqTensor *dst, DfqCustomOpCall *call)
+{
+    const float *xq = dfq_tensor_f32 (dst->src[0]), *x = dfq_tensor_f32 (dst->src[1]);
+    const float *u = dfq_tensor_f32 (dst->src[2]);
+    const float p = dst->op_fparams[0];
+    float *y = dfq_tensor_f32 (dst);
+    gint64 n = dfq_tensor_numel (dst);
+    for (gint64 i = 0; i < n; i++)
+        y[i] = u[i] < p ? x[i] : xq[i];
+}
+
+static void
+dfq_qdrop_backward (DfqTensor *dst, DfqCustomOpCall *call, float *const *src_grads, DfqArena *scratch)
+{
+    const float *u = dfq_tensor_f32 (dst->src[2]);
+    const float *gy = dfq_tensor_f32 (dst->grad);
+    const float p = dst->op_fparams[0];
+    gint64 n = dfq_tensor_numel (dst);
+    for (gint64 i = 0; i < n; i++) {
+        float *g = src_grads[u[i] < p ? 1 : 0];
+        if (g != NULL)
+            g[i] += gy[i];
+    }
+}
+
+static const DfqCustomOp dfq_qdrop_op = {
+    .name = "core.qdrop-mix",
+    .forward = dfq_qdrop_forward,
+    .backward = dfq_qdrop_backward,
+};
+
+DfqTensor *
+dfq_qdrop_mix (DfqArena *arena, DfqTensor *x_q, DfqTensor *x, double p, guint64 seed, guint64 stream)
+{
+    g_return_val_if_fail (x_q != NULL && x != NULL && dfq_tensor_same_shape (x_q, x), NULL);
+    g_return_val_if_fail (x_q->dtype == DFQ_DTYPE_F32 && x->dtype == DFQ_DTYPE_F32, NULL);
+    g_return_val_if_fail (dfq_tensor_is_contiguous (x_q) && dfq_tensor_is_contiguous (x), NULL);
+    DfqTensor *u = dfq_tensor_new_like (arena, x);
+    /* p = 0 and p = 1 need no draws: u = 0.5 gives the same choices */
+    if (p > 0.0 && p < 1.0)
+        dfq_rand_uniform_fill (u, seed, stream, 0.0f, 1.0f);
+    else
+        dfq_tensor_fill (u, 0.5f);
+    DfqTensor *srcs[3] = { x_q, x, u };
+    float fp = (float) p;
+    return dfq_custom_op (arena, &dfq_qdrop_op, x->n_dims, x->shape, 3, srcs, 1, &fp, NULL);
 }

@@ -9,7 +9,8 @@
 #include "dfq-run.h"
 
 const DfqPhaseClass *const dfq_phase_classes[] = {
-    &dfq_phase_train_fp, &dfq_phase_synthesize, &dfq_phase_calibrate, &dfq_phase_train, &dfq_phase_evaluate, NULL,
+    &dfq_phase_train_fp, &dfq_phase_synthesize, &dfq_phase_calibrate, &dfq_phase_reconstruct, &dfq_phase_train,
+    &dfq_phase_evaluate, NULL,
 };
 
 const DfqPhaseClass *

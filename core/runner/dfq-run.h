@@ -91,6 +91,7 @@ extern const DfqPhaseClass dfq_phase_train;      /* QAT: synthesizer step + stud
 extern const DfqPhaseClass dfq_phase_train_fp;   /* full-precision training on real data (dfq train) */
 extern const DfqPhaseClass dfq_phase_synthesize; /* offline synthesizer -> image set */
 extern const DfqPhaseClass dfq_phase_calibrate;  /* quantizer ranges from the image set */
+extern const DfqPhaseClass dfq_phase_reconstruct; /* block reconstruction of the quantizer on the image set */
 extern const DfqPhaseClass dfq_phase_evaluate;   /* the quantized student on the eval split */
 
 /* NULL-terminated list of the built-in phase classes. */

@@ -15,7 +15,9 @@
 #include "dfq-run.h"
 
 /* student-quantized.safetensors: every weight through the quantizer's weight
- * hook (values on the k-bit grid), everything else as is. */
+ * hook (values on the k-bit grid), everything else as is. In EVAL mode: the
+ * weights evaluation sees (a soft-rounding quantizer left in LEARN would give
+ * its soft weights). */
 static gboolean
 dfq_run_save_quantized (DfqRun *r, GError **error)
 {
@@ -24,6 +26,8 @@ dfq_run_save_quantized (DfqRun *r, GError **error)
     DfqForward fwd;
     dfq_forward_init (&fwd, a, FALSE);
     gboolean prev = dfq_set_grad_enabled (FALSE);
+    DfqQuantMode mode = dfq_quantizer_get_mode (r->quantizer);
+    dfq_quantizer_set_mode (r->quantizer, DFQ_QUANT_MODE_EVAL);
     GHashTableIter it;
     gpointer key, value;
     g_hash_table_iter_init (&it, r->student->by_name);
@@ -37,6 +41,7 @@ dfq_run_save_quantized (DfqRun *r, GError **error)
         DfqTensor *q = DFQ_QUANTIZER_CLASS (r->quantizer)->quantize_weight (r->quantizer, &fwd, site, t);
         g_hash_table_insert (out, (gpointer) name, q);
     }
+    dfq_quantizer_set_mode (r->quantizer, mode);
     dfq_set_grad_enabled (prev);
     g_autofree char *path = g_build_filename (r->run_dir, "student-quantized.safetensors", NULL);
     return dfq_safetensors_save (path, out, NULL, error);

@@ -68,11 +68,13 @@ static const AbiCheck abi_checks[] = {
     OFFSET (DfqQuantizerClass, get_bits, 136),
     OFFSET (DfqQuantizerClass, set_mode, 144),
     OFFSET (DfqQuantizerClass, regularizer, 160),
-    /* the mode took the calibrating flag's slot, site_blocks reserved[0] */
+    /* the mode took the calibrating flag's slot, site_blocks reserved[0],
+     * active_block (block reconstruction) the next one */
     SIZE (DfqQuantizer, 104),
     OFFSET (DfqQuantizer, arena, 56),
     OFFSET (DfqQuantizer, mode, 64),
     OFFSET (DfqQuantizer, site_blocks, 72),
+    OFFSET (DfqQuantizer, active_block, 80),
 
     /* mode took reserved[0] of the class, progress two of the instance's */
     SIZE (DfqSynthesizerClass, 176),

@@ -111,6 +111,31 @@ setup_teacher (void)
     dfq_run_result_clear (&r);
 }
 
+/* The most distinct values in one output channel of @layer's weight in the
+ * run's student-quantized.safetensors (at most 2^k on a k-bit grid). */
+static guint
+quantized_levels (const char *dir, const char *layer)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *qpath = g_build_filename (dir, "student-quantized.safetensors", NULL);
+    g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (qpath, &error);
+    g_assert_no_error (error);
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    g_autofree char *name = g_strdup_printf ("%s.weight", layer);
+    DfqTensor *t = dfq_safetensors_get_tensor (st, name, a, &error);
+    g_assert_no_error (error);
+    gint64 inner = dfq_tensor_numel (t) / t->shape[0];
+    guint most = 0;
+    for (gint64 c = 0; c < t->shape[0]; c++) {
+        g_autoptr (GHashTable) seen = g_hash_table_new (g_int_hash, g_int_equal);
+        const float *w = dfq_tensor_f32 (t) + c * inner;
+        for (gint64 k = 0; k < inner; k++)
+            g_hash_table_add (seen, (gpointer) &w[k]);
+        most = MAX (most, g_hash_table_size (seen));
+    }
+    return most;
+}
+
 static void
 test_smoke_gdfq (void)
 {
@@ -133,28 +158,9 @@ test_smoke_gdfq (void)
         g_assert_true (g_file_test (path, G_FILE_TEST_EXISTS));
     }
     /* quantized weights: at most 16 distinct values per output channel */
-    g_autofree char *qpath = g_build_filename (dir, "student-quantized.safetensors", NULL);
-    g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (qpath, &error);
-    g_assert_no_error (error);
-    g_autoptr (DfqArena) a = dfq_arena_new (0);
-    guint checked = 0;
-    for (guint i = 0; i < dfq_safetensors_get_n_tensors (st); i++) {
-        const DfqSafetensorsInfo *info = dfq_safetensors_get_info (st, i);
-        if (!g_str_has_suffix (info->name, ".weight") || info->n_dims < 2)
-            continue;
-        DfqTensor *t = dfq_safetensors_get_tensor (st, info->name, a, &error);
-        g_assert_no_error (error);
-        gint64 inner = dfq_tensor_numel (t) / t->shape[0];
-        for (gint64 c = 0; c < t->shape[0]; c++) {
-            g_autoptr (GHashTable) seen = g_hash_table_new (g_int_hash, g_int_equal);
-            const float *w = dfq_tensor_f32 (t) + c * inner;
-            for (gint64 k = 0; k < inner; k++)
-                g_hash_table_add (seen, (gpointer) &w[k]);
-            g_assert_cmpuint (g_hash_table_size (seen), <=, 16);
-        }
-        checked++;
-    }
-    g_assert_cmpuint (checked, ==, 3); /* conv1, conv2, fc */
+    const char *layers[] = { "conv1", "conv2", "fc" }; /* every weight layer */
+    for (guint i = 0; i < G_N_ELEMENTS (layers); i++)
+        g_assert_cmpuint (quantized_levels (dir, layers[i]), <=, 16);
 
     /* running a finished run again trains nothing and changes nothing */
     g_autofree char *rpath = g_build_filename (dir, "result.json", NULL);
@@ -423,6 +429,38 @@ test_ptq_smoke (void)
     dfq_run_result_clear (&r);
 }
 
+/* A PTQ run into tmpdir/@leaf stopped after @stop units, its metrics then
+ * given the line @kill_line (killed after that unit's metrics line, before
+ * its checkpoint) unless NULL, and rerun: ends with @ref_result, @ref_metrics
+ * and the bytes @ref_bytes of the file @name. */
+static void
+assert_resume_matches (const char *leaf, const char *const *sets, gint stop, const char *kill_line,
+                       const char *ref_result, const char *ref_metrics, const char *name, GBytes *ref_bytes)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *dir = g_build_filename (tmpdir, leaf, NULL);
+    DfqRunResult r;
+    g_assert_false (run_ptq (dir, sets, stop, NULL, &r, &error));
+    g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+    g_clear_error (&error);
+    dfq_run_result_clear (&r);
+    if (kill_line != NULL) {
+        g_autofree char *path = g_build_filename (dir, "metrics.jsonl", NULL);
+        g_autofree char *m = read_file (dir, "metrics.jsonl");
+        g_autofree char *more = g_strconcat (m, kill_line, "\n", NULL);
+        g_assert_true (g_file_set_contents (path, more, -1, NULL));
+    }
+    g_assert_true (run_ptq (dir, sets, 0, NULL, &r, &error));
+    g_assert_no_error (error);
+    dfq_run_result_clear (&r);
+    g_autofree char *res = result_without_wall (dir);
+    g_autofree char *met = metrics_without_seconds (dir);
+    g_autoptr (GBytes) bytes = read_bytes (dir, name);
+    g_assert_cmpstr (res, ==, ref_result);
+    g_assert_cmpstr (met, ==, ref_metrics);
+    g_assert_true (g_bytes_equal (bytes, ref_bytes));
+}
+
 static void
 test_ptq_resume (void)
 {
@@ -442,27 +480,63 @@ test_ptq_resume (void)
     g_autoptr (GBytes) ref_images = read_bytes (ref, "images.safetensors");
     for (gint k = 1; k <= 6; k++) {
         g_autofree char *leaf = g_strdup_printf ("ptq-stop-%d", k);
-        g_autofree char *dir = g_build_filename (tmpdir, leaf, NULL);
-        g_assert_false (run_ptq (dir, sets, k, NULL, &r, &error));
-        g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
-        g_clear_error (&error);
-        dfq_run_result_clear (&r);
-        if (k % 2 == 1) {
-            /* killed after the next unit's metrics line, before its checkpoint */
-            g_autofree char *path = g_build_filename (dir, "metrics.jsonl", NULL);
-            g_autofree char *m = read_file (dir, "metrics.jsonl");
-            g_autofree char *more = g_strconcat (m, "{\"phase\":\"calibrate\",\"batch\":9}\n", NULL);
-            g_assert_true (g_file_set_contents (path, more, -1, NULL));
-        }
-        g_assert_true (run_ptq (dir, sets, 0, NULL, &r, &error));
-        g_assert_no_error (error);
-        dfq_run_result_clear (&r);
-        g_autofree char *res = result_without_wall (dir);
-        g_autofree char *met = metrics_without_seconds (dir);
-        g_autoptr (GBytes) img = read_bytes (dir, "images.safetensors");
-        g_assert_cmpstr (res, ==, ref_result);
-        g_assert_cmpstr (met, ==, ref_metrics);
-        g_assert_true (g_bytes_equal (img, ref_images));
+        assert_resume_matches (leaf, sets, k, k % 2 == 1 ? "{\"phase\":\"calibrate\",\"batch\":9}" : NULL, ref_result,
+                               ref_metrics, "images.safetensors", ref_images);
+    }
+}
+
+/* The number after "@key": in a metrics line (NaN when absent). */
+static double
+metrics_number (const char *line, const char *key)
+{
+    g_autofree char *pat = g_strdup_printf ("\"%s\":", key);
+    const char *at = strstr (line, pat);
+    return at != NULL ? g_ascii_strtod (at + strlen (pat), NULL) : NAN;
+}
+
+/* The tiny CNN's 3 units (stage1, stage2, fc), 30 GENIE-M steps each. */
+static const char *const recon_sets[] = {
+    "synthesize.reuse=false", "student.quantizer={use: genie-m, w_bits: 3, a_bits: 3}",
+    "phases=[synthesize, calibrate, reconstruct, evaluate]", "reconstruct.iters=30", "reconstruct.batch=8", NULL,
+};
+
+static void
+test_recon_resume (void)
+{
+    g_test_summary ("Block reconstruction (GENIE-M W3A3 on the tiny CNN) stopped after each of its units and rerun, "
+                    "and one killed between a unit's metrics line and its checkpoint, ends with the result.json, "
+                    "metrics and quantized weights of an uninterrupted run; every unit lowers its reconstruction error; the "
+                    "inner layer's quantized weights are on the 3-bit grid");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *ref = g_build_filename (tmpdir, "recon-ref", NULL);
+    DfqRunResult r;
+    g_assert_true (run_ptq (ref, recon_sets, 0, NULL, &r, &error));
+    g_assert_no_error (error);
+    dfq_run_result_clear (&r);
+    g_autofree char *ref_result = result_without_wall (ref);
+    g_autofree char *ref_metrics = metrics_without_seconds (ref);
+    g_autoptr (GBytes) ref_q = read_bytes (ref, "student-quantized.safetensors");
+    /* per unit: the hardened unit reconstructs its output better than nearest rounding did */
+    g_auto (GStrv) lines = g_strsplit (ref_metrics, "\n", -1);
+    guint units = 0;
+    for (guint i = 0; lines[i] != NULL; i++) {
+        if (!g_str_has_prefix (lines[i], "{\"phase\":\"reconstruct\""))
+            continue;
+        g_assert_cmpfloat (metrics_number (lines[i], "rec_after"), <, metrics_number (lines[i], "rec_before"));
+        g_assert_cmpfloat (metrics_number (lines[i], "iters"), ==, 30);
+        units++;
+    }
+    g_assert_cmpuint (units, ==, 3);
+    /* hard rounding on the 3-bit grid (72 weights per channel); conv1 and fc
+     * (8 bits) have fewer weights per channel than levels */
+    g_assert_cmpuint (quantized_levels (ref, "conv2"), <=, 8);
+    /* units: synthesize 3, calibrate 3, reconstruct 3: stop after each reconstruct unit */
+    for (gint k = 6; k <= 9; k++) {
+        g_autofree char *leaf = g_strdup_printf ("recon-stop-%d", k);
+        assert_resume_matches (leaf, recon_sets, k, k == 7 ? "{\"phase\":\"reconstruct\",\"unit\":2}" : NULL,
+                               ref_result, ref_metrics, "student-quantized.safetensors", ref_q);
     }
 }
 
@@ -560,6 +634,7 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/ptq-smoke", test_ptq_smoke);
     g_test_add_func ("/pipelines/ptq-resume", test_ptq_resume);
     g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
+    g_test_add_func ("/pipelines/recon-resume", test_recon_resume);
     g_test_add_func ("/pipelines/train-resume", test_train_resume);
     /* Only where allocations can be counted (not under sanitizers). */
     if (dfq_test_malloc_count != NULL)

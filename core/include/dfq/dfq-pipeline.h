@@ -262,6 +262,16 @@ typedef struct {
 } DfqPipelineCalibrate;
 
 typedef struct {
+    gint iters;          /* optimisation steps per unit (block) */
+    gint batch;          /* images per step */
+    gdouble warmup;      /* fraction of the steps before the quantizer's regulariser is added */
+    gdouble qdrop;       /* probability that an input element is the full-precision one (QDrop) */
+    gdouble lr;          /* learning rate of quantizer parameter groups that name none */
+    char **cosine;       /* names of parameter groups on a cosine schedule (to 0 over the steps) */
+    gint eval_batch;     /* images per forward when the block inputs and outputs are cached */
+} DfqPipelineReconstruct;
+
+typedef struct {
     gint version;        /* DFQ_PIPELINE_VERSION */
     char *name;
     gint seed;
@@ -276,6 +286,7 @@ typedef struct {
     char **phases;       /* phase names in order, or NULL: from the synthesizer (see docs/architecture.md) */
     DfqPipelineSynthesize synthesize;
     DfqPipelineCalibrate calibrate;
+    DfqPipelineReconstruct reconstruct;
 } DfqPipelineConfig;
 
 /* The phases `phases:` accepts, NULL-terminated. */

@@ -12,7 +12,14 @@
  * (get_param_groups) with their own learning rate and weight decay; a
  * regulariser (AdaRound's rounding term, ACD's clip decay) is added to the
  * loss of every learning step; each site knows the model block it belongs to
- * (dfq_quantizer_get_site_block), for block reconstruction. */
+ * (dfq_quantizer_get_site_block), for block reconstruction.
+ *
+ * Block reconstruction optimises one block (unit) at a time: the reconstruct
+ * phase sets an active block (dfq_quantizer_set_active_block). While one is
+ * set, a quantizer with learnable parameters restricts get_param_groups, the
+ * regulariser, its training-only behaviour (soft rounding, QDrop) and the
+ * hardening on HARD to the sites of that block (dfq_quantizer_site_active);
+ * the other sites behave as in EVAL. NULL (the default) means every site. */
 #pragma once
 
 #include <glib.h>
@@ -47,7 +54,11 @@ struct _DfqQuantizer {
     DfqArena *arena;     /* per-site state: created by the plugin's init(), freed by its finalize() */
     DfqQuantMode mode;   /* set through dfq_quantizer_set_mode() */
     gpointer site_blocks; /* core-private, in @arena: see dfq_quantizer_get_site_block() */
-    gpointer reserved[3];
+    /* The block being reconstructed (an interned string), or NULL: every site.
+     * Set through dfq_quantizer_set_active_block(). Takes a former reserved
+     * slot: the instance layout is unchanged. */
+    const char *active_block;
+    gpointer reserved[2];
 };
 
 struct _DfqQuantizerClass {
@@ -103,6 +114,25 @@ DFQ_API void dfq_quantizer_set_calibrating (DfqQuantizer *self, gboolean on);
 /* The block (an entry of the model's blocks) @site runs in, or NULL when the
  * model declares no blocks. Known after dfq_quantizer_attach(). */
 DFQ_API const char *dfq_quantizer_get_site_block (const DfqQuantizer *self, const char *site);
+/* Restricts learning to the sites of @block (a name of the model's blocks),
+ * or lifts the restriction (NULL). See the top of this file. */
+DFQ_API void dfq_quantizer_set_active_block (DfqQuantizer *self, const char *block);
+DFQ_API const char *dfq_quantizer_get_active_block (const DfqQuantizer *self);
+/* Whether @site takes part in learning now: TRUE without an active block,
+ * else whether @site runs in the active block. */
+DFQ_API gboolean dfq_quantizer_site_active (const DfqQuantizer *self, const char *site);
+/**
+ * dfq_qdrop_mix:
+ * QDrop (Wei et al., ICLR 2022): element i of the result is @x's with
+ * probability @p (a uniform draw u_i of (@seed, @stream, i) below @p), else
+ * @x_q's. p = 0 gives @x_q and p = 1 gives @x, bit for bit. The gradient of
+ * each element goes to the source it came from. @x_q and @x: F32, contiguous,
+ * the same shape. Block reconstruction mixes the quantized model's block input
+ * with the full-precision one; GENIE's activation quantizer mixes its output
+ * with its input.
+ */
+DFQ_API DfqTensor *dfq_qdrop_mix (DfqArena *arena, DfqTensor *x_q, DfqTensor *x, double p, guint64 seed,
+                                  guint64 stream);
 /* The learnable parameters by group (get_param_groups, else one group of
  * get_params' tensors named "params"); clear with dfq_quant_param_groups_free. */
 DFQ_API GArray *dfq_quantizer_get_param_groups (DfqQuantizer *self);
