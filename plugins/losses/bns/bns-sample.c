@@ -1,5 +1,5 @@
-/* Loss plugin, two features for image optimisation against a frozen teacher
- * (ZeroQ, METHODS.md 7; distill_data.py):
+/* ZeroQ's two image-optimisation losses (METHODS.md 7; distill_data.py), part
+ * of the bns module (bns-private.h):
  * - `bns-sample`: per-SAMPLE channel statistics of every BN input (= conv
  *   output) against the BN running statistics,
  *     L = sum_l [ ||mu_BN,l - mu_l||_F^2 / B + ||sigma_BN,l - sigma_l||_F^2 / B ]
@@ -11,14 +11,12 @@
  *   0 and 1, the normalised data's statistics). */
 #include <math.h>
 
-#include <dfq/dfq.h>
+#include "bns-private.h"
 
 typedef struct {
-    DfqLoss parent;
-    char *pattern;
+    BnsBase base;
     gdouble eps;
     gint reduce; /* 0 = sum over layers (ZeroQ), 1 = mean */
-    const char *patterns[2];
 } BnsSample;
 
 typedef struct {
@@ -31,8 +29,7 @@ typedef struct {
 static const char *const bns_sample_reduce_names[] = { "sum", "mean", NULL };
 
 static const DfqParamSpec bns_sample_params[] = {
-    DFQ_PARAM_STRING (BnsSample, pattern, "Glob over teacher tap names selecting the BN inputs ('*:in' = every BN layer)",
-                      "'*:in'"),
+    BNS_PARAM_PATTERN,
     DFQ_PARAM_DOUBLE (BnsSample, eps, "Added to the variances before the square root (ZeroQ: 1e-6)", 0, 1, 1e-6),
     DFQ_PARAM_ENUM (BnsSample, reduce, "Over layers: sum (ZeroQ) or mean", bns_sample_reduce_names, "sum"),
 };
@@ -43,9 +40,7 @@ static const DfqParamSpec image_prior_params[] = {
     DFQ_PARAM_DOUBLE (ImagePrior, eps, "Added to the variance before the square root", 0, 1, 1e-6),
 };
 
-/* ||target - s||_F^2 / B for s [B,C] and a target [C] broadcast over B
- * (@target NULL: the constant @value). */
-static DfqTensor *
+DfqTensor *
 bns_sample_term (DfqArena *a, DfqTensor *s, const float *target, float value)
 {
     gint64 B = s->shape[0], C = s->shape[1];
@@ -58,103 +53,86 @@ bns_sample_term (DfqArena *a, DfqTensor *s, const float *target, float value)
     return dfq_affine (a, dfq_mse (a, s, t), (float) C, 0.0f);
 }
 
-/* mu [B,C] and sigma = sqrt(var_hw + eps) [B,C] of x [B,C,H,W]. */
-static void
+void
 bns_sample_stats (DfqArena *a, DfqTensor *x, float eps, DfqTensor **mu, DfqTensor **sigma)
 {
     *mu = dfq_global_avg_pool (a, x);
     *sigma = dfq_sqrt (a, dfq_affine (a, dfq_spatial_var (a, x, TRUE), 1.0f, eps));
 }
 
-static gboolean
-bns_sample_init (DfqFeature *feature, GError **error)
+void
+bns_sample_targets (DfqArena *a, const DfqTap *tap, float eps, DfqTensor **mu, DfqTensor **sigma)
 {
-    BnsSample *self = (BnsSample *) feature;
-    if (self->pattern == NULL || self->pattern[0] == '\0') {
-        g_set_error (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_BAD_VALUE,
-                     "'pattern' must not be empty (use '*:in' for every BN layer)");
-        return FALSE;
-    }
-    self->patterns[0] = self->pattern;
-    self->patterns[1] = NULL;
-    return TRUE;
+    gint64 C = tap->aux0->shape[0];
+    *mu = tap->aux0;
+    *sigma = dfq_tensor_new_1d (a, DFQ_DTYPE_F32, C);
+    const float *rv = dfq_tensor_f32 (tap->aux1);
+    for (gint64 c = 0; c < C; c++)
+        dfq_tensor_f32 (*sigma)[c] = sqrtf (rv[c] + eps);
 }
 
-static const char *const *
-bns_sample_teacher_tap_patterns (DfqLoss *loss)
+DfqTensor *
+bns_sample_layers (DfqArena *a, GPtrArray *taps, float eps)
 {
-    return ((BnsSample *) loss)->patterns;
+    DfqTensor *total = NULL;
+    for (guint i = 0; i < taps->len; i++) {
+        const DfqTap *tap = taps->pdata[i];
+        DfqTensor *mu, *sigma, *mu_bn, *sigma_bn;
+        bns_sample_targets (a, tap, eps, &mu_bn, &sigma_bn);
+        bns_sample_stats (a, tap->tensor, eps, &mu, &sigma);
+        DfqTensor *term = dfq_add (a, bns_sample_term (a, mu, dfq_tensor_f32 (mu_bn), 0),
+                                   bns_sample_term (a, sigma, dfq_tensor_f32 (sigma_bn), 0));
+        total = total == NULL ? term : dfq_add (a, total, term);
+    }
+    return total;
+}
+
+DfqTensor *
+bns_image_prior (DfqArena *a, DfqTensor *x, float mean, float std, float eps)
+{
+    DfqTensor *mu, *sigma;
+    bns_sample_stats (a, x, eps, &mu, &sigma);
+    return dfq_add (a, bns_sample_term (a, mu, NULL, mean), bns_sample_term (a, sigma, NULL, std));
 }
 
 static DfqTensor *
-bns_sample_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in, GError **error)
+bns_sample_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in G_GNUC_UNUSED, GError **error)
 {
     BnsSample *self = (BnsSample *) loss;
     DfqArena *a = ctx->arena;
-    DfqTensor *total = NULL;
-    guint n_layers = 0;
-    const DfqTapSet *taps = loss->teacher_taps;
-    for (guint i = 0; taps != NULL && i < dfq_tap_set_size (taps); i++) {
-        const DfqTap *tap = dfq_tap_set_get (taps, i);
-        if (tap->kind != DFQ_TAP_BN_IN || tap->aux0 == NULL || tap->aux1 == NULL)
-            continue;
+    g_autoptr (GPtrArray) taps = g_ptr_array_new ();
+    if (!bns_base_collect (loss, loss->teacher_taps, taps, error))
+        return NULL;
+    for (guint i = 0; i < taps->len; i++) {
+        const DfqTap *tap = taps->pdata[i];
         if (tap->tensor->shape[2] * tap->tensor->shape[3] < 2) {
             g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
                          "tap %s is 1x1: a per-sample spatial variance needs at least 2 pixels", tap->name);
             return NULL;
         }
-        gint64 C = tap->aux0->shape[0];
-        float *sd = g_newa (float, C);
-        const float *rv = dfq_tensor_f32 (tap->aux1);
-        for (gint64 c = 0; c < C; c++)
-            sd[c] = sqrtf (rv[c] + (float) self->eps);
-        DfqTensor *mu, *sigma;
-        bns_sample_stats (a, tap->tensor, (float) self->eps, &mu, &sigma);
-        DfqTensor *term = dfq_add (a, bns_sample_term (a, mu, dfq_tensor_f32 (tap->aux0), 0),
-                                   bns_sample_term (a, sigma, sd, 0));
-        total = total == NULL ? term : dfq_add (a, total, term);
-        n_layers++;
     }
-    if (n_layers == 0) {
-        g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_MISSING,
-                     "no BatchNorm input of the teacher matches pattern '%s'", self->pattern);
-        return NULL;
-    }
-    return self->reduce == 1 ? dfq_affine (a, total, 1.0f / (float) n_layers, 0.0f) : total;
+    DfqTensor *total = bns_sample_layers (a, taps, (float) self->eps);
+    return self->reduce == 1 ? dfq_affine (a, total, 1.0f / (float) taps->len, 0.0f) : total;
 }
 
 static DfqTensor *
 image_prior_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in, GError **error)
 {
     ImagePrior *self = (ImagePrior *) loss;
-    DfqArena *a = ctx->arena;
-    DfqTensor *mu, *sigma;
-    bns_sample_stats (a, in->images, (float) self->eps, &mu, &sigma);
-    return dfq_add (a, bns_sample_term (a, mu, NULL, (float) self->mean),
-                    bns_sample_term (a, sigma, NULL, (float) self->std));
+    return bns_image_prior (ctx->arena, in->images, (float) self->mean, (float) self->std, (float) self->eps);
 }
 
-static const DfqLossClass bns_sample_class = {
+const DfqLossClass bns_sample_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_LOSS, "bns-sample",
                                            "ZeroQ: per-sample BN-input statistics vs the running statistics (sum over layers)",
-                                           BnsSample, bns_sample_params, bns_sample_init, dfq_loss_teardown),
-    .teacher_tap_patterns = bns_sample_teacher_tap_patterns,
+                                           BnsSample, bns_sample_params, bns_base_init, dfq_loss_teardown),
+    .teacher_tap_patterns = bns_base_teacher_tap_patterns,
     .compute = bns_sample_compute,
 };
 
-static const DfqLossClass image_prior_class = {
+const DfqLossClass bns_image_prior_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_LOSS, "image-prior",
                                            "ZeroQ: per-sample channel mean and std of the images vs targets (0, 1)",
                                            ImagePrior, image_prior_params, NULL, dfq_loss_teardown),
     .compute = image_prior_compute,
 };
-
-static gboolean
-bns_sample_register (DfqRegistry *registry, GError **error)
-{
-    return dfq_registry_add_feature (registry, &bns_sample_class.parent, error)
-           && dfq_registry_add_feature (registry, &image_prior_class.parent, error);
-}
-
-DFQ_PLUGIN_DEFINE (bns-sample, "ZeroQ's image-optimisation losses: per-sample BN statistics and the image prior",
-                   bns_sample_register)
