@@ -162,7 +162,9 @@ bns_reference_warmup (BnsSlack *self, DfqStepContext *ctx, DfqArena *a, GError *
         ok = bns_base_collect ((DfqLoss *) self, set, taps, error);
         if (!ok)
             break;
-        DfqTensor *loss = dfq_add (step, bns_sample_layers (step, taps, 1e-6f), bns_image_prior (step, x, 0, 1, 1e-6f));
+        /* zeroq's loss list in its order: bns-sample, then image-prior */
+        DfqTensor *layers = bns_sample_layers (step, taps, 1e-6f);
+        DfqTensor *loss = dfq_add (step, layers, bns_image_prior (step, x, 0, 1, 1e-6f));
         double v = dfq_tensor_f32 (loss)[0];
         if (!isfinite (v)) {
             g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_DIVERGED,
@@ -321,7 +323,7 @@ bns_slack_ensure_margins (BnsSlack *self, DfqStepContext *ctx, GPtrArray *taps, 
     self->delta_l = g_steal_pointer (&delta);
     self->gamma_l = g_steal_pointer (&gamma);
     for (guint l = 0; l < L; l++)
-        g_info ("bns-slack margins %s: delta %.6g gamma %.6g", ((const DfqTap *) taps->pdata[l])->name,
+        g_debug ("bns-slack margins %s: delta %.6g gamma %.6g", ((const DfqTap *) taps->pdata[l])->name,
                 self->delta_l[l], self->gamma_l[l]);
     return bns_margins_save (self, ctx, taps, error);
 }

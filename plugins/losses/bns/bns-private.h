@@ -14,6 +14,7 @@ typedef struct {
     DfqLoss parent;
     char *pattern;
     const char *patterns[2]; /* { pattern, NULL } for the tap set */
+    GPtrArray *bn_taps;      /* the last forward's BN-input taps (reused: no allocation per step) */
 } BnsBase;
 
 /* Quoted: a plain YAML scalar starting with '*' would be an alias. The offset
@@ -22,12 +23,13 @@ typedef struct {
     DFQ_PARAM_STRING (BnsBase, pattern,                                                                      \
                       "Glob over teacher tap names selecting the BN inputs ('*:in' = every BN layer)", "'*:in'")
 
-/* Checks the pattern and fills patterns[]. */
+/* Checks the pattern and fills patterns[]; bns_base_finalize undoes it. */
 gboolean bns_base_init (DfqFeature *feature, GError **error);
+void bns_base_finalize (DfqFeature *feature);
 const char *const *bns_base_teacher_tap_patterns (DfqLoss *loss);
-/* The BN-input taps of the last forward (running mean/var attached), in
- * forward order, appended to @out; FALSE with an error naming the pattern when
- * there is none. */
+/* The BN-input taps of @taps (running mean/var attached), in forward order,
+ * in @out (emptied first); FALSE with an error naming the pattern when there
+ * is none. */
 gboolean bns_base_collect (DfqLoss *loss, const DfqTapSet *taps, GPtrArray *out, GError **error);
 
 /* Per-sample statistics of x [B,C,H,W] (ZeroQ): mu [B,C] = spatial mean,

@@ -100,7 +100,7 @@ bns_sample_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in 
 {
     BnsSample *self = (BnsSample *) loss;
     DfqArena *a = ctx->arena;
-    g_autoptr (GPtrArray) taps = g_ptr_array_new ();
+    GPtrArray *taps = ((BnsBase *) loss)->bn_taps;
     if (!bns_base_collect (loss, loss->teacher_taps, taps, error))
         return NULL;
     for (guint i = 0; i < taps->len; i++) {
@@ -125,7 +125,7 @@ image_prior_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in
 const DfqLossClass bns_sample_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_LOSS, "bns-sample",
                                            "ZeroQ: per-sample BN-input statistics vs the running statistics (sum over layers)",
-                                           BnsSample, bns_sample_params, bns_base_init, dfq_loss_teardown),
+                                           BnsSample, bns_sample_params, bns_base_init, bns_base_finalize),
     .teacher_tap_patterns = bns_base_teacher_tap_patterns,
     .compute = bns_sample_compute,
 };

@@ -75,8 +75,6 @@ static gboolean
 bns_slack_init (DfqFeature *feature, GError **error)
 {
     BnsSlack *self = (BnsSlack *) feature;
-    if (!bns_base_init (feature, error))
-        return FALSE;
     const char *why = NULL;
     if (self->stats == BNS_SLACK_STATS_BATCH && (self->lse == BNS_SLACK_LSE_PAPER || self->lse == BNS_SLACK_LSE_PTQ_CODE))
         why = "lse: paper and ptq-code weight samples, which batch statistics do not have: use stats: sample, or "
@@ -92,7 +90,7 @@ bns_slack_init (DfqFeature *feature, GError **error)
         g_set_error_literal (error, DFQ_PIPELINE_ERROR, DFQ_PIPELINE_ERROR_BAD_VALUE, why);
         return FALSE;
     }
-    return TRUE;
+    return bns_base_init (feature, error); /* last: it allocates, and a failed init is not finalized */
 }
 
 static void
@@ -101,7 +99,7 @@ bns_slack_finalize (DfqFeature *feature)
     BnsSlack *self = (BnsSlack *) feature;
     g_clear_pointer (&self->delta_l, g_free);
     g_clear_pointer (&self->gamma_l, g_free);
-    dfq_loss_teardown (feature);
+    bns_base_finalize (feature);
 }
 
 void
@@ -176,7 +174,7 @@ bns_slack_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in G
 {
     BnsSlack *self = (BnsSlack *) loss;
     DfqArena *a = ctx->arena;
-    g_autoptr (GPtrArray) taps = g_ptr_array_new ();
+    GPtrArray *taps = ((BnsBase *) loss)->bn_taps;
     if (!bns_base_collect (loss, loss->teacher_taps, taps, error))
         return NULL;
     for (guint l = 0; self->stats == BNS_SLACK_STATS_SAMPLE && l < taps->len; l++) {

@@ -24,7 +24,15 @@ bns_base_init (DfqFeature *feature, GError **error)
     }
     self->patterns[0] = self->pattern;
     self->patterns[1] = NULL;
+    self->bn_taps = g_ptr_array_new ();
     return TRUE;
+}
+
+void
+bns_base_finalize (DfqFeature *feature)
+{
+    g_clear_pointer (&((BnsBase *) feature)->bn_taps, g_ptr_array_unref);
+    dfq_loss_teardown (feature);
 }
 
 const char *const *
@@ -36,14 +44,14 @@ bns_base_teacher_tap_patterns (DfqLoss *loss)
 gboolean
 bns_base_collect (DfqLoss *loss, const DfqTapSet *taps, GPtrArray *out, GError **error)
 {
-    guint before = out->len;
+    g_ptr_array_set_size (out, 0);
     for (guint i = 0; taps != NULL && i < dfq_tap_set_size (taps); i++) {
         const DfqTap *tap = dfq_tap_set_get (taps, i);
         /* A broad pattern may also match other taps: only BN inputs have targets. */
         if (tap->kind == DFQ_TAP_BN_IN && tap->aux0 != NULL && tap->aux1 != NULL)
             g_ptr_array_add (out, (gpointer) tap);
     }
-    if (out->len == before) {
+    if (out->len == 0) {
         g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_MISSING,
                      "no BatchNorm input of the teacher matches pattern '%s'", ((BnsBase *) loss)->pattern);
         return FALSE;
@@ -55,7 +63,7 @@ static DfqTensor *
 bns_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in G_GNUC_UNUSED, GError **error)
 {
     DfqArena *a = ctx->arena;
-    g_autoptr (GPtrArray) taps = g_ptr_array_new ();
+    GPtrArray *taps = ((BnsBase *) loss)->bn_taps;
     if (!bns_base_collect (loss, loss->teacher_taps, taps, error))
         return NULL;
     DfqTensor *total = NULL;
@@ -72,7 +80,7 @@ bns_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in G_GNUC_
 static const DfqLossClass bns_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_LOSS, "bns",
                                            "BN-statistics matching on the teacher's BN inputs (GDFQ, mean over layers)",
-                                           BnsBase, bns_params, bns_base_init, dfq_loss_teardown),
+                                           BnsBase, bns_params, bns_base_init, bns_base_finalize),
     .teacher_tap_patterns = bns_base_teacher_tap_patterns,
     .compute = bns_compute,
 };
