@@ -3,7 +3,7 @@
  * optimised directly, from scratch, against the frozen teacher: x starts as
  * (randint(0, 255) - 127.5) / 5418.75 i.i.d. (data_utils.py; |x| <= 0.0235),
  * Adam on x (lr 0.5) minimises the loss list (default: ZeroQ's per-sample BN
- * statistics + image prior, plugins/losses/bns-sample) for `iters` iterations
+ * statistics + image prior, plugins/losses/bns) for `iters` iterations
  * with PyTorch's ReduceLROnPlateau stepped on the loss every iteration
  * (patience 100, factor 0.1, min_lr 1e-4). No labels (`labels: random` draws
  * one per image, for a cross-entropy term).
