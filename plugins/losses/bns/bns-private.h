@@ -42,6 +42,8 @@ DfqTensor *bns_sample_term (DfqArena *a, DfqTensor *s, const float *target, floa
  * sqrt(running_var + eps), each [C], in @a. */
 void bns_sample_targets (DfqArena *a, const DfqTap *tap, float eps, DfqTensor **mu, DfqTensor **sigma);
 
+/* Per-sample statistics need taps of at least 2 pixels: else an error naming the tap. */
+gboolean bns_sample_check (GPtrArray *taps, GError **error);
 /* ZeroQ's exact matching: sum over the BN-input @taps of the two terms above
  * (bns-sample's value), and the image prior on x (image-prior's). */
 DfqTensor *bns_sample_layers (DfqArena *a, GPtrArray *taps, float eps);

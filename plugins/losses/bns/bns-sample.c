@@ -71,6 +71,20 @@ bns_sample_targets (DfqArena *a, const DfqTap *tap, float eps, DfqTensor **mu, D
         dfq_tensor_f32 (*sigma)[c] = sqrtf (rv[c] + eps);
 }
 
+gboolean
+bns_sample_check (GPtrArray *taps, GError **error)
+{
+    for (guint i = 0; i < taps->len; i++) {
+        const DfqTap *tap = taps->pdata[i];
+        if (tap->tensor->shape[2] * tap->tensor->shape[3] < 2) {
+            g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
+                         "tap %s is 1x1: a per-sample spatial variance needs at least 2 pixels", tap->name);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 DfqTensor *
 bns_sample_layers (DfqArena *a, GPtrArray *taps, float eps)
 {
@@ -101,16 +115,8 @@ bns_sample_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in 
     BnsSample *self = (BnsSample *) loss;
     DfqArena *a = ctx->arena;
     GPtrArray *taps = ((BnsBase *) loss)->bn_taps;
-    if (!bns_base_collect (loss, loss->teacher_taps, taps, error))
+    if (!bns_base_collect (loss, loss->teacher_taps, taps, error) || !bns_sample_check (taps, error))
         return NULL;
-    for (guint i = 0; i < taps->len; i++) {
-        const DfqTap *tap = taps->pdata[i];
-        if (tap->tensor->shape[2] * tap->tensor->shape[3] < 2) {
-            g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
-                         "tap %s is 1x1: a per-sample spatial variance needs at least 2 pixels", tap->name);
-            return NULL;
-        }
-    }
     DfqTensor *total = bns_sample_layers (a, taps, (float) self->eps);
     return self->reduce == 1 ? dfq_affine (a, total, 1.0f / (float) taps->len, 0.0f) : total;
 }

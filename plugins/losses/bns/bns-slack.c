@@ -177,15 +177,8 @@ bns_slack_compute (DfqLoss *loss, DfqStepContext *ctx, const DfqLossInputs *in G
     GPtrArray *taps = ((BnsBase *) loss)->bn_taps;
     if (!bns_base_collect (loss, loss->teacher_taps, taps, error))
         return NULL;
-    for (guint l = 0; self->stats == BNS_SLACK_STATS_SAMPLE && l < taps->len; l++) {
-        const DfqTap *tap = taps->pdata[l];
-        if (tap->tensor->shape[2] * tap->tensor->shape[3] < 2) {
-            g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
-                         "tap %s is 1x1: a per-sample spatial variance needs at least 2 pixels (use stats: batch)",
-                         tap->name);
-            return NULL;
-        }
-    }
+    if (self->stats == BNS_SLACK_STATS_SAMPLE && !bns_sample_check (taps, error))
+        return NULL;
     if (!bns_slack_ensure_margins (self, ctx, taps, error))
         return NULL;
     guint L = taps->len;
