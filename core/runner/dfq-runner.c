@@ -176,6 +176,7 @@ dfq_run_prepare_models (DfqRun *r, GError **error)
     ctx->student_bn_training = FALSE;
     ctx->dataset = dfq_pipeline_dataset_names[cfg->data.dataset];
     ctx->data_dir = cfg->data.dir;
+    ctx->run_dir = r->run_dir;
     r->synth = (DfqSynthesizer *) cfg->synthesizer;
     return TRUE;
 }

@@ -99,7 +99,7 @@ static const AbiCheck abi_checks[] = {
     SIZE (DfqStepContext, 136),
     OFFSET (DfqStepContext, data_dir, 112),
     OFFSET (DfqStepContext, transforms, 120),
-    OFFSET (DfqStepContext, reserved, 128),
+    OFFSET (DfqStepContext, run_dir, 128),
 
     SIZE (DfqOptimParams, 344),
     OFFSET (DfqOptimParams, use, 0),

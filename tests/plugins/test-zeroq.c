@@ -1,4 +1,4 @@
-/* ZeroQ (plugins/synthesizers/zeroq, plugins/losses/bns-sample) and the
+/* ZeroQ (plugins/synthesizers/zeroq, plugins/losses/bns: bns-sample) and the
  * calibration rules of uniform that PTQ uses:
  * - bns-sample and image-prior against the formula of METHODS.md 7 computed
  *   by hand (in double) from the teacher's BN inputs;

@@ -39,7 +39,10 @@ typedef struct {
      * teacher forwards (dfq_step_teacher_forward) see them. Takes reserved[0]:
      * the size is unchanged. */
     DfqTransformChain *transforms;
-    gpointer reserved[1];
+    /* The run directory, for small files a plugin writes beside the run's own
+     * (bns-slack's margins), or NULL (tests, tools). Takes reserved[1]: the
+     * size is unchanged. */
+    const char *run_dir;
 } DfqStepContext;
 
 /* The inputs a loss sees. Logits and taps exist only for what some loss of the

@@ -3,15 +3,25 @@
  * optimised directly, from scratch, against the frozen teacher: x starts as
  * (randint(0, 255) - 127.5) / 5418.75 i.i.d. (data_utils.py; |x| <= 0.0235),
  * Adam on x (lr 0.5) minimises the loss list (default: ZeroQ's per-sample BN
- * statistics + image prior, plugins/losses/bns-sample) for `iters` iterations
+ * statistics + image prior, plugins/losses/bns) for `iters` iterations
  * with PyTorch's ReduceLROnPlateau stepped on the loss every iteration
- * (patience 100, factor 0.1, min_lr 1e-4). No labels. */
+ * (patience 100, factor 0.1, min_lr 1e-4). No labels (`labels: random` draws
+ * one per image, for a cross-entropy term).
+ *
+ * The module also registers `dsg`, DSG's PTQ image synthesis (Zhang/Qin et
+ * al., CVPR 2021; METHODS.md 8; post_training_quantization/distill_data.py),
+ * which is this loop with other defaults: random labels, Adam lr 0.9, plateau
+ * patience 260, and the loss list of the official code: slack BN alignment
+ * with layerwise sample enhancement (bns-slack), ZeroQ's image prior, the
+ * teacher's cross-entropy on the labels (added twice in the code: weight 2),
+ * and 0.01 x the TV and L2 priors on a rolled copy (pixel-priors). */
 #include <math.h>
 #include <string.h>
 
 #include <dfq/dfq.h>
 
 #define ZEROQ_STREAM_BASE G_GUINT64_CONSTANT (0x7a65726f71000000)
+#define ZEROQ_LABEL_STREAM_BASE G_GUINT64_CONSTANT (0x7a65726f716c0000)
 #define ZEROQ_MAX_LOSSES 8
 
 typedef enum {
@@ -20,6 +30,7 @@ typedef enum {
 } ZeroqInit;
 
 static const char *const zeroq_init_names[] = { "zeroq", "normal", NULL };
+static const char *const zeroq_labels_names[] = { "none", "random", NULL };
 
 typedef struct {
     DfqSynthesizer parent;
@@ -30,6 +41,7 @@ typedef struct {
     gdouble factor;
     gdouble min_lr;
     gint init;
+    gint labels; /* 0 none, 1 random (uniform over the classes, per image) */
     GPtrArray *losses;
     GPtrArray *transforms; /* DfqTransform *, on the teacher's forwards (swing-conv), or NULL */
     /* state */
@@ -51,6 +63,30 @@ static const DfqParamSpec zeroq_params[] = {
     DFQ_PARAM_FEATURE_LIST (Zeroq, transforms,
                             "Transforms of the teacher's forwards during synthesis, in order (e.g. [{use: swing-conv}])",
                             DFQ_FEATURE_TRANSFORM, "[]", .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_ENUM (Zeroq, labels, "none, or random: a label per image, uniform over the classes (for a ce loss)",
+                    zeroq_labels_names, "none", .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+};
+
+/* DSG-PTQ: the same rows with the official code's defaults (distill_data.py). */
+static const DfqParamSpec dsg_params[] = {
+    DFQ_PARAM_INT (Zeroq, iters, "Adam iterations per batch (DSG: 500)", 1, 1000000, 500),
+    DFQ_PARAM_DOUBLE (Zeroq, lr, "Adam learning rate on the images (DSG: 0.9)", 0, 100, 0.9),
+    DFQ_PARAM_INT (Zeroq, patience, "ReduceLROnPlateau patience in iterations (DSG: 260)", 0, 1000000, 260),
+    DFQ_PARAM_DOUBLE (Zeroq, factor, "ReduceLROnPlateau factor (0.1)", 0, 1, 0.1),
+    DFQ_PARAM_DOUBLE (Zeroq, min_lr, "ReduceLROnPlateau lower bound (1e-4)", 0, 100, 1e-4),
+    DFQ_PARAM_ENUM (Zeroq, init, "Initial images: zeroq ((randint(0,255) - 127.5) / 5418.75, the official code) or normal",
+                    zeroq_init_names, "zeroq"),
+    DFQ_PARAM_FEATURE_LIST (Zeroq, losses,
+                            "Loss list the images minimise (DSG: bns-slack + image prior + 2 x teacher CE + 0.01 x "
+                            "rolled TV and L2)",
+                            DFQ_FEATURE_LOSS,
+                            "[{use: bns-slack}, {use: image-prior}, {use: ce, target: teacher, weight: 2}, "
+                            "{use: tv-l2, weight: 0.01}, {use: l2-norm, weight: 0.01}]"),
+    DFQ_PARAM_FEATURE_LIST (Zeroq, transforms,
+                            "Transforms of the teacher's forwards during synthesis, in order (e.g. [{use: swing-conv}])",
+                            DFQ_FEATURE_TRANSFORM, "[]", .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
+    DFQ_PARAM_ENUM (Zeroq, labels, "none, or random: a label per image, uniform over the classes (DSG: random)",
+                    zeroq_labels_names, "random"),
 };
 
 /* PyTorch ReduceLROnPlateau, mode min, threshold 1e-4 relative, cooldown 0. */
@@ -115,6 +151,11 @@ zeroq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErr
     zeroq_init_images (self, x, ctx->seed, ZEROQ_STREAM_BASE + (guint64) ctx->iter);
     dfq_tensor_set_param (x);
     dfq_tensor_set_name (x, "images");
+    DfqTensor *labels = NULL;
+    if (self->labels == 1) {
+        labels = dfq_tensor_new_1d (self->work, DFQ_DTYPE_I32, ctx->batch);
+        dfq_rand_int_fill (labels, ctx->seed, ZEROQ_LABEL_STREAM_BASE + (guint64) ctx->iter, ctx->classes);
+    }
     DfqOptimConfig oc;
     dfq_optim_config_init (&oc, DFQ_OPTIM_ADAM);
     oc.lr = self->lr;
@@ -137,7 +178,7 @@ zeroq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErr
          * draw anew in every iteration of every batch */
         c.step = (gint64) ctx->iter * self->iters + it;
         dfq_optim_zero_grad (optim);
-        DfqTensor *loss = dfq_step_eval_losses (&c, self->losses, x, NULL, NULL, values, error);
+        DfqTensor *loss = dfq_step_eval_losses (&c, self->losses, x, labels, NULL, values, error);
         ok = loss != NULL;
         if (!ok)
             break;
@@ -154,7 +195,7 @@ zeroq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErr
         return FALSE;
     /* the finished images, in the runner's arena */
     out->images = dfq_tensor_dup (ctx->arena, x);
-    out->labels = NULL;
+    out->labels = labels != NULL ? dfq_tensor_dup (ctx->arena, labels) : NULL;
     out->loss = loss_value;
     out->n_loss_terms = MIN (self->losses->len, G_N_ELEMENTS (out->loss_terms));
     for (guint k = 0; k < out->n_loss_terms; k++) {
@@ -197,10 +238,22 @@ static const DfqSynthesizerClass zeroq_class = {
     .mode = DFQ_SYNTH_OFFLINE,
 };
 
+static const DfqSynthesizerClass dsg_class = {
+    .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_SYNTHESIZER, "dsg",
+                                           "DSG-PTQ: zeroq's loop with slack BN alignment, sample enhancement, random "
+                                           "labels + CE and rolled TV/L2 priors (offline)",
+                                           Zeroq, dsg_params, zeroq_init, zeroq_finalize),
+    .prepare = zeroq_prepare,
+    .step = zeroq_step,
+    .mode = DFQ_SYNTH_OFFLINE,
+};
+
 static gboolean
 zeroq_register (DfqRegistry *registry, GError **error)
 {
-    return dfq_registry_add_feature (registry, &zeroq_class.parent, error);
+    return dfq_registry_add_feature (registry, &zeroq_class.parent, error)
+           && dfq_registry_add_feature (registry, &dsg_class.parent, error);
 }
 
-DFQ_PLUGIN_DEFINE (zeroq, "ZeroQ: data-free image synthesis from BN statistics (Cai et al., CVPR 2020)", zeroq_register)
+DFQ_PLUGIN_DEFINE (zeroq, "ZeroQ and DSG-PTQ: data-free image synthesis from BN statistics (Cai et al., CVPR 2020; "
+                   "Zhang et al., CVPR 2021)", zeroq_register)
