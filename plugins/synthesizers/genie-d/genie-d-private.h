@@ -27,7 +27,9 @@ enum {
     GENIE_D_N_TENSORS
 };
 
-typedef struct {
+typedef struct _GenieD GenieD;
+
+struct _GenieD {
     DfqSynthesizer parent;
     /* params */
     gint iters;
@@ -51,13 +53,13 @@ typedef struct {
     DfqTensor *z;
     DfqTensor *g[GENIE_D_N_TENSORS];
     gint channels, init_h, init_w;
-} GenieD;
-
-/* Resets self->work and draws batch ctx->iter's latents and fresh generator
- * (pure functions of the run seed and the batch index). step() starts with it. */
-void genie_d_batch_init (GenieD *self, const DfqStepContext *ctx);
-/* x = G(z) in @a (batch statistics in every BN, as the official generator in
- * train mode). */
-DfqTensor *genie_d_generate (GenieD *self, DfqArena *a, DfqTensor *z);
+    /* set by init(), for the tests (the plugin's symbols are hidden):
+     * batch_init resets self->work and draws batch ctx->iter's latents and
+     * fresh generator (pure functions of the run seed and the batch index;
+     * step() starts with it); generate makes x = G(z) in @a (batch statistics
+     * in every BN, as the official generator in train mode). */
+    void (*batch_init) (GenieD *self, const DfqStepContext *ctx);
+    DfqTensor *(*generate) (GenieD *self, DfqArena *a, DfqTensor *z);
+};
 
 G_END_DECLS

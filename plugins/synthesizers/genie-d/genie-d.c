@@ -116,7 +116,7 @@ genie_d_bn (GenieD *self, guint w, gint64 channels)
     dfq_tensor_fill (genie_d_param (self, w + 1, 1, &channels), 0.0f);
 }
 
-void
+static void
 genie_d_batch_init (GenieD *self, const DfqStepContext *ctx)
 {
     dfq_arena_reset (self->work);
@@ -137,7 +137,7 @@ genie_d_batch_init (GenieD *self, const DfqStepContext *ctx)
     genie_d_layer (self, ctx, GENIE_D_CONV2_W, 4, conv2, self->c2 * 9.0);
 }
 
-DfqTensor *
+static DfqTensor *
 genie_d_generate (GenieD *self, DfqArena *a, DfqTensor *z)
 {
     DfqTensor *const *g = self->g;
@@ -282,6 +282,8 @@ genie_d_init (DfqFeature *feature, GError **error)
     if (!dfq_transform_list_check (self->transforms, error))
         return FALSE;
     dfq_transform_chain_init (&self->chain, self->transforms);
+    self->batch_init = genie_d_batch_init;
+    self->generate = genie_d_generate;
     return TRUE;
 }
 
