@@ -51,5 +51,6 @@ gboolean dfq_cmd_train (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_eval (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_sweep (DfqCli *cli, int argc, char **argv, GError **error);
 gboolean dfq_cmd_report (DfqCli *cli, int argc, char **argv, GError **error);
+gboolean dfq_cmd_images (DfqCli *cli, int argc, char **argv, GError **error);
 
 G_END_DECLS

@@ -18,6 +18,7 @@ static const DfqCliCommand dfq_cli_commands[] = {
     { "eval", "Evaluate weights on a dataset split (top-1/top-5, per class, confusion)", dfq_cmd_eval },
     { "sweep", "Expand a sweep file and run its trials in a local process pool (resumes)", dfq_cmd_sweep },
     { "report", "Tables (Markdown, CSV) and an HTML page with plots from run directories", dfq_cmd_report },
+    { "images", "A PNG grid of a run's images (or of a dataset's)", dfq_cmd_images },
     /* one row per subcommand; each lives in its own dfq-cmd-<name>.c */
 };
 
