@@ -4,7 +4,8 @@
  * central differences below l, inside and above u; calibration, the decay
  * and the SQNR values against hand computations; at most 2^k levels per
  * channel; a learnable clip moved by the SQNR loss alone; MobileNetV2's
- * opt-in block-output sites; the taps "<site>:quant" / ":wquant". */
+ * opt-in block-output sites; the taps "<site>:quant" / ":wquant"; the
+ * online real-data source real-stream. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -604,6 +605,48 @@ test_quant_taps (void)
     dfq_feature_free ((DfqFeature *) m);
 }
 
+/* ------------------------------------------------------------ real-stream */
+
+/* Batches of the online real-data source are a function of (seed, step):
+ * step 5 of a fresh source (a resumed run) equals step 5 after steps 0-4;
+ * labels come with them; the augmentation changes the images (a flip or a
+ * shifted crop) and two seeds give other batches. */
+static void
+test_real_stream (void)
+{
+    DfqModel *teacher = dfq_test_resnet20_w8 (registry, TRUE);
+    DfqTestSynth f;
+    dfq_test_synth_init (&f, registry, teacher, NULL, 3, 2, 8, 1, 28);
+    f.ctx.dataset = "fashion-mnist";
+    DfqSynthesizer *a = dfq_test_synth_new (&f, "use: real-stream\n", FALSE);
+    DfqSynthesizer *b = dfq_test_synth_new (&f, "use: real-stream\n", FALSE);
+    DfqSynthesizer *plain = dfq_test_synth_new (&f, "use: real-stream\naugment: none\n", FALSE);
+    g_autoptr (DfqArena) keep = dfq_arena_new (0);
+    DfqSynthBatch out;
+    for (gint64 step = 0; step <= 5; step++)
+        dfq_test_synth_step (&f, a, step, &out);
+    g_assert_nonnull (out.labels);
+    DfqTensor *seq = dfq_tensor_dup (keep, out.images), *seq_y = dfq_tensor_dup (keep, out.labels);
+    dfq_test_synth_step (&f, b, 5, &out);
+    g_assert_cmpmem (dfq_tensor_f32 (out.images), dfq_tensor_numel (seq) * 4, dfq_tensor_f32 (seq),
+                     dfq_tensor_numel (seq) * 4);
+    g_assert_cmpmem (dfq_tensor_i32 (out.labels), 8 * 4, dfq_tensor_i32 (seq_y), 8 * 4);
+    /* the same samples without augmentation: same labels, other pixels */
+    dfq_test_synth_step (&f, plain, 5, &out);
+    g_assert_cmpmem (dfq_tensor_i32 (out.labels), 8 * 4, dfq_tensor_i32 (seq_y), 8 * 4);
+    g_assert_true (memcmp (dfq_tensor_f32 (out.images), dfq_tensor_f32 (seq), dfq_tensor_numel (seq) * 4) != 0);
+    /* another seed, another batch */
+    f.ctx.seed = 4;
+    DfqSynthesizer *c = dfq_test_synth_new (&f, "use: real-stream\n", FALSE);
+    dfq_test_synth_step (&f, c, 5, &out);
+    g_assert_true (memcmp (dfq_tensor_f32 (out.images), dfq_tensor_f32 (seq), dfq_tensor_numel (seq) * 4) != 0);
+    dfq_feature_free ((DfqFeature *) a);
+    dfq_feature_free ((DfqFeature *) b);
+    dfq_feature_free ((DfqFeature *) c);
+    dfq_feature_free ((DfqFeature *) plain);
+    dfq_test_synth_clear (&f);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -623,6 +666,7 @@ main (int argc, char **argv)
     g_test_add_data_func ("/plugin/sqnr/moves-clip/layer", "layer", test_sqnr_moves_clip);
     g_test_add_data_func ("/plugin/sqnr/moves-clip/channel", "channel", test_sqnr_moves_clip);
     g_test_add_func ("/plugin/acd/quant-taps", test_quant_taps);
+    g_test_add_func ("/plugin/real-stream/by-step", test_real_stream);
     int rc = g_test_run ();
     dfq_registry_free (registry);
     return rc;
