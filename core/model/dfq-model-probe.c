@@ -11,6 +11,7 @@ static const char *const dfq_tap_kind_names[] = {
     [DFQ_TAP_INPUT] = "input",   [DFQ_TAP_BN_IN] = "bn-in", [DFQ_TAP_CONV_OUT] = "conv-out",
     [DFQ_TAP_BN_OUT] = "bn-out", [DFQ_TAP_BODY] = "body",   [DFQ_TAP_BLOCK] = "block",
     [DFQ_TAP_FEATURE] = "feature", [DFQ_TAP_LOGITS] = "logits",
+    [DFQ_TAP_QUANT_ACT] = "quant-act", [DFQ_TAP_QUANT_WEIGHT] = "quant-weight",
 };
 
 const char *

@@ -274,13 +274,30 @@ dfq_model_lookup2 (DfqModel *self, const char *name, const char *suffix)
 
 /* The hooks of conv @name, in the order they run: the layer wrapping of the
  * input, then the weight quantization site. */
+/* A quantization site: the quantizer's hook, then (when a tap set wants it)
+ * the quantization tap "<site>:quant" (activation) or "<site>:wquant"
+ * (weight) with tensor Q(X) and aux0 X, for losses and diagnostics that look
+ * at the quantization error (the SQNR loss and per-layer SQNR). A site the
+ * quantizer leaves in full precision (Q(X) is X) emits no tap. */
+static DfqTensor *
+dfq_layer_quantize (DfqForward *fwd, DfqQuantizeFn fn, const char *site, DfqTensor *x, gboolean weight)
+{
+    DfqTensor *y = fn (fwd->quant_data, fwd, site, x);
+    if (fwd->n_tap_sets > 0 && y != x) {
+        char tap[DFQ_TENSOR_NAME_MAX + 8];
+        g_snprintf (tap, sizeof tap, "%s:%s", site, weight ? "wquant" : "quant");
+        dfq_layer_tap (fwd, tap, weight ? DFQ_TAP_QUANT_WEIGHT : DFQ_TAP_QUANT_ACT, y, x, NULL);
+    }
+    return y;
+}
+
 static void
 dfq_layer_conv_hooks (DfqForward *fwd, const char *name, int stride, DfqTensor **x, DfqTensor **w)
 {
     if (fwd->conv_input != NULL)
         *x = fwd->conv_input (fwd->conv_input_data, fwd, name, stride, *x);
     if (fwd->quantize_weight != NULL)
-        *w = fwd->quantize_weight (fwd->quant_data, fwd, name, *w);
+        *w = dfq_layer_quantize (fwd, fwd->quantize_weight, name, *w, TRUE);
 }
 
 static DfqTensor *
@@ -313,7 +330,7 @@ dfq_layer_linear (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *
     DfqTensor *b = dfq_model_lookup2 (self, name, "bias");
     g_return_val_if_fail (w != NULL, NULL);
     if (fwd->quantize_weight != NULL)
-        w = fwd->quantize_weight (fwd->quant_data, fwd, name, w);
+        w = dfq_layer_quantize (fwd, fwd->quantize_weight, name, w, TRUE);
     return dfq_linear (fwd->arena, x, w, b);
 }
 
@@ -346,8 +363,15 @@ static DfqTensor *
 dfq_layer_act_quantize (DfqForward *fwd, const char *site, DfqTensor *y)
 {
     if (fwd->quantize_act != NULL)
-        y = fwd->quantize_act (fwd->quant_data, fwd, site, y);
+        y = dfq_layer_quantize (fwd, fwd->quantize_act, site, y, FALSE);
     return y;
+}
+
+DfqTensor *
+dfq_layer_act_site (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x)
+{
+    (void) self;
+    return dfq_layer_act_quantize (fwd, site, x);
 }
 
 DfqTensor *

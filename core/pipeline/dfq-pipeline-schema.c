@@ -162,6 +162,10 @@ static const DfqParamSpec dfq_pipeline_data_specs[] = {
 static const DfqParamSpec dfq_pipeline_eval_specs[] = {
     DFQ_PARAM_ENUM (DfqPipelineEval, split, "Split the accuracy is measured on", dfq_pipeline_split_names, "test"),
     DFQ_PARAM_INT (DfqPipelineEval, batch, "Evaluation batch size", 1, 65536, 200),
+    DFQ_PARAM_INT (DfqPipelineEval, sqnr_images,
+                   "Per-layer SQNR of the quantized student after each evaluation (metrics.jsonl sqnr_db*), over the "
+                   "first this many images of the split; 0: off",
+                   0, 1000000, 256, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 
 static const DfqParamSpec dfq_pipeline_student_specs[] = {

@@ -13,8 +13,9 @@
 
 typedef struct {
     const DfqModel *teacher;
-    GPtrArray *taps;  /* DfqModelPoint of the teacher */
-    GPtrArray *names; /* const char * into @taps, for suggestions */
+    GPtrArray *taps;          /* DfqModelPoint of the teacher */
+    GPtrArray *names;         /* const char * into @taps, for suggestions */
+    GPtrArray *student_names; /* char *: @names and the quantization taps of the sites (owned) */
 } DfqTapCheck;
 
 /* The scalar of @node's subtree (a feature's mapping) whose text is @text, or
@@ -37,14 +38,12 @@ dfq_pipeline_find_scalar (const DfqConfigNode *node, const char *text, guint dep
 }
 
 static gboolean
-dfq_pipeline_pattern_matches (const DfqTapCheck *check, const char *pattern)
+dfq_pipeline_pattern_matches (const GPtrArray *names, const char *pattern)
 {
     g_autoptr (GPatternSpec) spec = g_pattern_spec_new (pattern);
-    for (guint i = 0; i < check->taps->len; i++) {
-        const DfqModelPoint *tap = check->taps->pdata[i];
-        if (g_pattern_spec_match_string (spec, tap->name))
+    for (guint i = 0; i < names->len; i++)
+        if (g_pattern_spec_match_string (spec, names->pdata[i]))
             return TRUE;
-    }
     return FALSE;
 }
 
@@ -52,15 +51,15 @@ static gboolean
 dfq_pipeline_check_patterns (const DfqTapCheck *check, const DfqFeature *loss, const char *const *patterns,
                              const char *side, const DfqConfigNode *node, GError **error)
 {
+    const GPtrArray *names = g_str_equal (side, "student") ? check->student_names : check->names;
     for (guint i = 0; patterns != NULL && patterns[i] != NULL; i++) {
-        if (dfq_pipeline_pattern_matches (check, patterns[i]))
+        if (dfq_pipeline_pattern_matches (names, patterns[i]))
             continue;
         const DfqConfigNode *at = dfq_pipeline_find_scalar (node, patterns[i], 0);
         GString *known = g_string_new (NULL);
-        for (guint t = 0; t < check->names->len; t++)
-            g_string_append_printf (known, "%s%s", t > 0 ? ", " : "", (const char *) check->names->pdata[t]);
-        const char *suggestion =
-            dfq_priv_suggest (patterns[i], (const char *const *) check->names->pdata, check->names->len);
+        for (guint t = 0; t < names->len; t++)
+            g_string_append_printf (known, "%s%s", t > 0 ? ", " : "", (const char *) names->pdata[t]);
+        const char *suggestion = dfq_priv_suggest (patterns[i], (const char *const *) names->pdata, names->len);
         dfq_config_set_error (error, at != NULL ? at : node, DFQ_PIPELINE_ERROR_BAD_VALUE,
                               "%s: tap pattern '%s' (%s) matches no tap of model '%s' (taps: %s)%s%s%s; "
                               "dfq inspect %s --taps lists them with their shapes",
@@ -146,18 +145,29 @@ dfq_pipeline_check_taps (const DfqPipeline *pipeline, GError **error)
     /* A pipeline without a real model (host fixtures) has no taps to check. */
     if (teacher == NULL || !dfq_model_is_built (teacher))
         return TRUE;
-    DfqTapCheck check = { (const DfqModel *) teacher, NULL, g_ptr_array_new () };
+    DfqTapCheck check = { (const DfqModel *) teacher, NULL, g_ptr_array_new (), g_ptr_array_new_with_free_func (g_free) };
     check.taps = dfq_model_list_taps ((DfqModel *) teacher, 1, error);
-    if (check.taps == NULL) {
+    g_autoptr (GPtrArray) sites = check.taps != NULL ? dfq_model_list_sites ((DfqModel *) teacher, 1, error) : NULL;
+    if (sites == NULL) {
         g_ptr_array_unref (check.names);
+        g_ptr_array_unref (check.student_names);
+        g_clear_pointer (&check.taps, g_ptr_array_unref);
         g_prefix_error (error, "teacher.model: ");
         return FALSE;
     }
-    for (guint i = 0; i < check.taps->len; i++)
+    for (guint i = 0; i < check.taps->len; i++) {
         g_ptr_array_add (check.names, ((DfqModelPoint *) check.taps->pdata[i])->name);
+        g_ptr_array_add (check.student_names, g_strdup (((DfqModelPoint *) check.taps->pdata[i])->name));
+    }
+    for (guint i = 0; i < sites->len; i++) {
+        const DfqModelPoint *site = sites->pdata[i];
+        g_ptr_array_add (check.student_names,
+                         g_strdup_printf ("%s:%s", site->name, site->kind == DFQ_SITE_WEIGHT ? "wquant" : "quant"));
+    }
     gboolean ok = dfq_pipeline_check_params (&check, dfq_pipeline_param_specs, dfq_pipeline_n_param_specs, config,
                                              dfq_pipeline_get_tree (pipeline), 0, error);
     g_ptr_array_unref (check.names);
+    g_ptr_array_unref (check.student_names);
     g_ptr_array_unref (check.taps);
     return ok;
 }

@@ -421,7 +421,7 @@ dfq_evaluate_run_unit (DfqRun *r, DfqPhase *p, gint unit, JsonBuilder *b, GError
     json_builder_add_double_value (b, top1);
     json_builder_set_member_name (b, "split");
     json_builder_add_string_value (b, dfq_pipeline_split_names[r->cfg->eval.split]);
-    return TRUE;
+    return dfq_run_sqnr (r, b, error);
 }
 
 const DfqPhaseClass dfq_phase_evaluate = {

@@ -243,6 +243,8 @@ dfq_train_run_unit (DfqRun *r, DfqPhase *p, gint epoch, JsonBuilder *line, GErro
         return FALSE;
     dfq_run_note_top1 (r, top1, epoch);
     dfq_train_metrics (r, t, &sums, update_student, line);
+    if (!dfq_run_sqnr (r, line, error))
+        return FALSE;
     r->epochs_done = epoch + 1;
     return TRUE;
 }

@@ -108,6 +108,10 @@ void dfq_run_clear (DfqRun *r);
 void dfq_run_progress (DfqRun *r, const char *phase, gint unit, gint n_units, gint iter, gint iters);
 /* The student through the quantizer, evaluated on the eval split. */
 gboolean dfq_run_eval_student (DfqRun *r, double *top1, GError **error);
+/* The per-layer SQNR diagnostic (dfq-sqnr.c): adds sqnr_db, sqnr_db_weight,
+ * sqnr_db_mean and sqnr_images to @line (nothing without a quantizer or with
+ * eval.sqnr_images 0). */
+gboolean dfq_run_sqnr (DfqRun *r, JsonBuilder *line, GError **error);
 /* Records an evaluation: r->last, and r->best / best_epoch when better. */
 void dfq_run_note_top1 (DfqRun *r, double top1, gint epoch);
 

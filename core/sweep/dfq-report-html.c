@@ -329,6 +329,86 @@ dfq_report_html_curves_panel (GString *out, const DfqReport *report, GPtrArray *
     g_string_append (out, "</figcaption>\n</figure>\n");
 }
 
+static void dfq_report_html_legend (GString *out, GPtrArray *series);
+
+/* Per-layer SQNR of the groups of @bits: x the activation site in forward
+ * order, y dB, one line per group (the mean over its seeds); nothing when no
+ * group of @bits has figures. */
+static void
+dfq_report_html_sqnr_panel (GString *out, const DfqReport *report, GPtrArray *series, GPtrArray *sites,
+                            const char *bits)
+{
+    double lo = INFINITY, hi = -INFINITY;
+    for (guint i = 0; i < report->groups->len; i++) {
+        const DfqReportGroup *g = report->groups->pdata[i];
+        if (!g_str_equal (g->bits, bits) || !dfq_report_sqnr_group_has (g))
+            continue;
+        for (guint s = 0; s < sites->len; s++) {
+            double v = dfq_report_sqnr_group_mean (g, sites->pdata[s]);
+            if (isfinite (v)) {
+                lo = MIN (lo, v);
+                hi = MAX (hi, v);
+            }
+        }
+    }
+    if (!isfinite (lo))
+        return;
+    DfqHtmlFrame f = { 56, 12, 980, 240, 1, MAX (sites->len, 2), 0, 1 };
+    g_string_append_printf (out,
+                            "<figure>\n<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 1050 304\" width=\"1050\" "
+                            "height=\"304\" role=\"img\" aria-label=\"SQNR per layer, %s\">\n",
+                            bits);
+    dfq_report_html_axes (out, &f, lo - 1.0, hi + 1.0, "activation site (forward order; hover for names)", "SQNR dB");
+    guint xstep = sites->len <= 20 ? 1 : (sites->len + 19) / 20;
+    for (guint s = 0; s < sites->len; s += xstep)
+        g_string_append_printf (out, "<text x=\"%.1f\" y=\"%.1f\" class=\"tick\" text-anchor=\"middle\">%u</text>\n",
+                                dfq_report_html_x (&f, s + 1), f.y0 + f.h + 18, s + 1);
+    for (guint i = 0; i < report->groups->len; i++) {
+        const DfqReportGroup *g = report->groups->pdata[i];
+        if (!g_str_equal (g->bits, bits) || !dfq_report_sqnr_group_has (g))
+            continue;
+        const char *color = dfq_report_html_color (series, g->series);
+        GString *pts = g_string_new (NULL), *dots = g_string_new (NULL);
+        for (guint s = 0; s < sites->len; s++) {
+            double v = dfq_report_sqnr_group_mean (g, sites->pdata[s]);
+            if (!isfinite (v))
+                continue;
+            double x = dfq_report_html_x (&f, s + 1), y = dfq_report_html_y (&f, v);
+            g_string_append_printf (pts, "%s%.1f,%.1f", pts->len ? " " : "", x, y);
+            g_string_append_printf (dots, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"><title>", x, y, color);
+            dfq_report_html_escape (dots, sites->pdata[s]);
+            g_string_append_printf (dots, ": %.2f dB (", v);
+            dfq_report_html_escape (dots, g->label);
+            g_string_append (dots, ")</title></circle>\n");
+        }
+        g_string_append_printf (out, "<polyline points=\"%s\" stroke=\"%s\" class=\"series\"><title>", pts->str, color);
+        dfq_report_html_escape (out, g->label);
+        g_string_append_printf (out, ", mean of %u seed%s</title></polyline>\n%s", g->n, g->n == 1 ? "" : "s", dots->str);
+        g_string_free (pts, TRUE);
+        g_string_free (dots, TRUE);
+    }
+    g_string_append (out, "</svg>\n<figcaption>");
+    dfq_report_html_escape (out, bits);
+    g_string_append (out, "</figcaption>\n</figure>\n");
+}
+
+static void
+dfq_report_html_sqnr (GString *out, const DfqReport *report, GPtrArray *series, GPtrArray *bits)
+{
+    gboolean any = FALSE;
+    for (guint i = 0; i < report->groups->len && !any; i++)
+        any = dfq_report_sqnr_group_has (report->groups->pdata[i]);
+    if (!any)
+        return;
+    g_autoptr (GPtrArray) sites = dfq_report_sqnr_sites (report);
+    g_string_append (out, "<h2>Per-layer SQNR</h2>\n<p class=\"note\">SQNR in dB of each quantized activation at the "
+                          "last evaluation (metrics.jsonl <code>sqnr_db</code>), mean over seeds; the table is in "
+                          "report.md.</p>\n");
+    for (guint b = 0; b < bits->len; b++)
+        dfq_report_html_sqnr_panel (out, report, series, sites, bits->pdata[b]);
+    dfq_report_html_legend (out, series);
+}
+
 static void
 dfq_report_html_legend (GString *out, GPtrArray *series)
 {
@@ -460,6 +540,7 @@ dfq_report_to_html (const DfqReport *report)
         dfq_report_html_curves_panel (out, report, series, bits->pdata[b]);
     g_string_append (out, "</div>\n");
     dfq_report_html_legend (out, series);
+    dfq_report_html_sqnr (out, report, series, bits);
 
     /* every run */
     g_string_append (out, "<h2>Runs</h2>\n<table>\n<tr><th>run</th><th>method</th><th>bits</th><th>seed</th>"

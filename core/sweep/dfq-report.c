@@ -53,6 +53,8 @@ dfq_report_run_free (DfqReportRun *run)
     g_free (run->method);
     g_free (run->bits);
     g_clear_pointer (&run->flat, g_hash_table_unref);
+    g_clear_pointer (&run->sqnr_sites, g_ptr_array_unref);
+    g_clear_pointer (&run->sqnr_db, g_array_unref);
     g_free (run);
 }
 
@@ -279,6 +281,7 @@ dfq_report_read_run (const char *root, const char *rel)
                 ptq = TRUE;
             if (phase != NULL && g_str_has_prefix (phase, "train"))
                 trained = TRUE;
+            dfq_report_sqnr_read (run, o);
             /* the curve: evaluations only (PTQ phases write lines without top1) */
             if (!json_object_has_member (o, "top1"))
                 continue;
@@ -904,6 +907,7 @@ dfq_report_to_markdown (const DfqReport *report)
                                     g_str_equal (run->status, "finished") ? "duplicate" : run->status, detail);
         }
     }
+    dfq_report_sqnr_markdown (md, report);
     return g_string_free (md, FALSE);
 }
 

@@ -119,6 +119,8 @@ typedef struct {
     GHashTable *flat;    /* char * -> char *: flattened config plus the pseudo keys, the grouping key */
     gboolean averaged;   /* counted in its group's statistics */
     gpointer group;      /* DfqReportGroup * */
+    GPtrArray *sqnr_sites; /* char *: activation sites of the last metrics line with sqnr_db, or NULL */
+    GArray *sqnr_db;       /* double: their SQNR in dB */
 } DfqReportRun;
 
 /* Runs of one configuration (all keys equal but the seed). */
@@ -165,6 +167,16 @@ DFQ_API char *dfq_report_to_html (const DfqReport *report);
 
 /* Writes report.md, report.csv and report.html into @out_dir (created). */
 DFQ_API gboolean dfq_report_write (const DfqReport *report, const char *out_dir, GError **error);
+
+/* Per-layer SQNR (dfq-report-sqnr.c): read from a metrics line, the mean of
+ * a group at a site (NAN: none), the sites of the report in forward order
+ * (transfer container), whether a group has figures, the Markdown section
+ * (nothing when no run has figures). */
+void dfq_report_sqnr_read (DfqReportRun *run, JsonObject *line);
+double dfq_report_sqnr_group_mean (const DfqReportGroup *g, const char *site);
+GPtrArray *dfq_report_sqnr_sites (const DfqReport *report);
+gboolean dfq_report_sqnr_group_has (const DfqReportGroup *g);
+void dfq_report_sqnr_markdown (GString *md, const DfqReport *report);
 
 /* "12.34 ± 0.56", "12.34" (n == 1) or "—" (n == 0). Returns: (transfer full). */
 DFQ_API char *dfq_report_format_mean_std (double mean, double std, guint n);

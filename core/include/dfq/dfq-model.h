@@ -28,6 +28,11 @@ typedef enum {
     DFQ_TAP_BLOCK,   /* "<block>:out" block output */
     DFQ_TAP_FEATURE, /* "feature": the pooled features before the classifier */
     DFQ_TAP_LOGITS,  /* "logits" */
+    /* Quantization taps, emitted where the student's quantizer changed a
+     * tensor (never by a model without a quantizer, so `dfq inspect --taps`
+     * does not list them): tensor = Q(X), aux0 = X. */
+    DFQ_TAP_QUANT_ACT,    /* "<site>:quant" an activation site */
+    DFQ_TAP_QUANT_WEIGHT, /* "<site>:wquant" a weight site */
 } DfqTapKind;
 
 typedef struct {
@@ -137,6 +142,10 @@ DFQ_API DfqTensor *dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *na
 typedef enum { DFQ_ACT_RELU, DFQ_ACT_RELU6 } DfqActKind;
 /* Activation followed by the activation quantization site named @site. */
 DFQ_API DfqTensor *dfq_layer_act (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x, DfqActKind kind);
+/* An activation quantization site named @site without an activation: the
+ * signed tensors a quantizer may also quantize (MobileNetV2's linear-bottleneck
+ * outputs and residual sums). Returns @x through the quantizer's hook. */
+DFQ_API DfqTensor *dfq_layer_act_site (DfqModel *self, DfqForward *fwd, const char *site, DfqTensor *x);
 /* conv -> BN -> [+ residual] -> [activation], the usual "conv-bn-relu" unit:
  * the same result, taps, quantization sites and hooks as dfq_layer_conv (with
  * @groups), dfq_layer_bn, dfq_add (bn_out, residual) and dfq_layer_act in that
@@ -210,7 +219,7 @@ typedef struct {
 } DfqModelPoint;
 
 DFQ_API void dfq_model_point_free (DfqModelPoint *point);
-/* "input", "bn-in", "conv-out", "bn-out", "body", "block", "feature", "logits". */
+/* "input", "bn-in", "conv-out", "bn-out", "body", "block", "feature", "logits", "quant-act", "quant-weight". */
 DFQ_API const char *dfq_tap_kind_name (DfqTapKind kind);
 /* Whether @feature is a MODEL whose instance is a DfqModel set up by
  * dfq_model_setup (so its forward can run). */

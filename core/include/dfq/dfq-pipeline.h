@@ -231,6 +231,7 @@ typedef struct {
 typedef struct {
     gint split;          /* DfqDatasetSplit */
     gint batch;
+    gint sqnr_images;    /* per-layer SQNR diagnostic after each evaluation over this many images; 0: off */
 } DfqPipelineEval;
 
 typedef struct {

@@ -4,11 +4,26 @@
  * torchvision: features.0.{0,1} stem; features.N.conv.* inverted residuals
  * (t != 1: conv.0.{0,1} expand, conv.1.{0,1} depthwise, conv.2 project, conv.3 BN;
  * t == 1: conv.0.{0,1} depthwise, conv.1 project, conv.2 BN); features.L.{0,1}
- * head 1x1 conv; classifier.1 the linear layer. */
+ * head 1x1 conv; classifier.1 the linear layer.
+ *
+ * Activation quantization sites: after every ReLU6 ("<prefix>.2", the default),
+ * and with act_sites: conv_inputs also the output of every inverted residual
+ * block, "features.N.out" (the signed linear-bottleneck output, or the residual
+ * sum where the block has a shortcut), so that the input of every conv is a
+ * quantized tensor (the stem conv's input, the image, stays in full precision).
+ * Opt-in: the default adds no site, so quantizers and existing pipelines see
+ * the same sites as before. */
 #include <dfq/dfq.h>
 #include <dfq/dfq-model.h>
 
 #define MV2_MAX_BLOCKS 32
+
+typedef enum {
+    MV2_SITES_RELU6,       /* after every ReLU6 */
+    MV2_SITES_CONV_INPUTS, /* also every block output (bottleneck output / residual sum) */
+} Mv2Sites;
+
+static const char *const mv2_sites_names[] = { "relu6", "conv_inputs", NULL };
 
 typedef struct {
     int expand; /* t */
@@ -22,6 +37,7 @@ typedef struct {
     gint image_size;
     gdouble dropout;
     gint init_seed;
+    gint act_sites; /* Mv2Sites */
     Mv2Block blocks[MV2_MAX_BLOCKS];
     int n_blocks;
     int stem_channels, head_in, head_channels;
@@ -35,6 +51,11 @@ static const DfqParamSpec mv2_params[] = {
     DFQ_PARAM_INT (Mv2, image_size, "Input height and width", 8, 1024, 32),
     DFQ_PARAM_DOUBLE (Mv2, dropout, "Dropout probability before the classifier (training only)", 0.0, 0.99, 0.2),
     DFQ_PARAM_INT (Mv2, init_seed, "Seed of the random initialisation", 0, G_MAXINT, 0),
+    DFQ_PARAM_ENUM (Mv2, act_sites,
+                    "Activation quantization sites: relu6 (after every ReLU6) or conv_inputs (also every block "
+                    "output 'features.N.out', the signed linear-bottleneck output or residual sum, so every conv "
+                    "but the stem reads a quantized tensor)",
+                    mv2_sites_names, "relu6", .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 
 /* torchvision's _make_divisible */
@@ -161,6 +182,10 @@ mv2_block (Mv2 *self, DfqForward *fwd, int i, DfqTensor *x)
         .residual = b->residual ? x : NULL, .body_tap = body,
     };
     y = dfq_layer_conv_bn (model, fwd, &proj, y);
+    if (self->act_sites == MV2_SITES_CONV_INPUTS) {
+        g_snprintf (n, sizeof n, "features.%d.out", idx);
+        y = dfq_layer_act_site (model, fwd, n, y);
+    }
     if (fwd->n_tap_sets > 0) {
         g_snprintf (n, sizeof n, "features.%d:out", idx);
         dfq_layer_tap (fwd, n, DFQ_TAP_BLOCK, y, NULL, NULL);

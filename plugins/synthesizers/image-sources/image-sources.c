@@ -1,4 +1,4 @@
-/* Synthesizer plugin, three offline image sources that optimise nothing:
+/* Synthesizer plugin, image sources that optimise nothing. Offline:
  * - `real`: N images of the dataset's training split, drawn once for the seed
  *   (with their labels): the data-driven upper bound of every PTQ table;
  * - `noise`: N(mean, std) images: the lower bound;
@@ -24,6 +24,12 @@ typedef struct {
     /* state: the whole set (real, image-set), sliced per batch */
     DfqTensor *images;
     DfqTensor *labels;
+    /* real-stream */
+    gint augment;
+    DfqDataset *dataset;
+    DfqDataLoader *loader;
+    guint n_batches;   /* per data epoch */
+    gint64 next_step;  /* the step the loader is positioned at, or -1 */
 } ImageSource;
 
 static const char *const image_source_split_names[] = { "train", "test", NULL };
@@ -31,6 +37,17 @@ static const char *const image_source_split_names[] = { "train", "test", NULL };
 static const DfqParamSpec real_params[] = {
     DFQ_PARAM_ENUM (ImageSource, split, "Split the images are drawn from (train: the usual calibration data)",
                     image_source_split_names, "train"),
+};
+
+typedef enum { STREAM_AUGMENT_STANDARD, STREAM_AUGMENT_NONE } StreamAugment;
+static const char *const stream_augment_names[] = { "standard", "none", NULL };
+
+static const DfqParamSpec real_stream_params[] = {
+    DFQ_PARAM_ENUM (ImageSource, split, "Split the batches are drawn from", image_source_split_names, "train"),
+    DFQ_PARAM_ENUM (ImageSource, augment,
+                    "standard: the dataset's training augmentation (fashion-mnist: pad 2 + random crop + flip, as "
+                    "the teachers; mnist: pad 2 + crop; cifar: pad 4 + crop + flip); none: the images as they are",
+                    stream_augment_names, "standard"),
 };
 
 static const DfqParamSpec noise_params[] = {
@@ -81,6 +98,8 @@ static void
 image_source_finalize (DfqFeature *feature)
 {
     ImageSource *self = (ImageSource *) feature;
+    g_clear_pointer (&self->loader, dfq_data_loader_free);
+    g_clear_pointer (&self->dataset, dfq_dataset_free);
     g_clear_pointer (&self->parent.arena, dfq_arena_free);
 }
 
@@ -138,6 +157,77 @@ real_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErro
     gboolean ok = image_source_check_shape (self, ctx, "the dataset", error);
     self->images = NULL;
     return ok;
+}
+
+/* ------------------------------------------------------------ real-stream */
+
+static gboolean
+real_stream_prepare (DfqSynthesizer *synth, DfqStepContext *ctx, GError **error)
+{
+    ImageSource *self = (ImageSource *) synth;
+    if (self->loader != NULL)
+        return TRUE;
+    if (ctx->dataset == NULL) {
+        g_set_error_literal (error, DFQ_DATA_ERROR, DFQ_DATA_ERROR_NOT_FOUND, "real-stream: the run names no dataset");
+        return FALSE;
+    }
+    self->dataset = dfq_dataset_open (ctx->dataset, (DfqDatasetSplit) self->split, ctx->data_dir, error);
+    if (self->dataset == NULL)
+        return FALSE;
+    guint c, h, w;
+    dfq_dataset_get_shape (self->dataset, &c, &h, &w);
+    if ((gint64) c != ctx->image_shape[0] || (gint64) h != ctx->image_shape[1] || (gint64) w != ctx->image_shape[2]) {
+        g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE,
+                     "real-stream: %s holds %ux%ux%u images; the teacher takes %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                     "x%" G_GINT64_FORMAT,
+                     ctx->dataset, c, h, w, ctx->image_shape[0], ctx->image_shape[1], ctx->image_shape[2]);
+        g_clear_pointer (&self->dataset, dfq_dataset_free);
+        return FALSE;
+    }
+    if (ctx->batch <= 0 || (guint) ctx->batch > dfq_dataset_get_n (self->dataset)) {
+        g_set_error (error, DFQ_DATA_ERROR, DFQ_DATA_ERROR_FORMAT, "real-stream: batch %d for a split of %u images",
+                     ctx->batch, dfq_dataset_get_n (self->dataset));
+        g_clear_pointer (&self->dataset, dfq_dataset_free);
+        return FALSE;
+    }
+    DfqDataLoaderOptions lo = DFQ_DATA_LOADER_OPTIONS_INIT;
+    lo.batch_size = (guint) ctx->batch;
+    lo.shuffle = TRUE;
+    lo.drop_last = TRUE;
+    lo.seed = ctx->seed;
+    if (self->augment == STREAM_AUGMENT_STANDARD) {
+        gboolean cifar = g_str_has_prefix (ctx->dataset, "cifar");
+        lo.pad = cifar ? 4 : 2;
+        lo.hflip = !g_str_equal (ctx->dataset, "mnist");
+    }
+    self->loader = dfq_data_loader_new (self->dataset, &lo);
+    self->n_batches = dfq_data_loader_get_n_batches (self->loader);
+    self->next_step = -1;
+    return TRUE;
+}
+
+/* Batch ctx->step of the stream: batch step % n of data epoch step / n. */
+static gboolean
+real_stream_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GError **error)
+{
+    ImageSource *self = (ImageSource *) synth;
+    guint epoch = (guint) (ctx->step / self->n_batches), index = (guint) (ctx->step % self->n_batches);
+    out->images = dfq_tensor_new_4d (ctx->arena, DFQ_DTYPE_F32, ctx->batch, ctx->image_shape[0], ctx->image_shape[1],
+                                     ctx->image_shape[2]);
+    out->labels = dfq_tensor_new_1d (ctx->arena, DFQ_DTYPE_I32, ctx->batch);
+    if (ctx->step != self->next_step || index == 0) {
+        /* a new data epoch, or a resumed run: position the loader */
+        dfq_data_loader_start_epoch (self->loader, epoch);
+        for (guint k = 0; k < index; k++)
+            dfq_data_loader_next (self->loader, out->images, out->labels, NULL);
+    }
+    if (!dfq_data_loader_next (self->loader, out->images, out->labels, NULL)) {
+        g_set_error (error, DFQ_DATA_ERROR, DFQ_DATA_ERROR_FORMAT, "real-stream: no batch %u in data epoch %u", index,
+                     epoch);
+        return FALSE;
+    }
+    self->next_step = ctx->step + 1;
+    return TRUE;
 }
 
 /* ------------------------------------------------------------ noise */
@@ -223,6 +313,16 @@ static const DfqSynthesizerClass real_class = {
     .mode = DFQ_SYNTH_OFFLINE,
 };
 
+static const DfqSynthesizerClass real_stream_class = {
+    .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_SYNTHESIZER, "real-stream",
+                                           "Real training images with the dataset's augmentation, a batch per "
+                                           "training step (QAT on real data; online)",
+                                           ImageSource, real_stream_params, image_source_init, image_source_finalize),
+    .prepare = real_stream_prepare,
+    .step = real_stream_step,
+    .mode = DFQ_SYNTH_ONLINE,
+};
+
 static const DfqSynthesizerClass noise_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_SYNTHESIZER, "noise",
                                            "Gaussian-noise images (the lower bound of PTQ tables; offline)", ImageSource,
@@ -245,9 +345,10 @@ static gboolean
 image_sources_register (DfqRegistry *registry, GError **error)
 {
     return dfq_registry_add_feature (registry, &real_class.parent, error)
+           && dfq_registry_add_feature (registry, &real_stream_class.parent, error)
            && dfq_registry_add_feature (registry, &noise_class.parent, error)
            && dfq_registry_add_feature (registry, &image_set_class.parent, error);
 }
 
-DFQ_PLUGIN_DEFINE (image-sources, "Offline image sources without optimisation: real, noise, image-set",
+DFQ_PLUGIN_DEFINE (image-sources, "Image sources without optimisation: real, noise, image-set (offline), real-stream (online)",
                    image_sources_register)
