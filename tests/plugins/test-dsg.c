@@ -1,4 +1,4 @@
-/* DSG (plugins/losses/bns: bns-slack; plugins/losses/pixel-priors;
+/* DSG (plugins/losses/bns: bns-slack; plugins/losses/pixel-priors: tv-l2, l2-norm, sci;
  * plugins/synthesizers/zeroq: dsg), METHODS.md 8:
  * - the hinge is zero inside the margins and quadratic outside: bns-slack
  *   against the formula by hand (in double) from the teacher's BN inputs, per
@@ -9,6 +9,7 @@
  *   resumed run), and `margins: file` reading them back;
  * - the warm-up reference batch is zeroq's first batch;
  * - gradients of bns-slack, tv-l2 and l2-norm against central differences;
+ * - sci (the official code's, gradient-free) against a two-image case by hand;
  * - dsg: the same seed gives the same images bit for bit, with labels. */
 #include <math.h>
 #include <string.h>
@@ -575,6 +576,56 @@ test_priors (void)
     dfq_test_synth_clear (&s.f);
 }
 
+static void
+test_sci (void)
+{
+    g_test_summary ("sci as the official code computes it: for two images, 1e-4 (|c| - |c_g|)^2 + [sign c = sign c_g] "
+                    "by hand (c, c_g the cosines of the images and of the step's Gaussian pair); no gradient");
+    Setup s;
+    setup_init (&s, 2, 23);
+    s.f.ctx.step = 4;
+    DfqFeature *loss;
+    double v = eval_one (&s, "use: sci", &loss);
+    dfq_feature_free (loss);
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    DfqTensor *g = dfq_tensor_new_like (a, s.x);
+    dfq_rand_normal_fill (g, 23, G_GUINT64_CONSTANT (0x7363690000000000) + 4, 0.0f, 1.0f);
+    double cos[2];
+    const DfqTensor *pair[2] = { s.x, g };
+    for (int k = 0; k < 2; k++) {
+        const float *p = dfq_tensor_f32 (pair[k]);
+        double ab = 0, aa = 0, bb = 0;
+        for (int i = 0; i < 784; i++)
+            ab += (double) p[i] * p[784 + i], aa += (double) p[i] * p[i], bb += (double) p[784 + i] * p[784 + i];
+        cos[k] = ab / sqrt (aa * bb);
+    }
+    double d = fabs (cos[0]) - fabs (cos[1]);
+    double hand = 1e-4 * d * d + ((cos[0] > 0) == (cos[1] > 0) ? 1.0 : 0.0);
+    g_test_message ("cosines %.4f (images) %.4f (gauss)", cos[0], cos[1]);
+    assert_close (v, hand, "sci, two images");
+
+    /* no gradient: [l2-norm, sci] has l2-norm's gradient */
+    g_autoptr (DfqArena) keep = dfq_arena_new (0);
+    DfqTensor *grads[2];
+    for (int k = 0; k < 2; k++) {
+        g_autoptr (GPtrArray) list = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_feature_free);
+        g_ptr_array_add (list, dfq_test_make_feature (registry, DFQ_FEATURE_LOSS, "use: l2-norm"));
+        if (k == 1)
+            g_ptr_array_add (list, dfq_test_make_feature (registry, DFQ_FEATURE_LOSS, "use: sci"));
+        DfqTensor *x = dfq_tensor_dup (keep, s.x);
+        dfq_tensor_set_param (x);
+        gboolean prev = dfq_set_grad_enabled (TRUE);
+        g_autoptr (GError) error = NULL;
+        DfqTensor *l = dfq_step_eval_losses (&s.f.ctx, list, x, NULL, NULL, NULL, &error);
+        g_assert_no_error (error);
+        dfq_backward (l, s.f.arena);
+        dfq_set_grad_enabled (prev);
+        grads[k] = dfq_tensor_dup (keep, x->grad);
+    }
+    g_assert_cmpmem (dfq_tensor_f32 (grads[0]), 2 * 784 * 4, dfq_tensor_f32 (grads[1]), 2 * 784 * 4);
+    dfq_test_synth_clear (&s.f);
+}
+
 /* One dsg batch of 4 images, few iterations. */
 static DfqTensor *
 dsg_batch (DfqArena *keep, guint64 seed, DfqTensor **labels)
@@ -659,6 +710,7 @@ main (int argc, char **argv)
     g_test_add_func ("/plugin/dsg/warmup-is-zeroq", test_warmup_is_zeroq);
     g_test_add_func ("/plugin/dsg/gradients", test_gradients);
     g_test_add_func ("/plugin/dsg/priors", test_priors);
+    g_test_add_func ("/plugin/dsg/sci", test_sci);
     g_test_add_func ("/plugin/dsg/images", test_dsg_images);
     g_test_add_func ("/plugin/dsg/errors", test_errors);
     int rc = g_test_run ();

@@ -9,12 +9,23 @@
  * from [-roll, roll) per step (torch.randint(-lim_0, lim_0)), keyed here by
  * (seed, step), so every iteration draws anew and a rerun draws the same. The
  * roll changes the TV only at the wrap-around seam and the L2 norm not at all;
- * both are kept to follow the code. DSG weights both 0.01. */
+ * both are kept to follow the code. DSG weights both 0.01.
+ * - `sci`: the sample-correlation inhibition term of both DSG codes
+ *   (compute_sci; METHODS.md 8.3) AS THE CODE COMPUTES IT: the eigen-
+ *   decomposition of the Gram matrix of the L2-normalised images and of N(0,1)
+ *   images of the same shape (drawn per step), 1e-4 MSE(eig, eig_gauss) +
+ *   |sum_k minmax(eig_gauss)_k (-<v_k, v_k_gauss>)|. The code wraps the
+ *   eigen outputs in the legacy Variable(), which detaches them, so the term
+ *   passes NO gradient: here it is a constant of the step too (its only
+ *   effect: the loss value a plateau schedule sees). Eigenpairs by cyclic
+ *   Jacobi in double, sorted by descending eigenvalue, each vector's largest
+ *   component made positive [INTERP: torch.eig's order and signs are LAPACK's]. */
 #include <math.h>
 
 #include <dfq/dfq.h>
 
 #define PIXEL_ROLL_STREAM G_GUINT64_CONSTANT (0x726f6c6c00000000)
+#define PIXEL_SCI_STREAM G_GUINT64_CONSTANT (0x7363690000000000)
 
 typedef struct {
     DfqLoss parent;
@@ -119,6 +130,124 @@ l2_norm_compute (DfqLoss *loss G_GNUC_UNUSED, DfqStepContext *ctx, const DfqLoss
     return dfq_mean (a, dfq_sqrt (a, dfq_row_sum (a, dfq_mul (a, rows, rows))));
 }
 
+
+/* ---- sci: eigenpairs of a symmetric n x n matrix a (destroyed) by cyclic
+ * Jacobi: values in w (descending), vectors in the COLUMNS of v */
+static void
+pixel_jacobi (double *a, int n, double *w, double *v)
+{
+    for (int i = 0; i < n * n; i++)
+        v[i] = i % (n + 1) == 0 ? 1.0 : 0.0;
+    for (int sweep = 0; sweep < 100; sweep++) {
+        double off = 0.0;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++)
+                off += a[p * n + q] * a[p * n + q];
+        if (off < 1e-22)
+            break;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++) {
+                if (fabs (a[p * n + q]) < 1e-300)
+                    continue;
+                double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * a[p * n + q]);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs (theta) + sqrt (theta * theta + 1.0));
+                double c = 1.0 / sqrt (t * t + 1.0), sn = t * c;
+                for (int k = 0; k < n; k++) { /* A <- J^T A J, V <- V J */
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - sn * akq;
+                    a[k * n + q] = sn * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) {
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - sn * aqk;
+                    a[q * n + k] = sn * apk + c * aqk;
+                }
+                for (int k = 0; k < n; k++) {
+                    double vkp = v[k * n + p], vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - sn * vkq;
+                    v[k * n + q] = sn * vkp + c * vkq;
+                }
+            }
+    }
+    for (int i = 0; i < n; i++)
+        w[i] = a[i * n + i];
+    for (int i = 0; i < n; i++) { /* selection sort, descending; largest component positive */
+        int best = i;
+        for (int j = i + 1; j < n; j++)
+            if (w[j] > w[best])
+                best = j;
+        double tw = w[i];
+        w[i] = w[best], w[best] = tw;
+        for (int k = 0; k < n; k++) {
+            double tv = v[k * n + i];
+            v[k * n + i] = v[k * n + best], v[k * n + best] = tv;
+        }
+        int big = 0;
+        for (int k = 1; k < n; k++)
+            if (fabs (v[k * n + i]) > fabs (v[big * n + i]))
+                big = k;
+        if (v[big * n + i] < 0)
+            for (int k = 0; k < n; k++)
+                v[k * n + i] = -v[k * n + i];
+    }
+}
+
+/* Gram matrix of the L2-normalised rows of x [n, d] (F.normalize, eps 1e-12), eigenpairs. */
+static void
+pixel_gram_eig (const float *x, int n, gint64 d, double *w, double *v)
+{
+    double *a = g_new0 (double, (gsize) n * n), *norm = g_new (double, n);
+    for (int i = 0; i < n; i++) {
+        double acc = 0.0;
+        for (gint64 k = 0; k < d; k++)
+            acc += (double) x[i * d + k] * x[i * d + k];
+        norm[i] = MAX (sqrt (acc), 1e-12);
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++) {
+            double acc = 0.0;
+            for (gint64 k = 0; k < d; k++)
+                acc += (double) x[i * d + k] * x[j * d + k];
+            a[i * n + j] = a[j * n + i] = acc / (norm[i] * norm[j]);
+        }
+    pixel_jacobi (a, n, w, v);
+    g_free (a);
+    g_free (norm);
+}
+
+static DfqTensor *
+sci_compute (DfqLoss *loss G_GNUC_UNUSED, DfqStepContext *ctx, const DfqLossInputs *in, GError **error)
+{
+    DfqTensor *x = in->images;
+    int n = (int) x->shape[0];
+    gint64 d = dfq_tensor_numel (x) / n;
+    if (n < 2 || n > 4096) {
+        g_set_error (error, DFQ_MODEL_ERROR, DFQ_MODEL_ERROR_SHAPE, "sci needs a batch of 2 to 4096 images, not %d", n);
+        return NULL;
+    }
+    DfqTensor *gauss = dfq_tensor_new_like (ctx->arena, x);
+    dfq_rand_normal_fill (gauss, ctx->seed, PIXEL_SCI_STREAM + (guint64) ctx->step, 0.0f, 1.0f);
+    double *wf = g_new (double, n), *wg = g_new (double, n);
+    double *vf = g_new (double, (gsize) n * n), *vg = g_new (double, (gsize) n * n);
+    pixel_gram_eig (dfq_tensor_f32 (x), n, d, wf, vf);
+    pixel_gram_eig (dfq_tensor_f32 (gauss), n, d, wg, vg);
+    double mse = 0.0, lo = wg[n - 1], hi = wg[0], structure = 0.0;
+    for (int k = 0; k < n; k++)
+        mse += (wf[k] - wg[k]) * (wf[k] - wg[k]) / n;
+    for (int k = 0; k < n; k++) {
+        double dot = 0.0;
+        for (int i = 0; i < n; i++)
+            dot += vf[i * n + k] * vg[i * n + k];
+        structure += (hi > lo ? (wg[k] - lo) / (hi - lo) : 0.0) * -dot;
+    }
+    g_free (wf);
+    g_free (wg);
+    g_free (vf);
+    g_free (vg);
+    /* a constant: no graph, as the official code's detached eigenpairs */
+    return dfq_tensor_new_scalar (ctx->arena, (float) (1e-4 * mse + fabs (structure)));
+}
+
 static const DfqLossClass tv_l2_class = {
     .parent = DFQ_FEATURE_CLASS_INIT_FULL (DFQ_FEATURE_LOSS, "tv-l2",
                                            "DSG: sum of the L2 norms of the 4 neighbour differences of a rolled copy "
@@ -134,11 +263,20 @@ static const DfqLossClass l2_norm_class = {
     .compute = l2_norm_compute,
 };
 
+static const DfqLossClass sci_class = {
+    .parent = { .kind = DFQ_FEATURE_LOSS, .name = "sci",
+                .description = "DSG: sample-correlation inhibition as the official code computes it (a constant: no "
+                               "gradient; no parameters)",
+                .instance_size = sizeof (DfqLoss), .finalize = dfq_loss_teardown },
+    .compute = sci_compute,
+};
+
 static gboolean
 pixel_priors_register (DfqRegistry *registry, GError **error)
 {
     return dfq_registry_add_feature (registry, &tv_l2_class.parent, error)
-           && dfq_registry_add_feature (registry, &l2_norm_class.parent, error);
+           && dfq_registry_add_feature (registry, &l2_norm_class.parent, error)
+           && dfq_registry_add_feature (registry, &sci_class.parent, error);
 }
 
 DFQ_PLUGIN_DEFINE (pixel-priors, "DSG's image priors: TV (L2 norms) on a rolled copy, per-image L2 norm",
