@@ -35,7 +35,12 @@ typedef struct {
     GCancellable *cancellable;
     gboolean tty;
     gint last_epoch_printed;
+    double last_line; /* elapsed seconds at the last in-epoch line (logs, not a tty) */
 } DfqCmdProgress;
+
+/* Without a tty, a line inside a long training epoch at most this often, so a
+ * log shows progress and an ETA long before the epoch ends. */
+#define DFQ_CMD_LOG_INTERVAL_S 60.0
 
 static void
 dfq_cmd_format_seconds (double s, char *buf, gsize n)
@@ -92,8 +97,15 @@ dfq_cmd_progress (const DfqProgress *p, gpointer data)
         fflush (stderr);
     } else if (g_str_equal (p->phase, "eval") && p->epoch != cp->last_epoch_printed) {
         cp->last_epoch_printed = p->epoch;
-        fprintf (stderr, "epoch %d/%d loss %.4f%s elapsed %s ETA %s\n", p->epoch + 1, p->epochs, p->loss,
-                 p->gen_loss != 0.0 ? "" : "", el, eta);
+        cp->last_line = p->elapsed;
+        fprintf (stderr, "epoch %d/%d loss %.4f elapsed %s ETA %s\n", p->epoch + 1, p->epochs, p->loss, el, eta);
+    } else if (g_str_equal (p->phase, "train") && p->elapsed - cp->last_line >= DFQ_CMD_LOG_INTERVAL_S) {
+        cp->last_line = p->elapsed;
+        char top1[40] = "";
+        if (isfinite (p->top1))
+            g_snprintf (top1, sizeof top1, " (top1 %.2f%% after the last epoch)", p->top1);
+        fprintf (stderr, "train epoch %d/%d iteration %d/%d loss %.4f elapsed %s ETA %s%s\n", p->epoch + 1,
+                 p->epochs, p->iter + 1, p->iters, p->loss, el, eta, top1);
     } else if (g_str_equal (p->phase, "synthesize") && p->iters > 0
                && ((p->iter + 1) % MAX (p->iters / 5, 1) == 0 || p->iter + 1 == p->iters)) {
         fprintf (stderr, "synthesize batch %d/%d iteration %d/%d loss %.4f elapsed %s\n", p->epoch + 1, p->epochs,
@@ -150,7 +162,7 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     if (!dfq_pipeline_check_taps (pipeline, error))
         return FALSE;
     g_autoptr (GCancellable) cancellable = g_cancellable_new ();
-    DfqCmdProgress cp = { cancellable, isatty (STDERR_FILENO), -1 };
+    DfqCmdProgress cp = { cancellable, isatty (STDERR_FILENO), -1, 0.0 };
     DfqRunOptions opts = { 0 };
     opts.run_dir = run_dir;
     opts.restart = restart;
