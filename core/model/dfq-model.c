@@ -334,8 +334,11 @@ dfq_layer_linear (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *
     return dfq_linear (fwd->arena, x, w, b);
 }
 
-DfqTensor *
-dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, float eps, float momentum)
+/* BN, with the activation @act fused into the op (dfq_priv_batchnorm_act):
+ * dfq_layer_bn, and dfq_layer_conv_bn where no tap wants the BN output. */
+static DfqTensor *
+dfq_layer_bn_act (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, float eps, float momentum,
+                  DfqPrivBnAct act)
 {
     DfqTensor *gamma = dfq_model_lookup2 (self, name, "weight");
     DfqTensor *beta = dfq_model_lookup2 (self, name, "bias");
@@ -350,13 +353,19 @@ dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, f
     /* Eval mode normalises with the running stats; train mode updates them only
      * when asked (a frozen student in train mode must not drift). */
     gboolean pass_running = !fwd->training || fwd->update_bn_stats;
-    DfqTensor *y = dfq_batchnorm (fwd->arena, x, gamma, beta, pass_running ? rm : NULL,
-                                  pass_running ? rv : NULL, fwd->training, momentum, eps);
-    if (fwd->n_tap_sets > 0) {
+    DfqTensor *y = dfq_priv_batchnorm_act (fwd->arena, x, gamma, beta, pass_running ? rm : NULL,
+                                           pass_running ? rv : NULL, fwd->training, momentum, eps, act);
+    if (fwd->n_tap_sets > 0 && act == DFQ_PRIV_BN_ACT_NONE) {
         g_snprintf (tap, sizeof tap, "%s:out", name);
         dfq_layer_tap (fwd, tap, DFQ_TAP_BN_OUT, y, NULL, NULL);
     }
     return y;
+}
+
+DfqTensor *
+dfq_layer_bn (DfqModel *self, DfqForward *fwd, const char *name, DfqTensor *x, float eps, float momentum)
+{
+    return dfq_layer_bn_act (self, fwd, name, x, eps, momentum, DFQ_PRIV_BN_ACT_NONE);
 }
 
 static DfqTensor *
@@ -456,6 +465,19 @@ dfq_layer_conv_bn_fusable (DfqForward *fwd, const DfqLayerConvBn *layer, DfqTens
            !dfq_layer_tapped (fwd, layer->bn, ":out") && !dfq_layer_tapped (fwd, layer->body_tap, "");
 }
 
+/* Whether the BN of @layer can carry its activation (any mode, with a graph
+ * too): an activation right after the BN, no residual in between, and no tap
+ * that wants the BN output or the block body. */
+static DfqPrivBnAct
+dfq_layer_bn_act_fusable (DfqForward *fwd, const DfqLayerConvBn *layer)
+{
+    if (layer->act_site == NULL || layer->residual != NULL || !dfq_layer_fusion_enabled ())
+        return DFQ_PRIV_BN_ACT_NONE;
+    if (dfq_layer_tapped (fwd, layer->bn, ":out") || dfq_layer_tapped (fwd, layer->body_tap, ""))
+        return DFQ_PRIV_BN_ACT_NONE;
+    return layer->act == DFQ_ACT_RELU6 ? DFQ_PRIV_BN_ACT_RELU6 : DFQ_PRIV_BN_ACT_RELU;
+}
+
 gboolean
 dfq_layer_conv_bn_fuses (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer, DfqTensor *x)
 {
@@ -506,6 +528,11 @@ dfq_layer_conv_bn (DfqModel *self, DfqForward *fwd, const DfqLayerConvBn *layer,
 
     DfqTensor *y = dfq_layer_conv_run (fwd, layer->conv, x, w, b, layer->stride, layer->padding,
                                        MAX (layer->groups, 1));
+    const DfqPrivBnAct act = dfq_layer_bn_act_fusable (fwd, layer);
+    if (act != DFQ_PRIV_BN_ACT_NONE) {
+        y = dfq_layer_bn_act (self, fwd, layer->bn, y, layer->bn_eps, layer->bn_momentum, act);
+        return dfq_layer_act_quantize (fwd, layer->act_site, y);
+    }
     y = dfq_layer_bn (self, fwd, layer->bn, y, layer->bn_eps, layer->bn_momentum);
     if (layer->body_tap != NULL && fwd->n_tap_sets > 0)
         dfq_layer_tap (fwd, layer->body_tap, DFQ_TAP_BODY, y, NULL, NULL);

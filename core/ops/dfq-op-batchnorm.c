@@ -6,7 +6,9 @@
  * (track_running_stats=False).
  *
  * op_params[0]: 1 when the batch statistics normalise (training or no running
- * stats); op_fparams: momentum, eps. op_aux: float[2C], the mean then 1/sqrt(var
+ * stats); op_params[2]: the activation fused after the normalisation
+ * (DfqPrivBnAct: none, ReLU or ReLU6, dfq_priv_batchnorm_act); op_fparams:
+ * momentum, eps. op_aux: float[2C], the mean then 1/sqrt(var
  * + eps) that normalised each channel, for the backward (and for anyone who
  * wants to see them).
  *
@@ -14,6 +16,9 @@
  * side by side), its planes visited in order, with sums in double over fixed
  * lanes: results do not depend on the thread count. */
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "dfq-op-private.h"
 
@@ -125,20 +130,61 @@ dfq_bn_sums2 (const float *restrict a0, const float *restrict b0, const float *r
     *sab1 = tb1;
 }
 
+/* The fused activation over one normalised plane, in place: the expressions of
+ * the relu / relu6 ops, so the values are theirs bit for bit. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_act_plane (float *restrict yp, gint64 n, int act)
+{
+    if (act == DFQ_PRIV_BN_ACT_RELU6)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            yp[k] = yp[k] > 0.0f ? (yp[k] < 6.0f ? yp[k] : 6.0f) : 0.0f;
+    else if (act == DFQ_PRIV_BN_ACT_RELU)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            yp[k] = yp[k] > 0.0f ? yp[k] : 0.0f;
+}
+
+/* The gradient that reaches the normalisation through the fused activation:
+ * gy where the activation passed it (0 < y < 6 for ReLU6, y > 0 for ReLU, read
+ * off its output y, which is inside those bounds exactly where its input was),
+ * 0 elsewhere: the values the relu / relu6 backward would have written. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_act_mask_plane (const float *restrict yp, const float *restrict gyp, float *restrict out, gint64 n, int act)
+{
+    if (act == DFQ_PRIV_BN_ACT_RELU6)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            out[k] = yp[k] > 0.0f && yp[k] < 6.0f ? gyp[k] : 0.0f;
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            out[k] = yp[k] > 0.0f ? gyp[k] : 0.0f;
+}
+
 /* The sums of the @nj (1 or 2) channels from @j0 over their @n planes of
  * @inner values (of @a, and with @b when not NULL), plane by plane in order:
- * dfq_bn_sums per plane and channel, two channels at a time. */
+ * dfq_bn_sums per plane and channel, two channels at a time. With @buf (room
+ * for two planes), @a is first masked by the fused activation @act of the
+ * output @y (dfq_bn_act_mask_plane) into @buf, plane by plane. */
 static void
 dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 inner, gint64 j0, int nj,
-                     double *sa, double *sab)
+                     const float *y, int act, float *buf, double *sa, double *sab)
 {
     for (gint64 i = 0; i < n; i++) {
         const gint64 o = (i * c + j0) * inner;
+        const float *a0 = a + o, *a1 = a + o + inner;
+        if (buf != NULL) {
+            for (int k = 0; k < nj; k++)
+                dfq_bn_act_mask_plane (y + o + k * inner, a + o + k * inner, buf + k * inner, inner, act);
+            a0 = buf;
+            a1 = buf + inner;
+        }
         if (nj == 2)
-            dfq_bn_sums2 (a + o, b ? b + o : NULL, a + o + inner, b ? b + o + inner : NULL, inner, &sa[0], &sab[0],
-                          &sa[1], &sab[1]);
+            dfq_bn_sums2 (a0, b ? b + o : NULL, a1, b ? b + o + inner : NULL, inner, &sa[0], &sab[0], &sa[1],
+                          &sab[1]);
         else
-            dfq_bn_sums (a + o, b ? b + o : NULL, inner, &sa[0], &sab[0]);
+            dfq_bn_sums (a0, b ? b + o : NULL, inner, &sa[0], &sab[0]);
     }
 }
 
@@ -228,9 +274,9 @@ dfq_priv_bn_eval_rounding (void)
 }
 
 DfqTensor *
-dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
-               DfqTensor *running_mean, DfqTensor *running_var,
-               gboolean training, float momentum, float eps)
+dfq_priv_batchnorm_act (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
+                        DfqTensor *running_mean, DfqTensor *running_var, gboolean training, float momentum,
+                        float eps, DfqPrivBnAct act)
 {
     g_return_val_if_fail (arena != NULL && x != NULL, NULL);
     g_return_val_if_fail (x->dtype == DFQ_DTYPE_F32 && x->n_dims >= 2, NULL);
@@ -242,15 +288,26 @@ dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
     g_return_val_if_fail (running_mean == NULL || (running_mean->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (running_mean) == c), NULL);
     g_return_val_if_fail (running_var == NULL || (running_var->dtype == DFQ_DTYPE_F32 && dfq_tensor_numel (running_var) == c), NULL);
     g_return_val_if_fail (eps >= 0.0f && momentum >= 0.0f && momentum <= 1.0f, NULL);
+    g_return_val_if_fail (act >= DFQ_PRIV_BN_ACT_NONE && act <= DFQ_PRIV_BN_ACT_RELU6, NULL);
 
     DfqTensor *srcs[5] = { x, gamma, beta, running_mean, running_var };
     DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_BATCHNORM, DFQ_DTYPE_F32, x->n_dims, x->shape, 5, srcs);
     t->op_params[0] = training || running_mean == NULL;
     t->op_params[1] = training ? 1 : 0;
+    t->op_params[2] = act;
     t->op_fparams[0] = momentum;
     t->op_fparams[1] = eps;
     t->op_aux = dfq_arena_alloc_uninit (arena, (gsize) (2 * MAX (c, 1)) * sizeof (float));
     return dfq_priv_op_run (t);
+}
+
+DfqTensor *
+dfq_batchnorm (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
+               DfqTensor *running_mean, DfqTensor *running_var,
+               gboolean training, float momentum, float eps)
+{
+    return dfq_priv_batchnorm_act (arena, x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                                   DFQ_PRIV_BN_ACT_NONE);
 }
 
 void
@@ -265,6 +322,7 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
     const gboolean batch_stats = dst->op_params[0] != 0;
     const gboolean update = dst->op_params[1] != 0 && rmean != NULL;
     const float momentum = dst->op_fparams[0], eps = dst->op_fparams[1];
+    const int act = dst->op_params[2];
     const gint64 n = xt->shape[0], c = xt->shape[1], inner = dfq_priv_inner_size (xt, 1);
     const gint64 m = n * inner;
     float *mean_out = dst->op_aux, *istd_out = (float *) dst->op_aux + c;
@@ -279,7 +337,7 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
         const int nj = (int) MIN (2, c - j0);
         double s2[2] = { 0.0, 0.0 }, ss2[2] = { 0.0, 0.0 };
         if (batch_stats && inner != 1)
-            dfq_bn_channel_sums (x, NULL, n, c, inner, j0, nj, s2, ss2);
+            dfq_bn_channel_sums (x, NULL, n, c, inner, j0, nj, NULL, DFQ_PRIV_BN_ACT_NONE, NULL, s2, ss2);
         for (gint64 j = j0; j < j0 + nj; j++) {
             double mean, var;
             if (batch_stats) {
@@ -306,10 +364,23 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
             dfq_bn_coeffs (mean, var, eps, gamma ? &gamma[j] : NULL, beta ? &beta[j] : NULL, &fm, &istd, &a, &b);
             mean_out[j] = fm;
             istd_out[j] = istd;
-            for (gint64 i = 0; i < n; i++)
-                dfq_bn_normalize_plane (x + (i * c + j) * inner, y + (i * c + j) * inner, inner, fm, a, b);
+            for (gint64 i = 0; i < n; i++) {
+                float *yp = y + (i * c + j) * inner;
+                dfq_bn_normalize_plane (x + (i * c + j) * inner, yp, inner, fm, a, b);
+                dfq_bn_act_plane (yp, inner, act);
+            }
         }
     }
+}
+
+static inline int
+dfq_bn_thread_id (void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num ();
+#else
+    return 0;
+#endif
 }
 
 void
@@ -324,20 +395,28 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
     float *ggamma = dfq_priv_grad_of (dst->src[1], scratch);
     float *gbeta = dfq_priv_grad_of (dst->src[2], scratch);
     const gboolean batch_stats = dst->op_params[0] != 0;
+    const int act = dst->op_params[2];
     const gint64 n = xt->shape[0], c = xt->shape[1], inner = dfq_priv_inner_size (xt, 1);
     const gint64 m = n * inner;
     const float *mean = dst->op_aux, *istd = (const float *) dst->op_aux + c;
 
     if (m == 0)
         return;
+    /* With a fused activation: the output (for the mask) and two masked planes
+     * of gradient per thread. */
+    const float *y = act != DFQ_PRIV_BN_ACT_NONE ? dfq_tensor_f32 (dst) : NULL;
+    float *masked = NULL;
+    if (y != NULL)
+        masked = dfq_arena_alloc_uninit (scratch, (gsize) dfq_get_num_threads () * 2 * (gsize) inner * sizeof (float));
     const gint64 n_pairs = (c + 1) / 2; /* as in the forward */
 #pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
     for (gint64 jp = 0; jp < n_pairs; jp++) {
         const gint64 j0 = 2 * jp;
         const int nj = (int) MIN (2, c - j0);
+        float *buf = masked != NULL ? masked + (gsize) dfq_bn_thread_id () * 2 * (gsize) inner : NULL;
         /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
         double sdy2[2] = { 0.0, 0.0 }, sdyx2[2] = { 0.0, 0.0 };
-        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, sdy2, sdyx2);
+        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, y, act, buf, sdy2, sdyx2);
         for (gint64 j = j0; j < j0 + nj; j++) {
             const double sdy = sdy2[j - j0], sdyx = sdyx2[j - j0];
             const double sdyxhat = (double) istd[j] * (sdyx - (double) mean[j] * sdy);
@@ -354,9 +433,15 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
              * constants: dx = a dy. */
             const float mdy = batch_stats ? (float) (sdy / (double) m) : 0.0f;
             const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
-            for (gint64 i = 0; i < n; i++)
-                dfq_bn_backward_plane (x + (i * c + j) * inner, gy + (i * c + j) * inner, gx + (i * c + j) * inner,
-                                       inner, fm, a, mdy, kx, fresh);
+            for (gint64 i = 0; i < n; i++) {
+                const gint64 o = (i * c + j) * inner;
+                const float *gyp = gy + o;
+                if (buf != NULL) {
+                    dfq_bn_act_mask_plane (y + o, gyp, buf, inner, act);
+                    gyp = buf;
+                }
+                dfq_bn_backward_plane (x + o, gyp, gx + o, inner, fm, a, mdy, kx, fresh);
+            }
         }
     }
 }

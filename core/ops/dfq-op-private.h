@@ -101,6 +101,22 @@ gboolean dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, c
 DfqTensor *dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride,
                                   int padding, int groups, const DfqPrivConvEpilogue *epilogue);
 
+/* ---- BN with its activation (dfq_layer_conv_bn in core/model, any mode) ----
+ * dfq_batchnorm followed by ReLU or ReLU6 as one graph op: the activation is
+ * applied to each normalised plane while it is in cache, and the backward
+ * masks the incoming gradient plane by plane into a small per-thread buffer
+ * before the BN backward reads it. Forward values and every gradient are those
+ * of the separate ops bit for bit (the same float operations in the same
+ * order); what goes is one tensor, its gradient and two passes over memory. */
+typedef enum {
+    DFQ_PRIV_BN_ACT_NONE,
+    DFQ_PRIV_BN_ACT_RELU,
+    DFQ_PRIV_BN_ACT_RELU6,
+} DfqPrivBnAct;
+DfqTensor *dfq_priv_batchnorm_act (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
+                                   DfqTensor *running_mean, DfqTensor *running_var, gboolean training,
+                                   float momentum, float eps, DfqPrivBnAct act);
+
 /* Channel index helpers for per-channel parameters along @axis. */
 static inline gint64
 dfq_priv_inner_size (const DfqTensor *t, int axis)

@@ -231,20 +231,6 @@ fusion_same_bits (const DfqTensor *a, const DfqTensor *b)
            memcmp (a->data, b->data, (gsize) dfq_tensor_numel (a) * sizeof (float)) == 0;
 }
 
-/* Whether dfq_layer_conv_bn fuses here: the eval BN op rounds with a fused
- * multiply-add (its x86-64-v3 clone, picked on AVX2/FMA CPUs) and fusion is
- * not turned off. */
-static gboolean
-fusion_on (void)
-{
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-    __builtin_cpu_init ();
-    return __builtin_cpu_supports ("x86-64-v3") && g_getenv ("DFQ_NO_FUSION") == NULL;
-#else
-    return FALSE;
-#endif
-}
-
 static void
 test_fused_eval (gconstpointer data)
 {
@@ -278,10 +264,8 @@ test_fused_eval (gconstpointer data)
                         used_sep, used_fused);
         if (c->blockwise && mode == 0)
             g_assert_cmpuint (used_fused, ==, used_sep); /* only the classifier uses the step's arena */
-        else if (fusion_on () && mode < 2)
-            g_assert_cmpuint (used_fused, <, used_sep); /* it did fuse */
         else
-            g_assert_cmpuint (used_fused, ==, used_sep);
+            g_assert_cmpuint (used_fused, <, used_sep); /* it did fuse: into the conv, or BN with its ReLU */
         logits[mode] = fused;
         used_mode[mode] = used_fused;
     }
@@ -313,14 +297,108 @@ test_fused_eval (gconstpointer data)
         g_assert_cmpstr (taps_sep->str, ==, taps_fused->str);
     }
 
-    /* the input requires a gradient (the GDFQ teacher): a graph, no fusion, and the same logits */
+    /* the input requires a gradient (the GDFQ teacher): a graph, no conv fusion
+     * (only BN with its activation), and the same logits */
     DfqTensor *xg = dfq_tensor_dup (arena, x);
     xg->flags |= DFQ_TENSOR_FLAG_REQUIRES_GRAD;
     gsize used_sep, used_fused;
     DfqTensor *sep = fusion_forward (m, xg, FALSE, NULL, arena, &used_sep, NULL, NULL);
     DfqTensor *fused = fusion_forward (m, xg, TRUE, NULL, arena, &used_fused, NULL, NULL);
     g_assert_true (fusion_same_bits (sep, fused));
-    g_assert_cmpuint (used_fused, ==, used_sep);
+    g_assert_cmpuint (used_fused, <, used_sep);
+}
+
+/* ---- train-mode BN + ReLU/ReLU6 as one op (dfq_priv_batchnorm_act) ---- */
+
+/* One training step (train-mode BN updating the running statistics, a
+ * backward seeded with @gy), fused or not: the logits and the input's gradient
+ * (copies in @keep), every parameter's gradient and every buffer afterwards
+ * (@after, same order as @m's by_name walk), and the arena bytes it took. */
+static DfqTensor *
+fusion_train_step (DfqModel *m, DfqTensor *x, const DfqTensor *gy, gboolean fused, DfqArena *keep,
+                   GPtrArray *after, gsize *used)
+{
+    g_autoptr (DfqArena) arena = dfq_arena_new (0);
+    for (guint i = 0; i < m->params->len; i++)
+        dfq_tensor_zero_grad (m->params->pdata[i]);
+    dfq_tensor_zero_grad (x);
+    gboolean prev = dfq_layer_set_fusion_enabled (fused);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, arena, TRUE);
+    DfqTensor *logits = dfq_model_forward (m, &fwd, x);
+    dfq_backward_with_grad (logits, gy, arena);
+    dfq_layer_set_fusion_enabled (prev);
+    *used = dfq_arena_used (arena);
+    GHashTableIter it;
+    gpointer key, value;
+    g_hash_table_iter_init (&it, m->by_name);
+    while (g_hash_table_iter_next (&it, &key, &value)) {
+        DfqTensor *t = value;
+        g_ptr_array_add (after, dfq_tensor_dup (keep, t));
+        if (t->grad != NULL)
+            g_ptr_array_add (after, dfq_tensor_dup (keep, t->grad));
+    }
+    g_ptr_array_add (after, dfq_tensor_dup (keep, x->grad));
+    return dfq_tensor_dup (keep, logits);
+}
+
+static void
+test_fused_train (gconstpointer data)
+{
+    const FusionCase *c = data;
+    g_test_summary ("In training (a graph, batch statistics, running statistics updated), BN followed by ReLU or "
+                    "ReLU6 as one op gives the logits, every parameter gradient, the input gradient and the new "
+                    "running statistics of the separate ops bit for bit, with less arena memory");
+    g_autoptr (DfqFeature) f = (DfqFeature *) make_model (c->yaml);
+    DfqModel *m = (DfqModel *) f;
+    fusion_randomize_bn (m);
+    g_autoptr (DfqArena) arena = dfq_arena_new (0);
+    DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, c->batch + 1, m->in_channels, m->height, m->width);
+    dfq_rand_normal_fill (x, 7, 2, 0.0f, 1.0f);
+    dfq_tensor_set_param (x);
+
+    /* the model's state before the step, to start the second step from it */
+    g_autoptr (GPtrArray) before = g_ptr_array_new ();
+    GHashTableIter it;
+    gpointer key, value;
+    g_hash_table_iter_init (&it, m->by_name);
+    while (g_hash_table_iter_next (&it, &key, &value))
+        g_ptr_array_add (before, dfq_tensor_dup (arena, value));
+
+    g_autoptr (GPtrArray) after_sep = g_ptr_array_new ();
+    g_autoptr (GPtrArray) after_fused = g_ptr_array_new ();
+    gsize used_sep, used_fused;
+    DfqTensor *gy = NULL, *sep = NULL;
+    for (int fused = 0; fused < 2; fused++) {
+        guint k = 0;
+        g_hash_table_iter_init (&it, m->by_name);
+        while (g_hash_table_iter_next (&it, &key, &value))
+            dfq_tensor_copy_data (value, before->pdata[k++]);
+        if (gy == NULL) {
+            DfqForward probe;
+            dfq_forward_init (&probe, arena, FALSE);
+            gy = dfq_tensor_dup (arena, dfq_model_forward (m, &probe, x));
+            dfq_rand_normal_fill (gy, 7, 3, 0.0f, 1.0f);
+        }
+        if (!fused)
+            sep = fusion_train_step (m, x, gy, FALSE, arena, after_sep, &used_sep);
+        else {
+            DfqTensor *logits = fusion_train_step (m, x, gy, TRUE, arena, after_fused, &used_fused);
+            g_assert_true (fusion_same_bits (sep, logits));
+        }
+    }
+    g_assert_cmpuint (after_sep->len, ==, after_fused->len);
+    g_assert_cmpuint (after_sep->len, >, before->len); /* gradients were compared too */
+    for (guint i = 0; i < after_sep->len; i++)
+        g_assert_true (fusion_same_bits (after_sep->pdata[i], after_fused->pdata[i]));
+    /* the step did move the running statistics, and it did fuse */
+    gboolean moved = FALSE;
+    for (guint i = 0; i < before->len && !moved; i++)
+        moved = !fusion_same_bits (before->pdata[i], after_fused->pdata[i]) &&
+                dfq_tensor_same_shape (before->pdata[i], after_fused->pdata[i]);
+    g_assert_true (moved);
+    g_test_message ("arena bytes separate %" G_GSIZE_FORMAT ", fused %" G_GSIZE_FORMAT, used_sep, used_fused);
+    g_assert_cmpuint (used_fused, <, used_sep);
 }
 
 static char *
@@ -421,6 +499,9 @@ main (int argc, char **argv)
         g_autofree char *p = g_strdup_printf ("/models/%s/fused-eval/%u",
                                               fusion_cases[i].blockwise ? "mobilenetv2-cifar" : "resnet-cifar", i);
         g_test_add_data_func (p, &fusion_cases[i], test_fused_eval);
+        g_autofree char *pt = g_strdup_printf ("/models/%s/fused-train/%u",
+                                               fusion_cases[i].blockwise ? "mobilenetv2-cifar" : "resnet-cifar", i);
+        g_test_add_data_func (pt, &fusion_cases[i], test_fused_train);
     }
     int rc = g_test_run ();
     dfq_registry_free (registry);
