@@ -278,3 +278,34 @@ dfq_schedule_lr (const DfqSchedule *schedule, gint64 t)
     }
     g_return_val_if_reached (s->base_lr);
 }
+
+/* ------------------------------------------------------------ plateau */
+
+void
+dfq_plateau_schedule_init (DfqPlateauSchedule *plateau, double lr, gint patience, double factor, double min_lr)
+{
+    g_return_if_fail (plateau != NULL && patience >= 0);
+    *plateau = (DfqPlateauSchedule) { lr, INFINITY, 0, patience, factor, min_lr };
+}
+
+gboolean
+dfq_plateau_schedule_step (DfqPlateauSchedule *plateau, double loss)
+{
+    g_return_val_if_fail (plateau != NULL, FALSE);
+    DfqPlateauSchedule *p = plateau;
+    /* torch: is_better (mode min, threshold_mode rel) */
+    if (loss < p->best * (1.0 - 1e-4)) {
+        p->best = loss;
+        p->bad = 0;
+        return FALSE;
+    }
+    if (++p->bad <= p->patience)
+        return FALSE;
+    /* torch: _reduce_lr, then num_bad_epochs = 0 (cooldown 0) */
+    p->bad = 0;
+    double next = MAX (p->lr * p->factor, p->min_lr);
+    if (p->lr - next <= 1e-8)
+        return FALSE;
+    p->lr = next;
+    return TRUE;
+}

@@ -3,7 +3,9 @@
  *   per unit (ctx->iter = batch index). The finished set is written to the run
  *   directory (images.safetensors) and to a cache keyed by everything it
  *   depends on, so a second run with the same synthesizer (a sweep over
- *   quantizers) loads it instead of synthesising again.
+ *   quantizers) loads it instead of synthesising again. The set records the
+ *   git revision of the build that made it (metadata git_revision); reusing
+ *   one made by another revision is allowed, with a warning naming both.
  * - `calibrate`: the student runs over the image set with the quantizer in
  *   CALIBRATE mode (activation ranges measured), one batch per unit.
  * - `evaluate`: the quantized student on the evaluation split (one unit). */
@@ -28,6 +30,7 @@ typedef struct {
     char *key_text;   /* that text (written beside the cached set) */
     char *cache_path; /* <cache>/<key>/images.safetensors, or NULL (reuse off) */
     gboolean from_cache;
+    char *revision;   /* the build that made the set: this one, or the cached set's */
     gboolean has_labels;
     int lock_fd;      /* flock on <cache entry>.lock while this run makes the set */
     gboolean locked;  /* lock_fd is open and locked */
@@ -134,6 +137,14 @@ dfq_synthesize_load_cached (DfqRun *r, DfqPhaseSynthesize *s)
         g_warning ("ignoring the cached image set %s: %s", s->cache_path, e->message);
         return FALSE;
     }
+    /* the key leaves the build out on purpose (a fix elsewhere must not cost
+     * a new set), so say when the set comes from another one */
+    const char *revision = dfq_safetensors_get_metadata (st, "git_revision");
+    if (revision == NULL || !g_str_equal (revision, DFQ_GIT_REVISION))
+        g_warning ("reusing the cached image set %s made by revision %s (this build: %s)", s->cache_path,
+                   revision != NULL ? revision : "unknown (not recorded)", DFQ_GIT_REVISION);
+    g_free (s->revision);
+    s->revision = g_strdup (revision != NULL ? revision : "unknown");
     return TRUE;
 }
 
@@ -265,6 +276,7 @@ dfq_synthesize_write (DfqRun *r, DfqPhaseSynthesize *s, const char *path, GError
     g_hash_table_insert (meta, g_strdup ("key_sha256"), g_strdup (s->key));
     g_hash_table_insert (meta, g_strdup ("key"), g_strdup (s->key_text));
     g_hash_table_insert (meta, g_strdup ("synthesizer"), g_strdup (((DfqFeature *) r->synth)->klass->name));
+    g_hash_table_insert (meta, g_strdup ("git_revision"), g_strdup (s->revision ? s->revision : DFQ_GIT_REVISION));
     const char *names[] = { "images", "labels", NULL };
     DfqTensor *tensors[] = { r->images, r->labels };
     /* written beside, then renamed: a reader never sees half a file */
@@ -302,6 +314,7 @@ dfq_synthesize_clear (DfqPhase *p)
     g_clear_pointer (&s->key, g_free);
     g_clear_pointer (&s->key_text, g_free);
     g_clear_pointer (&s->cache_path, g_free);
+    g_clear_pointer (&s->revision, g_free);
 }
 
 const DfqPhaseClass dfq_phase_synthesize = {

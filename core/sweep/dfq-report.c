@@ -27,9 +27,10 @@ static const char *const dfq_report_ignored_keys[] = {
     "train.save",
 };
 
-/* Protocol keys, in the order they are described; student.quantizer.* other
- * than use, w_bits and a_bits (granularity, symmetry, first/last overrides,
- * range tracking) are protocol keys too. */
+/* Protocol keys, in the order they are described; the parameters of the
+ * quantizer (student.quantizer.* other than use, w_bits and a_bits:
+ * granularity, symmetry, first/last overrides, range tracking) are protocol
+ * keys too, between rows of the same quantizer (dfq_report_protocol_differences). */
 static const char *const dfq_report_protocol_keys[] = {
     "teacher",
     "data.dataset",
@@ -40,6 +41,8 @@ static const char *const dfq_report_protocol_keys[] = {
     "train.epochs",
     "train.iters",
     "train.batch",
+    "reconstruct.iters",
+    "reconstruct.batch",
 };
 
 static void
@@ -90,14 +93,21 @@ dfq_report_strcmp_p (gconstpointer a, gconstpointer b)
     return g_strcmp0 (*(const char *const *) a, *(const char *const *) b);
 }
 
+/* A parameter of the chosen quantizer (not its name, not the bit-widths). */
+static gboolean
+dfq_report_is_quantizer_param (const char *key)
+{
+    return g_str_has_prefix (key, "student.quantizer.") && !g_str_equal (key, "student.quantizer.use")
+           && !g_str_equal (key, "student.quantizer.w_bits") && !g_str_equal (key, "student.quantizer.a_bits");
+}
+
 static gboolean
 dfq_report_is_protocol_key (const char *key)
 {
     for (guint i = 0; i < G_N_ELEMENTS (dfq_report_protocol_keys); i++)
         if (g_str_equal (key, dfq_report_protocol_keys[i]))
             return TRUE;
-    return g_str_has_prefix (key, "student.quantizer.") && !g_str_equal (key, "student.quantizer.use")
-           && !g_str_equal (key, "student.quantizer.w_bits") && !g_str_equal (key, "student.quantizer.a_bits");
+    return dfq_report_is_quantizer_param (key);
 }
 
 /* Reading one run directory -------------------------------------------------- */
@@ -554,6 +564,45 @@ dfq_report_protocol_only (const char *key)
     return dfq_report_is_protocol_key (key);
 }
 
+static gboolean
+dfq_report_protocol_not_quantizer (const char *key)
+{
+    return dfq_report_is_protocol_key (key) && !dfq_report_is_quantizer_param (key);
+}
+
+/* The protocol keys that differ between @groups. A quantizer's parameters
+ * differ only between groups of the same quantizer: where the quantizer is
+ * itself compared (uniform vs adaround vs genie-m, whose parameter sets
+ * differ), its parameters are part of the method, not of the protocol. */
+static GPtrArray *
+dfq_report_protocol_differences (GPtrArray *groups)
+{
+    GPtrArray *diff = dfq_report_differing_keys (groups, dfq_report_protocol_not_quantizer);
+    g_autoptr (GHashTable) by_quantizer
+        = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) g_ptr_array_unref);
+    g_autoptr (GPtrArray) order = g_ptr_array_new (); /* the quantizers in group order */
+    for (guint i = 0; i < groups->len; i++) {
+        DfqReportGroup *g = groups->pdata[i];
+        const char *use = g_hash_table_lookup (((DfqReportRun *) g->runs->pdata[0])->flat, "student.quantizer.use");
+        use = use != NULL ? use : ""; /* full precision */
+        GPtrArray *same = g_hash_table_lookup (by_quantizer, use);
+        if (same == NULL) {
+            same = g_ptr_array_new ();
+            g_hash_table_insert (by_quantizer, (gpointer) use, same);
+            g_ptr_array_add (order, (gpointer) use);
+        }
+        g_ptr_array_add (same, g);
+    }
+    for (guint i = 0; i < order->len; i++) {
+        g_autoptr (GPtrArray) d = dfq_report_differing_keys (g_hash_table_lookup (by_quantizer, order->pdata[i]),
+                                                             dfq_report_is_quantizer_param);
+        for (guint j = 0; j < d->len; j++)
+            if (!g_ptr_array_find_with_equal_func (diff, d->pdata[j], g_str_equal, NULL))
+                g_ptr_array_add (diff, g_strdup (d->pdata[j]));
+    }
+    return diff;
+}
+
 /* "k=v, k2=v2"; past @max keys "..., +N more #1a2b3c", the hash of them all,
  * so that labels cut short still tell groups apart. */
 static char *
@@ -716,11 +765,11 @@ dfq_report_new_from_dir (const char *dir, GError **error)
         g->label = g_strdup (g->series);
     }
 
-    /* Protocols: the keys that differ across the whole report. */
+    /* Protocols: the keys that differ between rows that ought to be
+     * comparable (pdiff), and those not the same in every row (pdiff_all:
+     * what the shared protocol leaves out). */
     g_autoptr (GPtrArray) pdiff_all = dfq_report_differing_keys (report->groups, dfq_report_protocol_only);
-    g_autoptr (GPtrArray) pdiff = g_ptr_array_new_with_free_func (g_free);
-    for (guint i = 0; i < pdiff_all->len; i++)
-        g_ptr_array_add (pdiff, g_strdup (pdiff_all->pdata[i]));
+    g_autoptr (GPtrArray) pdiff = dfq_report_protocol_differences (report->groups);
     dfq_report_drop_implied (pdiff);
     g_ptr_array_sort (pdiff, dfq_report_key_order);
     for (guint i = 0; i < pdiff->len; i++)

@@ -243,6 +243,62 @@ test_schedule_exponential (void)
     g_assert_cmpfloat_with_epsilon (dfq_schedule_lr (&s, 3), 0.00857375, 1e-17);
 }
 
+static void
+test_plateau (void)
+{
+    g_test_summary ("reduce-on-plateau (lr 1, patience 2, factor 0.5, min_lr 0.3): the 3rd step in a row "
+                    "without a relative improvement of 1e-4 reduces; 9.9995 after 10 is no improvement, "
+                    "9.998 is; min_lr floors the rate; NaN counts as no improvement");
+    const struct {
+        double loss;
+        double lr;
+        gboolean reduced;
+        gint bad;
+    } steps[] = {
+        { 10.0, 1.0, FALSE, 0 },   { 10.0, 1.0, FALSE, 1 },   { 10.0, 1.0, FALSE, 2 },
+        { 10.0, 0.5, TRUE, 0 },    /* patience 2 exceeded */
+        { 9.9995, 0.5, FALSE, 1 }, /* not below 10 (1 - 1e-4) = 9.999 */
+        { 9.998, 0.5, FALSE, 0 },  /* new best */
+        { 9.998, 0.5, FALSE, 1 },  { 9.998, 0.5, FALSE, 2 },
+        { 9.998, 0.3, TRUE, 0 },   /* max (0.25, 0.3) */
+        { 9.998, 0.3, FALSE, 1 },  { 9.998, 0.3, FALSE, 2 },
+        { 9.998, 0.3, FALSE, 0 },  /* max (0.15, 0.3) = 0.3: no change, count restarts */
+        { NAN, 0.3, FALSE, 1 },    { 1.0, 0.3, FALSE, 0 },
+    };
+    DfqPlateauSchedule p;
+    dfq_plateau_schedule_init (&p, 1.0, 2, 0.5, 0.3);
+    g_assert_cmpfloat (p.lr, ==, 1.0);
+    for (guint i = 0; i < G_N_ELEMENTS (steps); i++) {
+        gboolean reduced = dfq_plateau_schedule_step (&p, steps[i].loss);
+        g_assert_cmpint (reduced, ==, steps[i].reduced);
+        g_assert_cmpfloat (p.lr, ==, steps[i].lr);
+        g_assert_cmpint (p.bad, ==, steps[i].bad);
+    }
+    g_assert_cmpfloat (p.best, ==, 1.0);
+}
+
+static void
+test_plateau_patience0_eps (void)
+{
+    g_test_summary ("patience 0 reduces on every step without improvement (1 -> 0.1 -> 0.01); a change "
+                    "of 1e-8 or less is not made (1e-8 stays, 1.5e-8 -> 1.5e-9)");
+    DfqPlateauSchedule p;
+    dfq_plateau_schedule_init (&p, 1.0, 0, 0.1, 0.0);
+    g_assert_false (dfq_plateau_schedule_step (&p, 5.0));
+    g_assert_true (dfq_plateau_schedule_step (&p, 5.0));
+    g_assert_cmpfloat (p.lr, ==, 1.0 * 0.1);
+    g_assert_true (dfq_plateau_schedule_step (&p, 5.0));
+    g_assert_cmpfloat (p.lr, ==, 1.0 * 0.1 * 0.1);
+    dfq_plateau_schedule_init (&p, 1e-8, 0, 0.1, 0.0);
+    dfq_plateau_schedule_step (&p, 5.0);
+    g_assert_false (dfq_plateau_schedule_step (&p, 5.0));
+    g_assert_cmpfloat (p.lr, ==, 1e-8);
+    dfq_plateau_schedule_init (&p, 1.5e-8, 0, 0.1, 0.0);
+    dfq_plateau_schedule_step (&p, 5.0);
+    g_assert_true (dfq_plateau_schedule_step (&p, 5.0));
+    g_assert_cmpfloat (p.lr, ==, 1.5e-8 * 0.1);
+}
+
 /* A deterministic gradient that depends on the parameter values:
  * g_i = (p_i - 0.1 i) (1 + 0.5 i). */
 static void
@@ -410,6 +466,8 @@ main (int argc, char **argv)
     g_test_add_func ("/optim/schedule/multistep", test_schedule_multistep);
     g_test_add_func ("/optim/schedule/cosine", test_schedule_cosine);
     g_test_add_func ("/optim/schedule/exponential", test_schedule_exponential);
+    g_test_add_func ("/optim/schedule/plateau", test_plateau);
+    g_test_add_func ("/optim/schedule/plateau-patience0-eps", test_plateau_patience0_eps);
     g_test_add_data_func ("/optim/state/save-restore-sgd", GINT_TO_POINTER (DFQ_OPTIM_SGD), test_save_restore);
     g_test_add_data_func ("/optim/state/save-restore-adam", GINT_TO_POINTER (DFQ_OPTIM_ADAM), test_save_restore);
     return g_test_run ();

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
 
 #include "dfq-test-util.h"
 #include <dfq/dfq.h>
@@ -390,6 +391,19 @@ run_ptq (const char *dir, const char *const *sets, gint stop_after, PhaseCount *
     return dfq_runner_run (registry, p, &o, r, error);
 }
 
+/* The "git_revision" of @dir's manifest.json: the build that ran it. */
+static char *
+manifest_revision (const char *dir)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = g_build_filename (dir, "manifest.json", NULL);
+    g_autoptr (JsonParser) parser = json_parser_new ();
+    g_assert_true (json_parser_load_from_file (parser, path, &error));
+    g_assert_no_error (error);
+    JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+    return g_strdup (json_object_get_string_member (o, "git_revision"));
+}
+
 static void
 test_ptq_smoke (void)
 {
@@ -418,6 +432,10 @@ test_ptq_smoke (void)
     g_assert_nonnull (info);
     g_assert_cmpint (info->shape[0], ==, 24);
     g_assert_null (dfq_safetensors_lookup (st, "labels")); /* zeroq has none */
+    /* the build that made the set, as the manifest names it */
+    g_autofree char *revision = manifest_revision (dir);
+    g_assert_cmpuint (strlen (revision), >, 0);
+    g_assert_cmpstr (dfq_safetensors_get_metadata (st, "git_revision"), ==, revision);
     g_autofree char *m = read_file (dir, "metrics.jsonl");
     g_auto (GStrv) lines = g_strsplit (m, "\n", -1);
     const char *expect[] = { "synthesize", "synthesize", "synthesize", "calibrate", "calibrate", "calibrate", "evaluate" };
@@ -576,6 +594,62 @@ test_ptq_reuse (void)
 }
 
 static void
+test_ptq_reuse_other_revision (void)
+{
+    g_test_summary ("A cached image set made by another revision is reused (no synthesis) with one warning naming "
+                    "both revisions; the run directory's copy records the revision that made the set");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    /* /pipelines/ptq-smoke's set, as another build would have cached it */
+    g_autofree char *first = g_build_filename (tmpdir, "ptq", NULL);
+    g_autofree char *src = g_build_filename (first, "images.safetensors", NULL);
+    g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (src, &error);
+    g_assert_no_error (error);
+    g_autofree char *leaf = g_strndup (dfq_safetensors_get_metadata (st, "key_sha256"), 16);
+    g_autofree char *cache = g_build_filename (tmpdir, "ptq-cache-other", NULL);
+    g_autofree char *cached = g_build_filename (cache, leaf, "images.safetensors", NULL);
+    g_autofree char *entry = g_path_get_dirname (cached);
+    g_assert_cmpint (g_mkdir_with_parents (entry, 0755), ==, 0);
+    g_autoptr (GHashTable) meta = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init (&it, dfq_safetensors_get_metadata_table (st));
+    while (g_hash_table_iter_next (&it, &k, &v))
+        g_hash_table_insert (meta, g_strdup (k), g_strdup (v));
+    g_hash_table_insert (meta, g_strdup ("git_revision"), g_strdup ("0123abc-other"));
+    g_autoptr (DfqArena) a = dfq_arena_new (0);
+    DfqTensor *images = dfq_safetensors_get_tensor (st, "images", a, &error);
+    g_assert_no_error (error);
+    const char *names[] = { "images" };
+    g_assert_true (dfq_safetensors_save_list (cached, names, &images, 1, meta, &error));
+    g_assert_no_error (error);
+
+    g_autofree char *set_cache = g_strdup_printf ("synthesize.cache=%s", cache);
+    const char *sets[] = { set_cache, "student.quantizer.w_bits=3", "student.quantizer.a_bits=3", NULL };
+    g_autofree char *dir = g_build_filename (tmpdir, "ptq-other-revision", NULL);
+    g_autofree char *revision = manifest_revision (first);
+    g_autofree char *pattern = g_strdup_printf ("reusing the cached image set %s made by revision 0123abc-other "
+                                                "(this build: %s)", cached, revision);
+    PhaseCount count = { 0 };
+    DfqRunResult r;
+    g_test_expect_message ("dfq", G_LOG_LEVEL_WARNING, pattern);
+    g_assert_true (run_ptq (dir, sets, 0, &count, &r, &error));
+    g_test_assert_expected_messages ();
+    g_assert_no_error (error);
+    g_assert_cmpuint (count.synthesize, ==, 0);
+    dfq_run_result_clear (&r);
+    g_autofree char *copy = g_build_filename (dir, "images.safetensors", NULL);
+    g_autoptr (DfqSafetensors) st2 = dfq_safetensors_new_from_file (copy, &error);
+    g_assert_no_error (error);
+    g_assert_cmpstr (dfq_safetensors_get_metadata (st2, "git_revision"), ==, "0123abc-other");
+    gsize n1, n2;
+    gconstpointer d1 = dfq_safetensors_get_data (st, "images", &n1);
+    gconstpointer d2 = dfq_safetensors_get_data (st2, "images", &n2);
+    g_assert_cmpmem (d1, n1, d2, n2);
+}
+
+static void
 test_train_resume (void)
 {
     g_test_summary ("dfq train (the train-fp phase) stopped after one epoch and rerun: the same model.safetensors, "
@@ -634,6 +708,7 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/ptq-smoke", test_ptq_smoke);
     g_test_add_func ("/pipelines/ptq-resume", test_ptq_resume);
     g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
+    g_test_add_func ("/pipelines/ptq-reuse-other-revision", test_ptq_reuse_other_revision);
     g_test_add_func ("/pipelines/recon-resume", test_recon_resume);
     g_test_add_func ("/pipelines/train-resume", test_train_resume);
     /* Only where allocations can be counted (not under sanitizers). */

@@ -405,6 +405,70 @@ test_report_groups (void)
     report->timings = FALSE;
 }
 
+/* A sweep over quantizers (uniform vs adaround vs genie-m, two uniform
+ * seeds), plus @extra runs of its own. */
+static DfqReport *
+quantizer_report (const char *name, gboolean extra)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *root = g_build_filename (tmpdir, name, NULL);
+    const char *u1[] = { "seed=1", NULL }, *u2[] = { "seed=2", NULL };
+    const char *ada[] = { "seed=1", "student.quantizer={use: adaround, w_bits: 4, a_bits: 4}", NULL };
+    const char *gm[] = { "seed=1", "student.quantizer={use: genie-m, w_bits: 4, a_bits: 4}", NULL };
+    make_run (root, "uniform-s1", u1, "finished", 50, 51, NULL);
+    make_run (root, "uniform-s2", u2, "finished", 52, 53, NULL);
+    make_run (root, "adaround-s1", ada, "finished", 60, 61, NULL);
+    make_run (root, "genie-m-s1", gm, "finished", 62, 63, NULL);
+    if (extra) {
+        /* real protocol differences: another evaluation split, other
+         * reconstruction steps, another granularity of the same quantizer */
+        const char *split[] = { "seed=1", "eval.split=train", NULL };
+        const char *recon[] = { "seed=1", "student.quantizer={use: adaround, w_bits: 4, a_bits: 4}",
+                                "reconstruct.iters=300", NULL };
+        const char *pt[] = { "seed=1", "student.quantizer.per_channel=false", NULL };
+        make_run (root, "uniform-train-split-s1", split, "finished", 70, 71, NULL);
+        make_run (root, "adaround-recon300-s1", recon, "finished", 64, 65, NULL);
+        make_run (root, "uniform-per-tensor-s1", pt, "finished", 40, 41, NULL);
+    }
+    DfqReport *report = dfq_report_new_from_dir (root, &error);
+    g_assert_no_error (error);
+    return report;
+}
+
+static void
+test_report_quantizer_choice (void)
+{
+    g_test_summary ("Rows that differ in the quantizer (uniform vs adaround vs genie-m) compare methods: their "
+                    "parameter sets differ, but no protocol warning; the shared protocol names no quantizer "
+                    "parameter");
+    g_autoptr (DfqReport) report = quantizer_report ("report-quantizers", FALSE);
+    g_assert_cmpuint (report->groups->len, ==, 3);
+    g_assert_cmpuint (report->protocol_keys->len, ==, 0);
+    g_assert_null (strstr (report->common_protocol, "quantizer"));
+    g_assert_nonnull (strstr (report->common_protocol, "evaluated on the whole test split"));
+    g_autofree char *md = dfq_report_to_markdown (report);
+    g_assert_null (strstr (md, "Protocols differ"));
+    g_assert_nonnull (strstr (md, "Protocol of every row: "));
+    g_assert_null (strstr (md, "| protocol |"));
+}
+
+static void
+test_report_quantizer_choice_protocol (void)
+{
+    g_test_summary ("In a sweep over quantizers, real protocol differences still warn: another eval split, "
+                    "other reconstruct.iters, and a quantizer parameter between rows of the same quantizer");
+    g_autoptr (DfqReport) report = quantizer_report ("report-quantizers-protocols", TRUE);
+    g_assert_cmpuint (report->groups->len, ==, 6);
+    g_assert_cmpuint (report->protocol_keys->len, ==, 3);
+    g_assert_cmpstr (report->protocol_keys->pdata[0], ==, "eval.split");
+    g_assert_cmpstr (report->protocol_keys->pdata[1], ==, "reconstruct.iters");
+    g_assert_cmpstr (report->protocol_keys->pdata[2], ==, "student.quantizer.per_channel");
+    g_autofree char *md = dfq_report_to_markdown (report);
+    g_assert_nonnull (strstr (md, "**Protocols differ between rows** (eval.split, reconstruct.iters, "
+                                  "student.quantizer.per_channel)"));
+    g_test_message ("%s", md);
+}
+
 static void
 test_report_html (void)
 {
@@ -484,6 +548,8 @@ main (int argc, char **argv)
     g_test_add_func ("/sweep/file/errors", test_errors);
     g_test_add_func ("/sweep/flow", test_flow);
     g_test_add_func ("/report/groups", test_report_groups);
+    g_test_add_func ("/report/quantizer-choice", test_report_quantizer_choice);
+    g_test_add_func ("/report/quantizer-choice-protocol", test_report_quantizer_choice_protocol);
     g_test_add_func ("/report/html", test_report_html);
     int rc = g_test_run ();
     rm_rf (tmpdir);

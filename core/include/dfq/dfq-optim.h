@@ -78,6 +78,32 @@ typedef struct {
  * function of (schedule, t): resuming needs no extra state. */
 DFQ_API double dfq_schedule_lr (const DfqSchedule *schedule, gint64 t);
 
+/* Reduce-on-plateau: PyTorch's ReduceLROnPlateau in mode min, relative
+ * threshold 1e-4, cooldown 0, eps 1e-8, stepped on a loss (ZeroQ, DSG and
+ * GENIE-D step it on every iteration's loss). Unlike DfqSchedule it has state:
+ * the learning rate depends on the losses seen. Initialise with
+ * dfq_plateau_schedule_init(); the fields are read-only to callers. */
+typedef struct {
+    double lr;     /* the current learning rate */
+    double best;   /* the best loss so far (+inf before the first step) */
+    gint bad;      /* steps since the best or since the last reduction */
+    gint patience; /* steps without improvement tolerated before a reduction */
+    double factor; /* lr <- max(lr * factor, min_lr) */
+    double min_lr;
+} DfqPlateauSchedule;
+
+DFQ_API void dfq_plateau_schedule_init (DfqPlateauSchedule *plateau, double lr, gint patience, double factor,
+                                        double min_lr);
+/**
+ * dfq_plateau_schedule_step:
+ * Feeds @loss (after the optimiser step that used plateau->lr). A loss below
+ * best (1 - 1e-4) is an improvement and becomes the best; otherwise, on the
+ * (patience + 1)-th such step in a row, lr becomes max(lr factor, min_lr)
+ * (kept when that changes it by 1e-8 or less) and the count restarts. A NaN
+ * loss is no improvement. Returns: whether lr was reduced.
+ */
+DFQ_API gboolean dfq_plateau_schedule_step (DfqPlateauSchedule *plateau, double loss);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DfqOptim, dfq_optim_free)
 
 G_END_DECLS

@@ -25,5 +25,6 @@
 #include <dfq/dfq-step.h>
 #include <dfq/dfq-loss.h>
 #include <dfq/dfq-quantizer.h>
+#include <dfq/dfq-quant-range.h>
 #include <dfq/dfq-synthesizer.h>
 #include <dfq/dfq-runner.h>

@@ -108,24 +108,6 @@ bns_reference_image_set (BnsSlack *self, DfqStepContext *ctx, DfqArena *a, GErro
     return x;
 }
 
-/* PyTorch ReduceLROnPlateau as zeroq steps it (patience 100, factor 0.1,
- * min_lr 1e-4, relative threshold 1e-4). */
-static void
-bns_warmup_plateau (double loss, double *lr, double *best, gint *bad)
-{
-    if (loss < *best * (1.0 - 1e-4)) {
-        *best = loss;
-        *bad = 0;
-        return;
-    }
-    if (++*bad > 100) {
-        double next = MAX (*lr * 0.1, 1e-4);
-        if (*lr - next > 1e-8)
-            *lr = next;
-        *bad = 0;
-    }
-}
-
 /* ZeroQ's distilled batch (zeroq's defaults: its init, Adam at warmup_lr,
  * plateau, bns-sample + image-prior) on the taps of @self's pattern. */
 static DfqTensor *
@@ -150,8 +132,9 @@ bns_reference_warmup (BnsSlack *self, DfqStepContext *ctx, DfqArena *a, GError *
     DfqStepContext c = *ctx;
     c.arena = step;
     c.transforms = NULL;
-    double lr = self->warmup_lr, best = INFINITY;
-    gint bad = 0;
+    /* zeroq's defaults: patience 100, factor 0.1, min_lr 1e-4 */
+    DfqPlateauSchedule plateau;
+    dfq_plateau_schedule_init (&plateau, self->warmup_lr, 100, 0.1, 1e-4);
     gboolean prev = dfq_set_grad_enabled (TRUE), ok = TRUE;
     for (gint it = 0; it < self->warmup_iters && ok; it++) {
         dfq_arena_reset (step);
@@ -173,9 +156,9 @@ bns_reference_warmup (BnsSlack *self, DfqStepContext *ctx, DfqArena *a, GError *
             break;
         }
         dfq_backward (loss, step);
-        dfq_optim_set_lr (optim, lr);
+        dfq_optim_set_lr (optim, plateau.lr);
         dfq_optim_step (optim);
-        bns_warmup_plateau (v, &lr, &best, &bad);
+        dfq_plateau_schedule_step (&plateau, v);
     }
     dfq_set_grad_enabled (prev);
     return ok ? dfq_detach (a, x) : NULL;

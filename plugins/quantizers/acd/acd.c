@@ -187,23 +187,6 @@ acd_lookup (Acd *self, DfqSiteKind kind, const char *site)
 
 /* ------------------------------------------------------------ weights */
 
-/* Squared error of dfq_fake_quant's formula on [lo, hi] over v[0..n). */
-static double
-acd_quant_sse (const float *v, gint64 n, float lo, float hi, int bits)
-{
-    const float levels = (float) ((1 << bits) - 1);
-    const float half = (float) (1 << (bits - 1));
-    float scale = levels / fmaxf (hi - lo, 1e-8f);
-    float zp = nearbyintf (scale * lo) + half;
-    double sse = 0.0;
-    for (gint64 i = 0; i < n; i++) {
-        float qv = fminf (fmaxf (nearbyintf (scale * v[i] - zp), -half), half - 1.0f);
-        double e = (double) ((qv + zp) / scale - v[i]);
-        sse += e * e;
-    }
-    return sse;
-}
-
 static void
 acd_minmax (const float *x, gint64 n, float *mn, float *mx)
 {
@@ -224,20 +207,13 @@ acd_choose_weight_ratios (AcdSite *s, const DfqTensor *w, int bits)
     float *ratio = dfq_tensor_f32 (s->stats);
     const float *x = dfq_tensor_f32 (w);
     gint64 inner = dfq_tensor_numel (w) / s->channels;
+    const DfqQuantRangeSearch search = { DFQ_QUANT_RANGE_GDFQ, bits, ACD_MSE_GRID, 2.0 };
 #pragma omp parallel for schedule(static)
     for (gint64 c = 0; c < s->channels; c++) {
         float mn, mx;
         acd_minmax (x + c * inner, inner, &mn, &mx);
-        double best = INFINITY;
-        ratio[c] = 1.0f;
-        for (int i = 0; i < ACD_MSE_GRID; i++) {
-            float r = 1.0f - 0.01f * (float) i;
-            double sse = acd_quant_sse (x + c * inner, inner, mn * r, mx * r, bits);
-            if (sse < best) {
-                best = sse;
-                ratio[c] = r;
-            }
-        }
+        ratio[c] = 1.0f; /* kept when no ratio has a finite error */
+        dfq_quant_range_search (&search, x + c * inner, inner, 1, &mn, &mx, &ratio[c]);
     }
     ratio[s->channels] = 1.0f;
 }
@@ -270,35 +246,6 @@ acd_quantize_weight (DfqQuantizer *q, DfqForward *fwd, const char *site, DfqTens
 
 /* ------------------------------------------------------------ calibration */
 
-/* The @k-th smallest of v[0..n) (v is reordered). */
-static float
-acd_select (float *v, gint64 n, gint64 k)
-{
-    gint64 lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = v[lo + (hi - lo) / 2];
-        gint64 i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < pivot)
-                i++;
-            while (v[j] > pivot)
-                j--;
-            if (i <= j) {
-                float t = v[i];
-                v[i++] = v[j];
-                v[j--] = t;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            return v[k];
-    }
-    return v[k];
-}
-
 /* This batch's statistic of every clip channel: min/max (or percentiles) over
  * every element of that channel (all of x per tensor), into m[] / M[]; the
  * smallest value into *least. */
@@ -330,11 +277,8 @@ acd_batch_stats (const Acd *self, const AcdSite *s, DfqArena *arena, const DfqTe
         chan_min[c] = mn;
         m[c] = mn;
         M[c] = mx;
-        if (buf != NULL) {
-            double p = self->percentile / 100.0;
-            M[c] = acd_select (buf + c * per, per, (gint64) floor (p * (double) (per - 1) + 0.5));
-            m[c] = acd_select (buf + c * per, per, (gint64) floor ((1.0 - p) * (double) (per - 1) + 0.5));
-        }
+        if (buf != NULL)
+            dfq_quant_range_percentile (buf + c * per, per, self->percentile, &m[c], &M[c]);
     }
     float least_v = INFINITY;
     for (gint64 c = 0; c < C; c++)

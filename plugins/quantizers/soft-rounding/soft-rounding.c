@@ -118,42 +118,23 @@ static const DfqParamSpec genie_params[] = { SR_PARAMS (100, 1e-4, 1.0, 0.5) };
 
 /* ------------------------------------------------------------ scale search */
 
-/* (clamp(round(x/d) + z, 0, L) - z) d: the quantizer of the scale search
- * (GENIE uniform_quantize, BRECQ UniformAffineQuantizer). */
-static inline float
-sr_fake (float x, float d, float z, float levels)
-{
-    float q = fminf (fmaxf (nearbyintf (x / d) + z, 0.0f), levels);
-    return (q - z) * d;
-}
-
-/* Over clip ratios 1.00, 0.99, ...: [lo r, hi r], d = (hi r - lo r) / L,
- * z = round(-lo r / d), the least mean |x - x^|^p; x[0], x[stride], ... */
+/* Over clip ratios 1.00, 0.99, ...: the range [lo r, hi r] whose BRECQ
+ * quantizer (d = (hi r - lo r) / L, z = round(-lo r / d)) has the least mean
+ * |x - x^|^p on x[0], x[stride], ...; its step and zero point. */
 static void
-sr_search (const float *x, gint64 n, gint64 stride, float lo, float hi, int bits, int ratios, double p,
-           float *delta_out, float *zp_out)
+sr_search (const Sr *self, const float *x, gint64 n, gint64 stride, float lo, float hi, int bits, float *delta_out,
+           float *zp_out)
 {
-    const float levels = (float) ((1 << bits) - 1);
-    double best = INFINITY;
-    float best_d = 1e-8f, best_z = 0.0f;
-    for (int i = 0; i < ratios; i++) {
-        float r = (float) (1.0 - 0.01 * i);
-        float nlo = lo * r, nhi = hi * r;
-        float d = fmaxf ((nhi - nlo) / levels, 1e-8f);
-        float z = nearbyintf (-nlo / d);
-        double score = 0.0;
-        gint64 m = 0;
-        for (gint64 k = 0; k < n; k += stride, m++)
-            score += pow (fabs ((double) x[k] - (double) sr_fake (x[k], d, z, levels)), p);
-        score /= (double) MAX (m, 1);
-        if (score < best) {
-            best = score;
-            best_d = d;
-            best_z = z;
-        }
+    const DfqQuantRangeSearch search = { DFQ_QUANT_RANGE_BRECQ, bits, self->clip_ratios, self->norm_p };
+    if (!dfq_quant_range_search (&search, x, n, stride, &lo, &hi, NULL)) {
+        /* no finite error (NaN or inf in x): the smallest step */
+        *delta_out = 1e-8f;
+        *zp_out = 0.0f;
+        return;
     }
-    *delta_out = best_d;
-    *zp_out = best_z;
+    float d = fmaxf ((hi - lo) / (float) ((1 << bits) - 1), 1e-8f);
+    *delta_out = d;
+    *zp_out = nearbyintf (-lo / d);
 }
 
 /* ------------------------------------------------------------ sites */
@@ -199,7 +180,7 @@ sr_init_weight (Sr *self, SrSite *s, const DfqTensor *w)
             lo = fminf (lo, 0.0f);
             hi = fmaxf (hi, 0.0f);
         }
-        sr_search (xc, inner, 1, lo, hi, bits, self->clip_ratios, self->norm_p, &sc[c], &zp[c]);
+        sr_search (self, xc, inner, 1, lo, hi, bits, &sc[c], &zp[c]);
         for (gint64 i = 0; i < inner; i++) {
             float t = xc[i] / sc[c];
             float f = floorf (t);
@@ -306,12 +287,11 @@ sr_init_act (Sr *self, SrSite *s, const DfqTensor *x)
     if (self->kind == SR_GENIE) {
         gboolean sgn = mn < 0.0f;
         float m = fmaxf (fabsf (mn), fabsf (mx));
-        sr_search (d, n, stride, sgn ? -m : 0.0f, m, bits, self->clip_ratios, self->norm_p, &delta, &z);
+        sr_search (self, d, n, stride, sgn ? -m : 0.0f, m, bits, &delta, &z);
         info[SR_INFO_QN] = sgn ? (float) -(1 << (bits - 1)) : 0.0f;
         info[SR_INFO_QP] = sgn ? (float) ((1 << (bits - 1)) - 1) : (float) ((1 << bits) - 1);
     } else {
-        sr_search (d, n, stride, fminf (mn, 0.0f), fmaxf (mx, 0.0f), bits, self->clip_ratios, self->norm_p, &delta,
-                   &z);
+        sr_search (self, d, n, stride, fminf (mn, 0.0f), fmaxf (mx, 0.0f), bits, &delta, &z);
         info[SR_INFO_QN] = -z;
         info[SR_INFO_QP] = (float) ((1 << bits) - 1) - z;
     }

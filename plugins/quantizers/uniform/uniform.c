@@ -492,84 +492,23 @@ uniform_clip_sample (DfqArena *arena, const DfqTensor *x, gint64 *n_out)
     return v;
 }
 
-/* The @k-th smallest of v[0..n) (v is reordered). */
-static float
-uniform_select (float *v, gint64 n, gint64 k)
-{
-    gint64 lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = v[lo + (hi - lo) / 2];
-        gint64 i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] < pivot)
-                i++;
-            while (v[j] > pivot)
-                j--;
-            if (i <= j) {
-                float t = v[i];
-                v[i++] = v[j];
-                v[j--] = t;
-            }
-        }
-        if (k <= j)
-            hi = j;
-        else if (k >= i)
-            lo = i;
-        else
-            return v[k];
-    }
-    return v[k];
-}
-
 static void
 uniform_percentile_clip (const Uniform *self, DfqArena *arena, const DfqTensor *x, float *m, float *M)
 {
     gint64 n;
     float *v = uniform_clip_sample (arena, x, &n);
-    double p = self->percentile / 100.0;
-    gint64 k_hi = (gint64) floor (p * (double) (n - 1) + 0.5);
-    gint64 k_lo = (gint64) floor ((1.0 - p) * (double) (n - 1) + 0.5);
-    *M = uniform_select (v, n, k_hi);
-    *m = uniform_select (v, n, k_lo);
+    dfq_quant_range_percentile (v, n, self->percentile, m, M);
 }
 
-/* Squared error of the GDFQ quantizer (dfq_fake_quant's formula) on [lo, hi]. */
-static double
-uniform_quant_sse (const float *v, gint64 n, float lo, float hi, int bits)
-{
-    const float levels = (float) ((1 << bits) - 1);
-    const float half = (float) (1 << (bits - 1));
-    float scale = levels / fmaxf (hi - lo, 1e-8f);
-    float zp = nearbyintf (scale * lo) + half;
-    double sse = 0.0;
-    for (gint64 i = 0; i < n; i++) {
-        float q = nearbyintf (scale * v[i] - zp);
-        q = fminf (fmaxf (q, -half), half - 1.0f);
-        double e = (double) ((q + zp) / scale - v[i]);
-        sse += e * e;
-    }
-    return sse;
-}
-
+/* The clip of (min, max) with the least squared error of the GDFQ quantizer;
+ * (min, max) itself when no clip has a finite error. */
 static void
 uniform_mse_clip (DfqArena *arena, const DfqTensor *x, int bits, float *m, float *M)
 {
     gint64 n;
     float *v = uniform_clip_sample (arena, x, &n);
-    float best_lo = *m, best_hi = *M;
-    double best = INFINITY;
-    for (int i = 0; i < UNIFORM_MSE_GRID; i++) {
-        float ratio = 1.0f - 0.01f * (float) i;
-        float lo = *m * ratio, hi = *M * ratio;
-        double sse = uniform_quant_sse (v, n, lo, hi, bits);
-        if (sse < best) {
-            best = sse;
-            best_lo = lo;
-            best_hi = hi;
-        }
-    }
-    *m = best_lo;
-    *M = best_hi;
+    const DfqQuantRangeSearch search = { DFQ_QUANT_RANGE_GDFQ, bits, UNIFORM_MSE_GRID, 2.0 };
+    dfq_quant_range_search (&search, v, n, 1, m, M, NULL);
 }
 
 static DfqTensor *

@@ -52,30 +52,6 @@ static const char *const genie_d_names[GENIE_D_N_TENSORS] = {
     "conv_layers.6.weight", "conv_layers.6.bias",
 };
 
-/* PyTorch ReduceLROnPlateau, mode min, threshold 1e-4 relative, cooldown 0
- * (as zeroq's). */
-typedef struct {
-    double lr;
-    double best;
-    gint bad;
-} GenieDPlateau;
-
-static void
-genie_d_plateau_step (const GenieD *self, GenieDPlateau *p, double loss)
-{
-    if (loss < p->best * (1.0 - 1e-4)) {
-        p->best = loss;
-        p->bad = 0;
-        return;
-    }
-    if (++p->bad > self->patience) {
-        double next = MAX (p->lr * self->factor, self->min_lr);
-        if (p->lr - next > 1e-8)
-            p->lr = next;
-        p->bad = 0;
-    }
-}
-
 /* A stream per (batch, tensor name) (FNV-1a over both): fresh generators of
  * different batches differ, and the init does not depend on the creation order. */
 static guint64
@@ -215,7 +191,8 @@ genie_d_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GE
     g_autoptr (DfqOptim) opt_z = NULL;
     g_autoptr (DfqOptim) opt_g = NULL;
     genie_d_optims (self, &opt_z, &opt_g);
-    GenieDPlateau plateau = { self->z_lr, INFINITY, 0 };
+    DfqPlateauSchedule plateau;
+    dfq_plateau_schedule_init (&plateau, self->z_lr, self->patience, self->factor, self->min_lr);
     double values[GENIE_D_MAX_LOSSES] = { 0 };
     /* the loss list sees this batch's own scratch, and no student */
     DfqStepContext c = *ctx;
@@ -247,7 +224,7 @@ genie_d_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GE
         dfq_optim_set_lr (opt_g, self->generator_lr * pow (self->generator_gamma, it / self->generator_decay_every));
         dfq_optim_step (opt_z);
         dfq_optim_step (opt_g);
-        genie_d_plateau_step (self, &plateau, loss_value);
+        dfq_plateau_schedule_step (&plateau, loss_value);
         if ((it + 1) % 10 == 0 || it + 1 == self->iters)
             dfq_synthesizer_report (synth, it, self->iters, loss_value);
     }

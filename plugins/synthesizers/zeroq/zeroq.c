@@ -89,29 +89,6 @@ static const DfqParamSpec dsg_params[] = {
                     zeroq_labels_names, "random"),
 };
 
-/* PyTorch ReduceLROnPlateau, mode min, threshold 1e-4 relative, cooldown 0. */
-typedef struct {
-    double lr;
-    double best;
-    gint bad;
-} ZeroqPlateau;
-
-static void
-zeroq_plateau_step (const Zeroq *self, ZeroqPlateau *p, double loss)
-{
-    if (loss < p->best * (1.0 - 1e-4)) {
-        p->best = loss;
-        p->bad = 0;
-        return;
-    }
-    if (++p->bad > self->patience) {
-        double next = MAX (p->lr * self->factor, self->min_lr);
-        if (p->lr - next > 1e-8)
-            p->lr = next;
-        p->bad = 0;
-    }
-}
-
 static void
 zeroq_init_images (const Zeroq *self, DfqTensor *x, guint64 seed, guint64 stream)
 {
@@ -161,7 +138,8 @@ zeroq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErr
     oc.lr = self->lr;
     g_autoptr (DfqOptim) optim = dfq_optim_new (&oc);
     dfq_optim_add_param (optim, x);
-    ZeroqPlateau plateau = { self->lr, INFINITY, 0 };
+    DfqPlateauSchedule plateau;
+    dfq_plateau_schedule_init (&plateau, self->lr, self->patience, self->factor, self->min_lr);
     double values[ZEROQ_MAX_LOSSES] = { 0 };
     /* the loss list sees this batch's own scratch, and no student */
     DfqStepContext c = *ctx;
@@ -186,7 +164,7 @@ zeroq_step (DfqSynthesizer *synth, DfqStepContext *ctx, DfqSynthBatch *out, GErr
         dfq_backward (loss, self->step);
         dfq_optim_set_lr (optim, plateau.lr);
         dfq_optim_step (optim);
-        zeroq_plateau_step (self, &plateau, loss_value);
+        dfq_plateau_schedule_step (&plateau, loss_value);
         if ((it + 1) % 10 == 0 || it + 1 == self->iters)
             dfq_synthesizer_report (synth, it, self->iters, loss_value);
     }
