@@ -618,31 +618,6 @@ test_ptq_reuse (void)
     dfq_run_result_clear (&r);
 }
 
-static void
-test_train_resume (void)
-{
-    g_test_summary ("dfq train (the train-fp phase) stopped after one epoch and rerun: the same model.safetensors, "
-                    "metrics and result as the uninterrupted training of /pipelines/ setup");
-    if (!need_teacher ())
-        return;
-    g_autoptr (GError) error = NULL;
-    g_autofree char *ref = g_build_filename (tmpdir, "teacher", NULL); /* trained by setup_teacher() */
-    g_autofree char *dir = g_build_filename (tmpdir, "teacher-resumed", NULL);
-    DfqRunResult r;
-    for (int call = 0; call < 2; call++) {
-        g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
-        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_epochs = call == 0 ? 1 : 0 };
-        gboolean ok = dfq_runner_train (registry, p, &o, &r, &error);
-        g_assert_true (ok == (call == 1));
-        if (call == 0) {
-            g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
-            g_clear_error (&error);
-        }
-        dfq_run_result_clear (&r);
-    }
-    assert_same_run (ref, dir, "model.safetensors");
-}
-
 /* Cancels the run (as Ctrl-C does) at a training iteration. */
 typedef struct {
     GCancellable *cancellable;
@@ -660,24 +635,27 @@ cancel_at_progress (const DfqProgress *p, gpointer data)
 }
 
 static void
-test_train_resume_mid_epoch (void)
+test_train_resume (void)
 {
-    g_test_summary ("dfq train cancelled inside epoch 0 and stopped inside epoch 1 (stop_after_iters) checkpoints "
-                    "there; rerun, it ends with the model, metrics and result of the uninterrupted training");
+    g_test_summary ("dfq train (the train-fp phase) cancelled inside epoch 0 (a checkpoint there), stopped at the end "
+                    "of epoch 0 (stop_after_epochs) and inside epoch 1 (stop_after_iters), and rerun: the same "
+                    "model.safetensors, metrics and result as the uninterrupted training of /pipelines/ setup");
     if (!need_teacher ())
         return;
     g_autoptr (GError) error = NULL;
     g_autofree char *ref = g_build_filename (tmpdir, "teacher", NULL); /* trained by setup_teacher() */
-    g_autofree char *dir = g_build_filename (tmpdir, "teacher-mid-epoch", NULL);
+    g_autofree char *dir = g_build_filename (tmpdir, "teacher-resumed", NULL);
     g_autoptr (GCancellable) cancellable = g_cancellable_new ();
     /* 80 iterations per epoch: cancelled at the report of iteration 30
-     * (0-based), it checkpoints after 31 iterations; then 49 + 21 */
+     * (0-based), it checkpoints after 31 iterations; then the other 49 of
+     * epoch 0; then 21 of epoch 1 */
     CancelAt at = { cancellable, 0, 30 };
-    const gint stop_iters[] = { 0, 70, 0 };
-    const double want_units[] = { 0, 1 }, want_iters[] = { 31, 21 };
-    for (guint call = 0; call < 3; call++) {
+    const gint stop_epochs[] = { 0, 1, 0, 0 }, stop_iters[] = { 0, 0, 21, 0 };
+    const double want_units[] = { 0, 1, 1 }, want_iters[] = { 31, NAN, 21 };
+    for (guint call = 0; call < 4; call++) {
         g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
-        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_iters = stop_iters[call] };
+        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_epochs = stop_epochs[call],
+                            .stop_after_iters = stop_iters[call] };
         if (call == 0) {
             o.cancellable = cancellable;
             o.progress = cancel_at_progress;
@@ -686,7 +664,7 @@ test_train_resume_mid_epoch (void)
         DfqRunResult r;
         gboolean ok = dfq_runner_train (registry, p, &o, &r, &error);
         dfq_run_result_clear (&r);
-        if (call == 2) {
+        if (call == 3) {
             g_assert_no_error (error);
             g_assert_true (ok);
             break;
@@ -696,8 +674,11 @@ test_train_resume_mid_epoch (void)
         g_clear_error (&error);
         g_assert_false (ok);
         g_assert_cmpfloat (ckpt_meta (dir, "units_done"), ==, want_units[call]);
-        g_assert_cmpfloat (ckpt_meta (dir, "unit_iters"), ==, want_iters[call]);
         g_assert_cmpfloat (ckpt_meta (dir, "metrics_lines"), ==, want_units[call]);
+        if (isnan (want_iters[call]))
+            g_assert_true (isnan (ckpt_meta (dir, "unit_iters"))); /* at an epoch's end: none */
+        else
+            g_assert_cmpfloat (ckpt_meta (dir, "unit_iters"), ==, want_iters[call]);
     }
     assert_same_run (ref, dir, "model.safetensors");
 }
@@ -814,7 +795,6 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
     g_test_add_func ("/pipelines/recon-resume", test_recon_resume);
     g_test_add_func ("/pipelines/train-resume", test_train_resume);
-    g_test_add_func ("/pipelines/train-resume-mid-epoch", test_train_resume_mid_epoch);
     g_test_add_func ("/pipelines/gdfq-resume-mid-epoch", test_gdfq_resume_mid_epoch);
     /* Only where allocations can be counted (not under sanitizers). */
     if (dfq_test_malloc_count != NULL)
