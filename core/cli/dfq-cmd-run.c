@@ -3,8 +3,9 @@
  * line on stdout is one JSON object with the result, so external tuners can use
  * `dfq run` as a trial command. Ctrl-C (SIGINT), SIGTERM and SIGUSR1 (what
  * Slurm sends before a time limit or on preemption, docs/sweeps.md) stop after
- * the current step, keep the last checkpoint and exit with DFQ_EXIT_REQUEUE;
- * running the same command again resumes. */
+ * the current step (training: the current iteration, checkpointed there),
+ * keep the last checkpoint and exit with DFQ_EXIT_REQUEUE; running the same
+ * command again resumes. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -73,7 +74,7 @@ dfq_cmd_progress (const DfqProgress *p, gpointer data)
     DfqCmdProgress *cp = data;
     if (dfq_cmd_interrupted && !g_cancellable_is_cancelled (cp->cancellable)) {
         g_cancellable_cancel (cp->cancellable);
-        fprintf (stderr, "\ndfq: %s, stopping after this step (the last checkpoint is kept)\n",
+        fprintf (stderr, "\ndfq: %s, stopping after this step (training: with a checkpoint after it)\n",
                  g_strsignal (dfq_cmd_interrupted));
     }
     char eta[32], el[32];
@@ -123,13 +124,14 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     g_auto (GStrv) sets = NULL;
     g_autofree char *run_dir = NULL;
     gboolean restart = FALSE, help = FALSE;
-    gint eval_limit = 0, stop_after = 0;
+    gint eval_limit = 0, stop_after = 0, stop_after_iters = 0;
     const GOptionEntry entries[] = {
         { "set", 's', 0, G_OPTION_ARG_STRING_ARRAY, &sets, "Override a key: a.b.c=value (repeatable)", "KEY=VALUE" },
         { "run-dir", 0, 0, G_OPTION_ARG_FILENAME, &run_dir, "Run directory (default <output_dir>/<name>-s<seed>)", "DIR" },
         { "restart", 0, 0, G_OPTION_ARG_NONE, &restart, "Start over instead of resuming from the checkpoint", NULL },
         { "eval-limit", 0, 0, G_OPTION_ARG_INT, &eval_limit, "Evaluate on the first N images only (smoke tests)", "N" },
         { "stop-after", 0, 0, G_OPTION_ARG_INT, &stop_after, "Stop after N units (epochs, image batches) of this invocation (resume later)", "N" },
+        { "stop-after-iters", 0, 0, G_OPTION_ARG_INT, &stop_after_iters, "Stop after N training iterations of this invocation, with a checkpoint inside the epoch (resume later)", "N" },
         { NULL }
     };
     const char *name = train ? "train" : "run";
@@ -168,6 +170,7 @@ dfq_cmd_execute (DfqCli *cli, int argc, char **argv, gboolean train, GError **er
     opts.restart = restart;
     opts.eval_limit = (guint) MAX (eval_limit, 0);
     opts.stop_after_epochs = stop_after;
+    opts.stop_after_iters = stop_after_iters;
     opts.progress = dfq_cmd_progress;
     opts.progress_data = &cp;
     opts.cancellable = cancellable;

@@ -827,6 +827,14 @@ dfq_data_loader_get_epoch (const DfqDataLoader *self)
     return self->epoch;
 }
 
+void
+dfq_data_loader_seek (DfqDataLoader *self, guint batch)
+{
+    g_return_if_fail (self != NULL);
+    guint64 pos = (guint64) batch * self->opt.batch_size;
+    self->pos = (guint) MIN (pos, (guint64) self->dataset->n);
+}
+
 guint
 dfq_data_loader_get_n_batches (const DfqDataLoader *self)
 {

@@ -191,6 +191,10 @@ static const DfqParamSpec dfq_pipeline_train_specs[] = {
     DFQ_PARAM_BOOL (DfqPipelineTrain, hflip, "dfq train: random horizontal flips of real images", FALSE),
     DFQ_PARAM_STRING (DfqPipelineTrain, save, "dfq train: also write the trained weights here (relative to the pipeline file)",
                       NULL, .flags = DFQ_PARAM_FLAG_PATH),
+    DFQ_PARAM_DOUBLE (DfqPipelineTrain, checkpoint_minutes,
+                      "Also checkpoint inside an epoch once this many minutes have passed since the last checkpoint, "
+                      "so that a kill loses at most that much (0: at epoch ends and on a stop only)",
+                      0, 1e6, 10.0, .flags = DFQ_PARAM_FLAG_OMIT_DEFAULT),
 };
 
 const char *const dfq_pipeline_phase_names[] = { "train-fp", "synthesize", "calibrate", "reconstruct", "train", "evaluate", NULL };

@@ -2,7 +2,10 @@
  * real data, how dfqlab makes its own teachers (`dfq train`). Unit: an epoch.
  * Cross-entropy, SGD/Adam with the pipeline's schedule (cosine per step,
  * multistep and exponential per epoch), pad + crop + flip augmentation,
- * evaluation after every epoch. */
+ * evaluation after every epoch. Checkpoints inside an epoch hold the epoch's
+ * running sums; the data order and augmentation are functions of (seed,
+ * epoch, sample) and dropout of (seed, step), so the iteration index is all
+ * the rest of the epoch needs besides them. */
 #include <math.h>
 #include <string.h>
 
@@ -21,6 +24,10 @@ typedef struct {
     guint steps;     /* per epoch */
     DfqTensor *x;    /* the batch, in r->data */
     DfqTensor *y;
+    /* the running epoch's sums, for its metrics line */
+    double loss_sum;
+    guint correct;
+    guint seen;
 } DfqPhaseTrainFp;
 
 static gboolean
@@ -84,6 +91,30 @@ dfq_train_fp_save_meta (DfqRun *r, DfqPhase *p, GHashTable *meta)
     dfq_priv_meta_set_double (meta, "optim_step", (double) dfq_optim_get_step (((DfqPhaseTrainFp *) p)->optim));
 }
 
+static void
+dfq_train_fp_save_partial (DfqRun *r, DfqPhase *p, GHashTable *meta)
+{
+    DfqPhaseTrainFp *t = (DfqPhaseTrainFp *) p;
+    dfq_priv_meta_set_double (meta, "partial.loss_sum", t->loss_sum);
+    dfq_priv_meta_set_double (meta, "partial.correct", t->correct);
+    dfq_priv_meta_set_double (meta, "partial.seen", t->seen);
+}
+
+static gboolean
+dfq_train_fp_restore_partial (DfqRun *r, DfqPhase *p, DfqSafetensors *st, GError **error)
+{
+    DfqPhaseTrainFp *t = (DfqPhaseTrainFp *) p;
+    if (r->unit_iter >= (gint) t->steps) {
+        g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE,
+                     "checkpoint written after iteration %d of an epoch of %u; use --restart", r->unit_iter, t->steps);
+        return FALSE;
+    }
+    t->loss_sum = dfq_priv_meta_double (st, "partial.loss_sum", 0);
+    t->correct = (guint) dfq_priv_meta_double (st, "partial.correct", 0);
+    t->seen = (guint) dfq_priv_meta_double (st, "partial.seen", 0);
+    return TRUE;
+}
+
 static guint
 dfq_train_fp_count_correct (const DfqTensor *logits, const DfqTensor *y, gint batch, gint classes)
 {
@@ -105,13 +136,16 @@ dfq_train_fp_run_unit (DfqRun *r, DfqPhase *p, gint epoch, JsonBuilder *b, GErro
     DfqPhaseTrainFp *t = (DfqPhaseTrainFp *) p;
     const DfqPipelineConfig *cfg = r->cfg;
     DfqModel *model = r->teacher;
+    /* 0, or where a checkpoint inside this epoch left it (sums restored) */
+    const guint first = (guint) r->unit_iter;
     dfq_data_loader_start_epoch (t->loader, (guint) epoch);
-    double loss_sum = 0.0;
-    guint correct = 0, seen = 0;
+    dfq_data_loader_seek (t->loader, first);
+    if (first == 0) {
+        t->loss_sum = 0.0;
+        t->correct = t->seen = 0;
+    }
     gint64 t0 = g_get_monotonic_time ();
-    for (guint it = 0; it < t->steps; it++) {
-        if (dfq_priv_cancelled (r->opts, error))
-            return FALSE;
+    for (guint it = first; it < t->steps; it++) {
         gint64 step = (gint64) epoch * t->steps + it;
         dfq_optim_set_lr (t->optim, dfq_schedule_lr (&t->schedule, t->per_step ? step : epoch));
         if (!dfq_data_loader_next (t->loader, t->x, t->y, NULL))
@@ -133,14 +167,17 @@ dfq_train_fp_run_unit (DfqRun *r, DfqPhase *p, gint epoch, JsonBuilder *b, GErro
         dfq_optim_zero_grad (t->optim);
         dfq_backward (loss, r->scratch);
         dfq_optim_step (t->optim);
-        loss_sum += lv;
-        correct += dfq_train_fp_count_correct (logits, t->y, cfg->train.batch, model->classes);
-        seen += (guint) cfg->train.batch;
+        t->loss_sum += lv;
+        t->correct += dfq_train_fp_count_correct (logits, t->y, cfg->train.batch, model->classes);
+        t->seen += (guint) cfg->train.batch;
         r->prog.loss = lv;
-        gint64 done = (gint64) r->units_this_call * t->steps + it + 1;
-        gint64 total = (gint64) (p->n_units - epoch + r->units_this_call) * t->steps;
-        r->prog.eta = (g_get_monotonic_time () - t0) / 1e6 / (it + 1) * (total - done);
+        /* steps left in the run over the seconds per step of this epoch so far */
+        gint64 left = (gint64) (p->n_units - epoch) * t->steps - (it + 1);
+        r->prog.eta = (g_get_monotonic_time () - t0) / 1e6 / (it + 1 - first) * left;
         dfq_run_progress (r, "train", epoch, p->n_units, (gint) it, (gint) t->steps);
+        /* after the progress report, which is where the CLI turns a signal into a stop */
+        if (!dfq_run_iteration_done (r, p, epoch, (gint) it + 1, (gint) t->steps, error))
+            return FALSE;
     }
     dfq_run_progress (r, "eval", epoch, p->n_units, (gint) t->steps - 1, (gint) t->steps);
     DfqEvalResult ev;
@@ -154,9 +191,9 @@ dfq_train_fp_run_unit (DfqRun *r, DfqPhase *p, gint epoch, JsonBuilder *b, GErro
     json_builder_set_member_name (b, "lr");
     json_builder_add_double_value (b, dfq_optim_get_lr (t->optim));
     json_builder_set_member_name (b, "train_loss");
-    json_builder_add_double_value (b, loss_sum / MAX (t->steps, 1));
+    json_builder_add_double_value (b, t->loss_sum / MAX (t->steps, 1));
     json_builder_set_member_name (b, "train_top1");
-    json_builder_add_double_value (b, 100.0 * correct / MAX (seen, 1));
+    json_builder_add_double_value (b, 100.0 * t->correct / MAX (t->seen, 1));
     json_builder_set_member_name (b, "top1");
     json_builder_add_double_value (b, r->last);
     json_builder_set_member_name (b, "split");
@@ -182,5 +219,7 @@ const DfqPhaseClass dfq_phase_train_fp = {
     .restore = dfq_train_fp_restore,
     .run_unit = dfq_train_fp_run_unit,
     .save_meta = dfq_train_fp_save_meta,
+    .save_partial = dfq_train_fp_save_partial,
+    .restore_partial = dfq_train_fp_restore_partial,
     .clear = dfq_train_fp_clear,
 };

@@ -3,23 +3,16 @@
  * an epoch. Per iteration a synthesizer step (generator update + batch), then
  * a student step on the detached batch; activation ranges are calibrated in
  * epochs < range_epochs; the student is updated from warmup_epochs on; the
- * student is evaluated on the real split after every epoch. */
+ * student is evaluated on the real split after every epoch. Checkpoints
+ * inside an epoch hold the epoch's running sums: the synthesizers draw from
+ * (seed, step) and keep the rest in their checkpointed state, so the
+ * iteration index is all the rest of the epoch needs besides them. */
 #include <math.h>
 #include <string.h>
 
 #include <dfq/dfq.h>
 
 #include "dfq-run.h"
-
-typedef struct {
-    DfqPhase parent;
-    DfqOptim *optim;
-    DfqSchedule schedule;
-    GPtrArray *optim_state;
-    double *values;     /* per loss, this iteration */
-    double *loss_terms; /* per loss, summed over the epoch */
-    gboolean debug_log;
-} DfqPhaseTrain;
 
 /* Sums of one epoch, for its metrics line. */
 typedef struct {
@@ -29,6 +22,17 @@ typedef struct {
     const char *gen_names[G_N_ELEMENTS (((DfqSynthBatch *) NULL)->loss_terms)];
     guint n_gen_terms;
 } DfqTrainSums;
+
+typedef struct {
+    DfqPhase parent;
+    DfqOptim *optim;
+    DfqSchedule schedule;
+    GPtrArray *optim_state;
+    double *values;     /* per loss, this iteration */
+    double *loss_terms; /* per loss, summed over the epoch */
+    DfqTrainSums sums;  /* of the running epoch */
+    gboolean debug_log;
+} DfqPhaseTrain;
 
 /* metrics.jsonl key of loss term @k: "<prefix>.<name>", with ".<k>" added
  * when an earlier term has the same name (two ce losses), "<prefix>.<k>"
@@ -113,6 +117,53 @@ dfq_train_save_meta (DfqRun *r, DfqPhase *p, GHashTable *meta)
     if (DFQ_SYNTHESIZER_CLASS (r->synth)->get_optim_step != NULL)
         dfq_priv_meta_set_double (meta, "synth_optim_step",
                                   (double) DFQ_SYNTHESIZER_CLASS (r->synth)->get_optim_step (r->synth));
+}
+
+static void
+dfq_train_save_partial (DfqRun *r, DfqPhase *p, GHashTable *meta)
+{
+    DfqPhaseTrain *t = (DfqPhaseTrain *) p;
+    char key[64];
+    dfq_priv_meta_set_double (meta, "partial.student_loss", t->sums.loss);
+    dfq_priv_meta_set_double (meta, "partial.generator_loss", t->sums.gen);
+    dfq_priv_meta_set_double (meta, "partial.n_generator_terms", t->sums.n_gen_terms);
+    for (guint k = 0; k < t->sums.n_gen_terms; k++) {
+        g_snprintf (key, sizeof key, "partial.generator.%u", k);
+        dfq_priv_meta_set_double (meta, key, t->sums.gen_terms[k]);
+    }
+    for (guint k = 0; k < r->cfg->train.losses->len; k++) {
+        g_snprintf (key, sizeof key, "partial.student.%u", k);
+        dfq_priv_meta_set_double (meta, key, t->loss_terms[k]);
+    }
+}
+
+/* The sums of the epoch a checkpoint was written in (before its last
+ * iteration); the term names come back with the next synthesizer step. */
+static gboolean
+dfq_train_restore_partial (DfqRun *r, DfqPhase *p, DfqSafetensors *st, GError **error)
+{
+    DfqPhaseTrain *t = (DfqPhaseTrain *) p;
+    char key[64];
+    gint n_gen = (gint) dfq_priv_meta_double (st, "partial.n_generator_terms", 0);
+    if (r->unit_iter >= r->cfg->train.iters || n_gen < 0 || n_gen > (gint) G_N_ELEMENTS (t->sums.gen_terms)) {
+        g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE,
+                     "checkpoint written after iteration %d of an epoch of %d, with %d generator terms; use --restart",
+                     r->unit_iter, r->cfg->train.iters, n_gen);
+        return FALSE;
+    }
+    memset (&t->sums, 0, sizeof t->sums);
+    t->sums.loss = dfq_priv_meta_double (st, "partial.student_loss", 0);
+    t->sums.gen = dfq_priv_meta_double (st, "partial.generator_loss", 0);
+    t->sums.n_gen_terms = (guint) n_gen;
+    for (guint k = 0; k < t->sums.n_gen_terms; k++) {
+        g_snprintf (key, sizeof key, "partial.generator.%u", k);
+        t->sums.gen_terms[k] = dfq_priv_meta_double (st, key, 0);
+    }
+    for (guint k = 0; k < r->cfg->train.losses->len; k++) {
+        g_snprintf (key, sizeof key, "partial.student.%u", k);
+        t->loss_terms[k] = dfq_priv_meta_double (st, key, 0);
+    }
+    return TRUE;
 }
 
 static gboolean
@@ -220,18 +271,23 @@ dfq_train_run_unit (DfqRun *r, DfqPhase *p, gint epoch, JsonBuilder *line, GErro
         dfq_quantizer_set_calibrating (r->quantizer, epoch < cfg->train.range_epochs);
     gboolean update_student = epoch >= cfg->train.warmup_epochs;
     const char *shown = update_student ? "train" : "warmup";
-    DfqTrainSums sums = { 0 };
-    memset (t->loss_terms, 0, sizeof (double) * cfg->train.losses->len);
+    /* 0, or where a checkpoint inside this epoch left it (sums restored) */
+    const gint first = r->unit_iter;
+    if (first == 0) {
+        memset (&t->sums, 0, sizeof t->sums);
+        memset (t->loss_terms, 0, sizeof (double) * cfg->train.losses->len);
+    }
     gint64 t0 = g_get_monotonic_time ();
-    for (gint it = 0; it < cfg->train.iters; it++) {
-        if (dfq_priv_cancelled (r->opts, error))
+    for (gint it = first; it < cfg->train.iters; it++) {
+        if (!dfq_train_iteration (r, t, epoch, it, update_student, &t->sums, error))
             return FALSE;
-        if (!dfq_train_iteration (r, t, epoch, it, update_student, &sums, error))
-            return FALSE;
-        gint64 done = (gint64) r->units_this_call * cfg->train.iters + it + 1;
-        gint64 total = (gint64) (p->n_units - epoch + r->units_this_call) * cfg->train.iters;
-        r->prog.eta = (g_get_monotonic_time () - t0) / 1e6 / (it + 1) * (total - done);
+        /* iterations left in the run over the seconds per iteration of this epoch so far */
+        gint64 left = (gint64) (p->n_units - epoch) * cfg->train.iters - (it + 1);
+        r->prog.eta = (g_get_monotonic_time () - t0) / 1e6 / (it + 1 - first) * left;
         dfq_run_progress (r, shown, epoch, p->n_units, it, cfg->train.iters);
+        /* after the progress report, which is where the CLI turns a signal into a stop */
+        if (!dfq_run_iteration_done (r, p, epoch, it + 1, cfg->train.iters, error))
+            return FALSE;
     }
     if (r->quantizer != NULL)
         dfq_quantizer_set_calibrating (r->quantizer, FALSE);
@@ -242,7 +298,7 @@ dfq_train_run_unit (DfqRun *r, DfqPhase *p, gint epoch, JsonBuilder *line, GErro
     if (!dfq_run_eval_student (r, &top1, error))
         return FALSE;
     dfq_run_note_top1 (r, top1, epoch);
-    dfq_train_metrics (r, t, &sums, update_student, line);
+    dfq_train_metrics (r, t, &t->sums, update_student, line);
     if (!dfq_run_sqnr (r, line, error))
         return FALSE;
     r->epochs_done = epoch + 1;
@@ -267,5 +323,7 @@ const DfqPhaseClass dfq_phase_train = {
     .restore = dfq_train_restore,
     .run_unit = dfq_train_run_unit,
     .save_meta = dfq_train_save_meta,
+    .save_partial = dfq_train_save_partial,
+    .restore_partial = dfq_train_restore_partial,
     .clear = dfq_train_clear,
 };

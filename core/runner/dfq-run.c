@@ -112,6 +112,24 @@ typedef struct {
     gint unit;       /* its first unit to run */
 } DfqRunPosition;
 
+/* A checkpoint written inside a unit (unit_iters > 0): its phase reads back
+ * the unit's running sums, and the unit resumes at that iteration. */
+static gboolean
+dfq_run_restore_partial (DfqRun *r, DfqSafetensors *st, const DfqRunPosition *pos, const char *path, GError **error)
+{
+    r->unit_iter = (gint) dfq_priv_meta_double (st, "unit_iters", 0);
+    if (r->unit_iter == 0)
+        return TRUE;
+    DfqPhase *p = (guint) pos->phase < r->phases->len ? r->phases->pdata[pos->phase] : NULL;
+    if (r->unit_iter < 0 || p == NULL || p->klass->restore_partial == NULL || pos->unit >= p->n_units) {
+        g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_STATE,
+                     "%s: written %d iterations into unit %d of phase %d, where this run cannot resume; use --restart",
+                     path, r->unit_iter, pos->unit, pos->phase);
+        return FALSE;
+    }
+    return p->klass->restore_partial (r, p, st, error);
+}
+
 static gboolean
 dfq_run_restore (DfqRun *r, DfqRunPosition *pos, GError **error)
 {
@@ -146,9 +164,11 @@ dfq_run_restore (DfqRun *r, DfqRunPosition *pos, GError **error)
         if (p->klass->restore != NULL && !p->klass->restore (r, p, st, error))
             return FALSE;
     }
+    if (!dfq_run_restore_partial (r, st, pos, path, error))
+        return FALSE;
     if (!dfq_priv_truncate_metrics (r->run_dir, r->metrics_lines, error))
         return FALSE;
-    g_info ("resuming %s at phase %d, unit %d", r->run_dir, pos->phase, pos->unit);
+    g_info ("resuming %s at phase %d, unit %d, iteration %d", r->run_dir, pos->phase, pos->unit, r->unit_iter);
     return TRUE;
 }
 
@@ -171,7 +191,50 @@ dfq_run_save (DfqRun *r, gint phase, gint units_done, GError **error)
         if (p->klass->save_meta != NULL)
             p->klass->save_meta (r, p, meta);
     }
+    /* inside unit @units_done of phase @phase: where in it, and its sums */
+    if (r->unit_iter > 0) {
+        DfqPhase *p = r->phases->pdata[phase];
+        dfq_priv_meta_set_double (meta, "unit_iters", r->unit_iter);
+        p->klass->save_partial (r, p, meta);
+    }
+    r->t_saved = g_get_monotonic_time ();
     return dfq_priv_ckpt_save (r->run_dir, r->ckpt_names, r->ckpt_tensors, meta, error);
+}
+
+/* True when this call has run the training iterations stop_after_iters asks for. */
+static gboolean
+dfq_run_iters_reached (DfqRun *r)
+{
+    return r->opts != NULL && r->opts->stop_after_iters > 0 && r->iters_this_call >= r->opts->stop_after_iters;
+}
+
+gboolean
+dfq_run_iteration_done (DfqRun *r, DfqPhase *p, gint unit, gint iters_done, gint n_iters, GError **error)
+{
+    g_return_val_if_fail (p->klass->save_partial != NULL && iters_done > 0, FALSE);
+    const DfqRunOptions *o = r->opts;
+    r->unit_iter = iters_done;
+    r->iters_this_call++;
+    /* after the last iteration the unit's end is near: its own checkpoint
+     * follows (and a stop comes before the next unit) */
+    if (iters_done >= n_iters)
+        return TRUE;
+    gboolean cancelled = o != NULL && o->cancellable != NULL && g_cancellable_is_cancelled (o->cancellable);
+    gboolean stop = dfq_run_iters_reached (r);
+    double minutes = r->cfg->train.checkpoint_minutes;
+    gboolean due = minutes > 0 && g_get_monotonic_time () - r->t_saved >= minutes * 60e6;
+    if (!cancelled && !stop && !due)
+        return TRUE;
+    if (!dfq_run_save (r, (gint) r->phase_index, unit, error))
+        return FALSE;
+    g_info ("checkpoint at %s %s %d, iteration %d", p->klass->name, p->klass->unit, unit, iters_done);
+    if (cancelled)
+        g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED,
+                     "interrupted; checkpoint written after iteration %d of %s %d", iters_done, p->klass->unit, unit);
+    else if (stop)
+        g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED, "stopped after %d iterations as asked",
+                     r->iters_this_call);
+    return !cancelled && !stop;
 }
 
 /* ------------------------------------------------------------ the loop */
@@ -188,6 +251,7 @@ dfq_run_unit (DfqRun *r, guint index, DfqPhase *p, gint unit, GError **error)
     json_builder_add_int_value (line, unit);
     if (!p->klass->run_unit (r, p, unit, line, error))
         return FALSE;
+    r->unit_iter = 0; /* the unit is whole: its checkpoint is not inside it */
     json_builder_set_member_name (line, "seconds");
     json_builder_add_double_value (line, (g_get_monotonic_time () - t0) / 1e6);
     json_builder_end_object (line);
@@ -208,6 +272,7 @@ dfq_run_loop (DfqRun *r, const DfqRunPosition *pos, GError **error)
         gint unit = (gint) i == pos->phase ? pos->unit : 0;
         if (unit >= p->n_units)
             continue;
+        r->phase_index = i;
         if (p->klass->begin != NULL && !p->klass->begin (r, p, &unit, error))
             return FALSE;
         if (unit >= p->n_units) {
@@ -229,6 +294,11 @@ dfq_run_loop (DfqRun *r, const DfqRunPosition *pos, GError **error)
                 && more) {
                 g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED, "stopped after %d units as asked",
                              r->units_this_call);
+                return FALSE;
+            }
+            if (dfq_run_iters_reached (r) && more) {
+                g_set_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED, "stopped after %d iterations as asked",
+                             r->iters_this_call);
                 return FALSE;
             }
         }

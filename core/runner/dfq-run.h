@@ -3,8 +3,11 @@
  * checkpoint grain: after every unit the run appends one metrics.jsonl line
  * ({"phase": ..., "<unit>": i, ..., "seconds": s}) and saves a checkpoint
  * with {phase, units_done}; a rerun restores it and goes on from the next
- * unit. The phases of a run share one DfqRun: the models, the image set, the
- * checkpoint layout and the accuracy figures. */
+ * unit. The training phases, whose units (epochs) are long, also save inside
+ * a unit (dfq_run_iteration_done(): on a stop, and every
+ * train.checkpoint_minutes) with {unit_iters} and the unit's running sums; a
+ * rerun goes on from that iteration. The phases of a run share one DfqRun:
+ * the models, the image set, the checkpoint layout and the accuracy figures. */
 #pragma once
 
 #include <json-glib/json-glib.h>
@@ -39,6 +42,14 @@ typedef struct {
     gboolean (*end) (DfqRun *r, DfqPhase *p, GError **error);
     /* Checkpoint metadata of the phase (optimiser steps). Optional. */
     void (*save_meta) (DfqRun *r, DfqPhase *p, GHashTable *meta);
+    /* Checkpoints inside a unit (both or neither; without them a phase is
+     * checkpointed at unit ends only). save_partial adds to @meta what the
+     * rest of the running unit needs beyond the checkpoint's tensors (its
+     * running sums); restore_partial reads it back from a checkpoint written
+     * r->unit_iter iterations into unit units_done of this phase. Then
+     * run_unit starts that unit at iteration r->unit_iter. */
+    void (*save_partial) (DfqRun *r, DfqPhase *p, GHashTable *meta);
+    gboolean (*restore_partial) (DfqRun *r, DfqPhase *p, DfqSafetensors *st, GError **error);
     void (*clear) (DfqPhase *p); /* optional */
 } DfqPhaseClass;
 
@@ -80,6 +91,11 @@ struct _DfqRun {
     double wall_done;         /* wall seconds through the last unit done */
     gint64 t_start;
     gint units_this_call;
+    guint phase_index;        /* the phase running now */
+    gint unit_iter;           /* iterations of the running unit done: where run_unit starts it (0, or
+                               * from a checkpoint written inside it), then kept by dfq_run_iteration_done */
+    gint iters_this_call;     /* training iterations of this call (stop_after_iters) */
+    gint64 t_saved;           /* monotonic time of the last checkpoint (train.checkpoint_minutes) */
     DfqProgress prog;
     /* after the last phase (also on the rerun of a finished run): the weights
      * files of the run; set by the entry point */
@@ -106,6 +122,14 @@ void dfq_run_clear (DfqRun *r);
 
 /* Progress of unit @unit (0-based) of a phase, step @iter of @iters in it. */
 void dfq_run_progress (DfqRun *r, const char *phase, gint unit, gint n_units, gint iter, gint iters);
+/* A phase with save_partial after iteration @iters_done (a count, 1 to
+ * @n_iters, the unit's iterations) of unit @unit: notes it in r->unit_iter
+ * and, before the last iteration, writes a checkpoint there when the run is
+ * stopped (cancelled, or stop_after_iters reached: then returns FALSE with
+ * DFQ_RUN_ERROR_CANCELLED) or when train.checkpoint_minutes have passed since
+ * the last checkpoint. After the last one the unit ends as usual, with its
+ * own checkpoint. Errors: DFQ_RUN_ERROR_CANCELLED, DFQ_RUN_ERROR_IO. */
+gboolean dfq_run_iteration_done (DfqRun *r, DfqPhase *p, gint unit, gint iters_done, gint n_iters, GError **error);
 /* The student through the quantizer, evaluated on the eval split. */
 gboolean dfq_run_eval_student (DfqRun *r, double *top1, GError **error);
 /* The per-layer SQNR diagnostic (dfq-sqnr.c): adds sqnr_db, sqnr_db_weight,

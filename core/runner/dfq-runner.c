@@ -118,6 +118,7 @@ dfq_run_init (DfqRun *r, DfqRegistry *registry, DfqPipeline *pipeline, const Dfq
     r->cfg = dfq_pipeline_get_config (pipeline);
     r->opts = options;
     r->t_start = g_get_monotonic_time ();
+    r->t_saved = r->t_start;
     r->last = NAN;
     r->best = -1.0;
     r->best_epoch = -1;

@@ -803,6 +803,47 @@ test_loader_augment (TmpFixture *f, gconstpointer data)
 }
 
 static void
+test_loader_seek (TmpFixture *f, gconstpointer data)
+{
+    g_test_summary ("Seek to batch k of an epoch gives the batches that reading from the start gives there "
+                    "(order and augmentation), and past the end the epoch is exhausted");
+    g_autoptr (DfqDataset) ds = make_indexed_cifar (f->dir, 50);
+    DfqDataLoaderOptions opt = DFQ_DATA_LOADER_OPTIONS_INIT;
+    opt.batch_size = 8;
+    opt.seed = 3;
+    opt.pad = 4;
+    opt.hflip = TRUE;
+    opt.drop_last = TRUE;
+    g_autofree float *all = g_new0 (float, 50 * 3072);
+    g_autoptr (DfqArena) arena = dfq_arena_new (0);
+    DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 8, 3, 32, 32);
+    DfqTensor *y = dfq_tensor_new_1d (arena, DFQ_DTYPE_I32, 8);
+    g_autofree gint32 *labels = g_new0 (gint32, 50);
+    g_autoptr (DfqDataLoader) loader = dfq_data_loader_new (ds, &opt);
+    dfq_data_loader_start_epoch (loader, 2);
+    guint b = 0;
+    while (dfq_data_loader_next (loader, x, y, NULL)) {
+        memcpy (all + (gsize) b * 8 * 3072, x->data, 8 * 3072 * sizeof (float));
+        memcpy (labels + b * 8, y->data, 8 * sizeof (gint32));
+        b++;
+    }
+    g_assert_cmpuint (b, ==, 6);
+    g_autoptr (DfqDataLoader) other = dfq_data_loader_new (ds, &opt);
+    for (guint k = 0; k < 6; k++) {
+        dfq_data_loader_start_epoch (other, 2);
+        dfq_data_loader_seek (other, k);
+        for (guint j = k; j < 6; j++) {
+            g_assert_true (dfq_data_loader_next (other, x, y, NULL));
+            g_assert_cmpmem (x->data, 8 * 3072 * sizeof (float), all + (gsize) j * 8 * 3072, 8 * 3072 * sizeof (float));
+            g_assert_cmpmem (y->data, 8 * sizeof (gint32), labels + j * 8, 8 * sizeof (gint32));
+        }
+        g_assert_false (dfq_data_loader_next (other, x, y, NULL));
+    }
+    dfq_data_loader_seek (other, 1000000);
+    g_assert_false (dfq_data_loader_next (other, x, y, NULL));
+}
+
+static void
 test_sample (TmpFixture *f, gconstpointer data)
 {
     g_test_summary ("dfq_dataset_sample: a fixed set of distinct samples per seed (calibration)");
@@ -930,6 +971,7 @@ main (int argc, char **argv)
     ADD ("/dataset/location/not-found", test_not_found);
     ADD ("/dataset/loader/shuffle", test_loader_shuffle);
     ADD ("/dataset/loader/augment", test_loader_augment);
+    ADD ("/dataset/loader/seek", test_loader_seek);
     ADD ("/dataset/sample", test_sample);
     ADD ("/dataset/statistics", test_statistics);
     ADD ("/dataset/fashion-mnist/real", test_fashion_mnist_real);

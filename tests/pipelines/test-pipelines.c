@@ -7,7 +7,9 @@
  * steps make no heap allocation. The PTQ smoke pipeline (synthesize ->
  * calibrate -> evaluate) runs, resumes after a stop at every unit (and after
  * a kill between a metrics line and its checkpoint) to the same result, and a
- * second run with the same synthesizer takes the image set from the cache. */
+ * second run with the same synthesizer takes the image set from the cache.
+ * Both training phases stopped inside an epoch (cancelled, stop_after_iters,
+ * a kill after a periodic checkpoint) resume there to the same result. */
 #include <math.h>
 #include <string.h>
 
@@ -363,6 +365,47 @@ result_without_wall (const char *dir)
     return g_regex_replace_literal (re, text, -1, 0, "", 0, NULL);
 }
 
+/* Checkpoint metadata @key of the run in @dir as a number (NaN when absent). */
+static double
+ckpt_meta (const char *dir, const char *key)
+{
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = g_build_filename (dir, "checkpoint.safetensors", NULL);
+    g_autoptr (DfqSafetensors) st = dfq_safetensors_new_from_file (path, &error);
+    g_assert_no_error (error);
+    const char *v = dfq_safetensors_get_metadata (st, key);
+    return v != NULL ? g_ascii_strtod (v, NULL) : NAN;
+}
+
+/* The runs in @a and @b end alike: the tensors of their weights file @name
+ * (its metadata may hold times), metrics.jsonl and result.json (but times). */
+static void
+assert_same_run (const char *a, const char *b, const char *name)
+{
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GBytes) ba = read_bytes (a, name);
+    g_autoptr (GBytes) bb = read_bytes (b, name);
+    g_autoptr (DfqSafetensors) sa = dfq_safetensors_new_from_bytes (ba, "a", &error);
+    g_assert_no_error (error);
+    g_autoptr (DfqSafetensors) sb = dfq_safetensors_new_from_bytes (bb, "b", &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (dfq_safetensors_get_n_tensors (sa), ==, dfq_safetensors_get_n_tensors (sb));
+    for (guint i = 0; i < dfq_safetensors_get_n_tensors (sa); i++) {
+        const char *tname = dfq_safetensors_get_info (sa, i)->name;
+        gsize na, nb;
+        gconstpointer da = dfq_safetensors_get_data (sa, tname, &na);
+        gconstpointer db = dfq_safetensors_get_data (sb, tname, &nb);
+        g_assert_nonnull (db);
+        g_assert_cmpmem (da, na, db, nb);
+    }
+    g_autofree char *ma = metrics_without_seconds (a);
+    g_autofree char *mb = metrics_without_seconds (b);
+    g_assert_cmpstr (ma, ==, mb);
+    g_autofree char *ra = result_without_wall (a);
+    g_autofree char *rb = result_without_wall (b);
+    g_assert_cmpstr (ra, ==, rb);
+}
+
 typedef struct {
     guint synthesize; /* progress reports of the synthesize phase */
     guint calibrate;
@@ -593,6 +636,22 @@ test_ptq_reuse (void)
     dfq_run_result_clear (&r);
 }
 
+/* Cancels the run (as Ctrl-C does) at a training iteration. */
+typedef struct {
+    GCancellable *cancellable;
+    gint epoch;
+    gint iter;
+} CancelAt;
+
+static void
+cancel_at_progress (const DfqProgress *p, gpointer data)
+{
+    CancelAt *c = data;
+    if ((g_str_equal (p->phase, "train") || g_str_equal (p->phase, "warmup")) && p->epoch == c->epoch
+        && p->iter == c->iter)
+        g_cancellable_cancel (c->cancellable);
+}
+
 static void
 test_ptq_reuse_other_revision (void)
 {
@@ -652,46 +711,146 @@ test_ptq_reuse_other_revision (void)
 static void
 test_train_resume (void)
 {
-    g_test_summary ("dfq train (the train-fp phase) stopped after one epoch and rerun: the same model.safetensors, "
-                    "metrics and result as the uninterrupted training of /pipelines/ setup");
+    g_test_summary ("dfq train (the train-fp phase) cancelled inside epoch 0 (a checkpoint there), stopped at the end "
+                    "of epoch 0 (stop_after_epochs) and inside epoch 1 (stop_after_iters), and rerun: the same "
+                    "model.safetensors, metrics and result as the uninterrupted training of /pipelines/ setup");
     if (!need_teacher ())
         return;
     g_autoptr (GError) error = NULL;
     g_autofree char *ref = g_build_filename (tmpdir, "teacher", NULL); /* trained by setup_teacher() */
     g_autofree char *dir = g_build_filename (tmpdir, "teacher-resumed", NULL);
-    DfqRunResult r;
-    for (int call = 0; call < 2; call++) {
+    g_autoptr (GCancellable) cancellable = g_cancellable_new ();
+    /* 80 iterations per epoch: cancelled at the report of iteration 30
+     * (0-based), it checkpoints after 31 iterations; then the other 49 of
+     * epoch 0; then 21 of epoch 1 */
+    CancelAt at = { cancellable, 0, 30 };
+    const gint stop_epochs[] = { 0, 1, 0, 0 }, stop_iters[] = { 0, 0, 21, 0 };
+    const double want_units[] = { 0, 1, 1 }, want_iters[] = { 31, NAN, 21 };
+    for (guint call = 0; call < 4; call++) {
         g_autoptr (DfqPipeline) p = load ("smoke-teacher-tiny.yaml", NULL);
-        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_epochs = call == 0 ? 1 : 0 };
-        gboolean ok = dfq_runner_train (registry, p, &o, &r, &error);
-        g_assert_true (ok == (call == 1));
+        DfqRunOptions o = { .run_dir = dir, .eval_limit = 1000, .stop_after_epochs = stop_epochs[call],
+                            .stop_after_iters = stop_iters[call] };
         if (call == 0) {
-            g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
-            g_clear_error (&error);
+            o.cancellable = cancellable;
+            o.progress = cancel_at_progress;
+            o.progress_data = &at;
         }
+        DfqRunResult r;
+        gboolean ok = dfq_runner_train (registry, p, &o, &r, &error);
         dfq_run_result_clear (&r);
+        if (call == 3) {
+            g_assert_no_error (error);
+            g_assert_true (ok);
+            break;
+        }
+        g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+        g_test_message ("call %u: %s", call, error->message);
+        g_clear_error (&error);
+        g_assert_false (ok);
+        g_assert_cmpfloat (ckpt_meta (dir, "units_done"), ==, want_units[call]);
+        g_assert_cmpfloat (ckpt_meta (dir, "metrics_lines"), ==, want_units[call]);
+        if (isnan (want_iters[call]))
+            g_assert_true (isnan (ckpt_meta (dir, "unit_iters"))); /* at an epoch's end: none */
+        else
+            g_assert_cmpfloat (ckpt_meta (dir, "unit_iters"), ==, want_iters[call]);
     }
-    g_autoptr (GBytes) a = read_bytes (ref, "model.safetensors");
-    g_autoptr (GBytes) b = read_bytes (dir, "model.safetensors");
-    /* the tensors; the metadata holds the train seconds */
-    g_autoptr (DfqSafetensors) sa = dfq_safetensors_new_from_bytes (a, "a", &error);
-    g_autoptr (DfqSafetensors) sb = dfq_safetensors_new_from_bytes (b, "b", &error);
+    assert_same_run (ref, dir, "model.safetensors");
+}
+
+/* What a kill -9 at a training iteration leaves: a copy of the run
+ * directory's checkpoint and metrics, taken from the progress callback (the
+ * report of iteration k comes before the checkpoint after it, if any). */
+typedef struct {
+    const char *dir;
+    const char *copy;
+    gint epoch;
+    gint iter;
+    gboolean taken;
+} Snapshot;
+
+static void
+snapshot_progress (const DfqProgress *p, gpointer data)
+{
+    Snapshot *s = data;
+    if (s->taken || p->epoch != s->epoch || p->iter != s->iter
+        || (!g_str_equal (p->phase, "train") && !g_str_equal (p->phase, "warmup")))
+        return;
+    g_assert_cmpint (g_mkdir_with_parents (s->copy, 0755), ==, 0);
+    for (const char *f = "checkpoint.safetensors\0metrics.jsonl\0"; *f; f += strlen (f) + 1) {
+        g_autofree char *from = g_build_filename (s->dir, f, NULL);
+        g_autofree char *to = g_build_filename (s->copy, f, NULL);
+        g_autofree char *data = NULL;
+        gsize len = 0;
+        g_assert_true (g_file_get_contents (from, &data, &len, NULL));
+        g_assert_true (g_file_set_contents (to, data, (gssize) len, NULL));
+    }
+    s->taken = TRUE;
+}
+
+static gboolean
+run_gdfq (const char *dir, const char *const *sets, gint stop_after_iters, Snapshot *snap, GError **error)
+{
+    g_autoptr (DfqPipeline) p = load ("smoke-gdfq.yaml", sets);
+    DfqRunOptions o = { .run_dir = dir, .eval_limit = 300, .stop_after_iters = stop_after_iters };
+    if (snap != NULL) {
+        o.progress = snapshot_progress;
+        o.progress_data = snap;
+    }
+    DfqRunResult r;
+    gboolean ok = dfq_runner_run (registry, p, &o, &r, error);
+    dfq_run_result_clear (&r);
+    return ok;
+}
+
+static void
+test_gdfq_resume_mid_epoch (void)
+{
+    g_test_summary ("QAT (train phase, GDFQ generator) stopped inside a warm-up, a calibrating and a training epoch "
+                    "and rerun, and one killed after a periodic checkpoint inside an epoch (train.checkpoint_minutes) "
+                    "and rerun, end with the student, metrics and result of an uninterrupted run; checkpoint_minutes "
+                    "at its default leaves config.yaml (the config hash) as it was");
+    if (!need_teacher ())
+        return;
+    g_autoptr (GError) error = NULL;
+    g_autofree char *ref = g_build_filename (tmpdir, "mid-ref", NULL);
+    g_assert_true (run_gdfq (ref, NULL, 0, NULL, &error));
     g_assert_no_error (error);
-    g_assert_cmpuint (dfq_safetensors_get_n_tensors (sa), ==, dfq_safetensors_get_n_tensors (sb));
-    for (guint i = 0; i < dfq_safetensors_get_n_tensors (sa); i++) {
-        const char *name = dfq_safetensors_get_info (sa, i)->name;
-        gsize na, nb;
-        gconstpointer da = dfq_safetensors_get_data (sa, name, &na);
-        gconstpointer db = dfq_safetensors_get_data (sb, name, &nb);
-        g_assert_nonnull (db);
-        g_assert_cmpmem (da, na, db, nb);
+    g_autofree char *ref_config = read_file (ref, "config.yaml");
+    g_assert_null (strstr (ref_config, "checkpoint_minutes"));
+
+    /* 3 epochs of 6 iterations: epoch 0 warms up, 0-1 calibrate, 1-2 train the student */
+    g_autofree char *dir = g_build_filename (tmpdir, "mid-stop", NULL);
+    const gint stops[] = { 4, 5, 6 };
+    const double want_units[] = { 0, 1, 2 }, want_iters[] = { 4, 3, 3 };
+    for (guint i = 0; i < G_N_ELEMENTS (stops); i++) {
+        g_assert_false (run_gdfq (dir, NULL, stops[i], NULL, &error));
+        g_assert_error (error, DFQ_RUN_ERROR, DFQ_RUN_ERROR_CANCELLED);
+        g_clear_error (&error);
+        g_assert_cmpfloat (ckpt_meta (dir, "units_done"), ==, want_units[i]);
+        g_assert_cmpfloat (ckpt_meta (dir, "unit_iters"), ==, want_iters[i]);
     }
-    g_autofree char *ma = metrics_without_seconds (ref);
-    g_autofree char *mb = metrics_without_seconds (dir);
-    g_assert_cmpstr (ma, ==, mb);
-    g_autofree char *ra = result_without_wall (ref);
-    g_autofree char *rb = result_without_wall (dir);
-    g_assert_cmpstr (ra, ==, rb);
+    g_assert_true (run_gdfq (dir, NULL, 0, NULL, &error));
+    g_assert_no_error (error);
+    assert_same_run (ref, dir, "student.safetensors");
+
+    /* a checkpoint after every iteration; a copy of the run directory taken
+     * in iteration 3 of epoch 1 (after 2 checkpointed ones), as a kill -9
+     * there would leave it */
+    const char *const every[] = { "train.checkpoint_minutes=1e-9", NULL };
+    g_autofree char *periodic = g_build_filename (tmpdir, "mid-periodic", NULL);
+    g_autofree char *killed = g_build_filename (tmpdir, "mid-killed", NULL);
+    Snapshot snap = { periodic, killed, 1, 2, FALSE };
+    g_assert_true (run_gdfq (periodic, every, 0, &snap, &error));
+    g_assert_no_error (error);
+    g_assert_true (snap.taken);
+    assert_same_run (ref, periodic, "student.safetensors");
+    g_autofree char *config = read_file (periodic, "config.yaml");
+    g_assert_nonnull (strstr (config, "checkpoint_minutes"));
+    g_assert_cmpfloat (ckpt_meta (killed, "units_done"), ==, 1);
+    g_assert_cmpfloat (ckpt_meta (killed, "unit_iters"), ==, 2);
+    g_assert_true (run_gdfq (killed, every, 0, NULL, &error));
+    g_assert_no_error (error);
+    assert_same_run (ref, killed, "student.safetensors");
 }
 
 int
@@ -711,6 +870,7 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/ptq-reuse-other-revision", test_ptq_reuse_other_revision);
     g_test_add_func ("/pipelines/recon-resume", test_recon_resume);
     g_test_add_func ("/pipelines/train-resume", test_train_resume);
+    g_test_add_func ("/pipelines/gdfq-resume-mid-epoch", test_gdfq_resume_mid_epoch);
     /* Only where allocations can be counted (not under sanitizers). */
     if (dfq_test_malloc_count != NULL)
         g_test_add_func ("/pipelines/steady-state-allocations", test_steady_state_allocations);

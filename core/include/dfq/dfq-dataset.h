@@ -149,6 +149,10 @@ DFQ_API void dfq_data_loader_free (DfqDataLoader *self);
 /* Rewinds to the start of @epoch, with that epoch's order and augmentation. */
 DFQ_API void dfq_data_loader_start_epoch (DfqDataLoader *self, guint epoch);
 DFQ_API guint dfq_data_loader_get_epoch (const DfqDataLoader *self);
+/* Moves to batch @batch of the current epoch, as if @batch batches had been
+ * read (order and augmentation are functions of seed, epoch and sample; a run
+ * resumed inside an epoch). Past the end: the epoch is exhausted. */
+DFQ_API void dfq_data_loader_seek (DfqDataLoader *self, guint batch);
 /* Batches per epoch (counting a short final batch unless drop_last). */
 DFQ_API guint dfq_data_loader_get_n_batches (const DfqDataLoader *self);
 

@@ -249,6 +249,7 @@ typedef struct {
     gint pad;            /* dfq train: pad + random crop augmentation */
     gboolean hflip;      /* dfq train: random horizontal flip */
     char *save;          /* dfq train: extra path for the trained weights, or NULL */
+    gdouble checkpoint_minutes; /* a checkpoint inside an epoch at least this often (0: at epoch ends and stops) */
 } DfqPipelineTrain;
 
 typedef struct {

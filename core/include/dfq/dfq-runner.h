@@ -40,8 +40,11 @@ typedef struct {
     guint eval_limit;           /* evaluate on the first N test images only (0 = all; tests) */
     DfqProgressFn progress;
     gpointer progress_data;
-    GCancellable *cancellable;  /* cancelled: stop after the current step, keep the checkpoint */
+    GCancellable *cancellable;  /* cancelled: stop, keeping the last checkpoint (training phases: finish the
+                                 * current iteration and checkpoint there) */
     gint stop_after_epochs;     /* > 0: stop (as if interrupted) after this many units (epochs, batches) of this call */
+    gint stop_after_iters;      /* > 0: stop (as if interrupted) after this many training iterations of this call,
+                                 * with a checkpoint inside the epoch (tests) */
 } DfqRunOptions;
 
 typedef struct {
