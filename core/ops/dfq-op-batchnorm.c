@@ -16,9 +16,6 @@
  * side by side), its planes visited in order, with sums in double over fixed
  * lanes: results do not depend on the thread count. */
 #include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "dfq-op-private.h"
 
@@ -373,16 +370,6 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
     }
 }
 
-static inline int
-dfq_bn_thread_id (void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num ();
-#else
-    return 0;
-#endif
-}
-
 void
 dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
 {
@@ -413,7 +400,7 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
     for (gint64 jp = 0; jp < n_pairs; jp++) {
         const gint64 j0 = 2 * jp;
         const int nj = (int) MIN (2, c - j0);
-        float *buf = masked != NULL ? masked + (gsize) dfq_bn_thread_id () * 2 * (gsize) inner : NULL;
+        float *buf = masked != NULL ? masked + (gsize) dfq_priv_thread_id () * 2 * (gsize) inner : NULL;
         /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
         double sdy2[2] = { 0.0, 0.0 }, sdyx2[2] = { 0.0, 0.0 };
         dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, y, act, buf, sdy2, sdyx2);

@@ -135,16 +135,6 @@ dfq_conv2d_sum (const float *restrict a, gint64 n)
     return sum;
 }
 
-static inline int
-dfq_conv2d_thread_id (void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num ();
-#else
-    return 0;
-#endif
-}
-
 /* ---- im2col / col2im, one input channel at a time ---- */
 
 /* The output rows ho whose input row ho*s - p + i lies inside [0, H): [*lo, *hi). */
@@ -1624,7 +1614,7 @@ dfq_conv2d_conv3_forward (const DfqConv2dGeom *g, DfqArena *arena, const float *
         dfq_conv3_image (&k, x + n * x_step, wpack, b, y + n * y_step, TRUE, ep,
                          ep != NULL && ep->residual != NULL ? ep->residual + n * y_step : NULL,
                          n + 1 < g->n ? x + (n + 1) * x_step : NULL,
-                         ws + (gsize) dfq_conv2d_thread_id () * ws_size);
+                         ws + (gsize) dfq_priv_thread_id () * ws_size);
 }
 
 /* The forward, with an epilogue only where dfq_priv_conv2d_fusable said so. */
@@ -1673,7 +1663,7 @@ dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
                              : NULL;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
     for (gint64 n = 0; n < g.n; n++) {
-        float *col = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * col_size : NULL;
+        float *col = ws != NULL ? ws + (gsize) dfq_priv_thread_id () * col_size : NULL;
         dfq_conv2d_gemm_image (&g, x + n * x_step, w, b, y + n * y_step, col);
         if (ep != NULL)
             for (gint64 co = 0; co < g.co; co++)
@@ -1945,7 +1935,7 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
                                  : NULL;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
         for (gint64 c = 0; c < n_chunks; c++) {
-            float *buf = ws != NULL ? ws + (gsize) dfq_conv2d_thread_id () * buf_size : NULL;
+            float *buf = ws != NULL ? ws + (gsize) dfq_priv_thread_id () * buf_size : NULL;
             float *wt = partials != NULL ? partials + c * w_numel : NULL;
             gint64 n0 = c * g.n / n_chunks, n1 = (c + 1) * g.n / n_chunks;
             for (gint64 n = n0; n < n1; n++)

@@ -2,6 +2,10 @@
  * One op = one enum value, one forward, one backward, one row in dfq-op-table.c. */
 #pragma once
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <dfq/dfq.h>
 
 G_BEGIN_DECLS
@@ -116,6 +120,18 @@ typedef enum {
 DfqTensor *dfq_priv_batchnorm_act (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
                                    DfqTensor *running_mean, DfqTensor *running_var, gboolean training,
                                    float momentum, float eps, DfqPrivBnAct act);
+
+/* The calling thread's number inside an OpenMP region (0 outside one, or
+ * without OpenMP): the index of its slice of a per-thread workspace. */
+static inline int
+dfq_priv_thread_id (void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num ();
+#else
+    return 0;
+#endif
+}
 
 /* Channel index helpers for per-channel parameters along @axis. */
 static inline gint64
