@@ -64,8 +64,9 @@ dfq_quantizer_arena_strdup (DfqArena *arena, const char *s)
 }
 
 /* One forward on zeros with recording hooks: block by block when the model
- * has blocks (the same sites in the same order as the whole forward). The
- * recorded example tensors live in @scratch. */
+ * has blocks (the same sites in the same order as the whole forward; and a
+ * block runs in @fwd's arena, where a whole no-grad forward may use arenas of
+ * the model's own: DfqQuantizeFn). The recorded example tensors live in @scratch. */
 static void
 dfq_quantizer_discover (DfqModel *student, DfqArena *scratch, DfqQuantizerRecorder *rec)
 {

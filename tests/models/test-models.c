@@ -196,6 +196,38 @@ fusion_record_weight (gpointer data, DfqForward *fwd, const char *site, DfqTenso
     return x;
 }
 
+/* fusion_forward's @hooks for the rounding hooks below */
+#define FUSION_ROUND ((GString *) &fusion_cases)
+
+/* A fake quantizer for the hooks: a new tensor in the forward's arena, x
+ * rounded to a grid (1/8 for activations, 1/64 for weights). */
+static DfqTensor *
+fusion_round (DfqForward *fwd, DfqTensor *x, float steps)
+{
+    DfqTensor *y = dfq_tensor_new_like (fwd->arena, x);
+    const float *in = dfq_tensor_f32 (x);
+    float *out = dfq_tensor_f32 (y);
+    for (gint64 i = 0; i < dfq_tensor_numel (x); i++)
+        out[i] = roundf (in[i] * steps) / steps;
+    return y;
+}
+
+static DfqTensor *
+fusion_round_act (gpointer data, DfqForward *fwd, const char *site, DfqTensor *x)
+{
+    (void) data;
+    (void) site;
+    return fusion_round (fwd, x, 8.0f);
+}
+
+static DfqTensor *
+fusion_round_weight (gpointer data, DfqForward *fwd, const char *site, DfqTensor *x)
+{
+    (void) data;
+    (void) site;
+    return fusion_round (fwd, x, 64.0f);
+}
+
 /* One eval forward, fused or not: the logits (a copy in @keep), the bytes it
  * took from its arena, the hook calls in order, and the names of the taps of
  * @patterns in order. */
@@ -210,7 +242,10 @@ fusion_forward (DfqModel *m, DfqTensor *x, gboolean fused, const char *const *pa
     dfq_forward_init (&fwd, arena, FALSE);
     if (taps != NULL)
         dfq_forward_add_taps (&fwd, taps);
-    if (hooks != NULL) {
+    if (hooks == FUSION_ROUND) {
+        fwd.quantize_weight = fusion_round_weight;
+        fwd.quantize_act = fusion_round_act;
+    } else if (hooks != NULL) {
         fwd.quantize_weight = fusion_record_weight;
         fwd.quantize_act = fusion_record_act;
         fwd.quant_data = hooks;
@@ -282,6 +317,24 @@ test_fused_eval (gconstpointer data)
     g_assert_true (fusion_same_bits (fusion_forward (m, x, FALSE, NULL, arena, NULL, hooks_sep, NULL),
                                      fusion_forward (m, x, TRUE, NULL, arena, NULL, hooks_fused, NULL)));
     g_assert_cmpstr (hooks_sep->str, ==, hooks_fused->str);
+
+    /* hooks that quantize (new tensors in the forward's arena), as a quantized
+     * student's evaluation: without a graph (MobileNetV2 block by block) and
+     * with one (grad mode on, frozen model: all in the step's arena), the same
+     * logits; the rounding changed them */
+    gsize used_q[2];
+    DfqTensor *quant[2];
+    for (int mode = 0; mode < 2; mode++) {
+        gboolean prev = dfq_set_grad_enabled (mode == 1);
+        dfq_model_set_trainable (m, mode == 0);
+        quant[mode] = fusion_forward (m, x, TRUE, NULL, arena, &used_q[mode], FUSION_ROUND, NULL);
+        dfq_set_grad_enabled (prev);
+        dfq_model_set_trainable (m, TRUE);
+    }
+    g_assert_true (fusion_same_bits (quant[0], quant[1]));
+    g_assert_false (fusion_same_bits (quant[0], logits[0]));
+    if (c->blockwise)
+        g_assert_cmpuint (used_q[0] * 4, <, used_q[1]);
 
     /* taps on some layers: those stay separate, the others fuse */
     static const char *const patterns[] = { "*.bn1:in", "layers.1:body", "layers.2.conv2:out", "*:out", "*.down.*",

@@ -56,7 +56,12 @@ DFQ_API const DfqTap *dfq_tap_set_find (const DfqTapSet *set, const char *name);
 /* ---- hooks a forward pass carries ---- */
 
 /* Weight / activation fake quantization at a named site. Returns the tensor to use
- * (may be @x itself). Implemented by quantizer features through the runner. */
+ * (may be @x itself), allocated in fwd->arena. Implemented by quantizer
+ * features through the runner. The result (and @x) is for the forward only: in
+ * no-grad evaluation a model may run its blocks in arenas of its own and reset
+ * them once their consumers have run (mobilenetv2-cifar), so a hook must not
+ * keep either tensor after it returns; one that records tensors runs the model
+ * block by block (dfq_model_forward_block), as dfq_quantizer_attach does. */
 typedef DfqTensor *(*DfqQuantizeFn) (gpointer user_data, DfqForward *fwd, const char *site, DfqTensor *x);
 /* Layer wrapping: called before a conv runs with its input; returns the input to
  * use (swing convolution pads and crops here). @stride lets transforms pick

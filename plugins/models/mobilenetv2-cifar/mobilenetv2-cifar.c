@@ -216,13 +216,14 @@ mv2_classifier (Mv2 *self, DfqForward *fwd, DfqTensor *x)
 }
 
 /* Whether a forward may run its blocks in the model's two eval arenas: eval
- * mode, no graph, nothing looking at intermediate tensors (taps) and no hooks
- * (a quantizer may keep what it makes in the step's arena). */
+ * mode, no graph, nothing looking at intermediate tensors (taps) and no conv
+ * input hook. Quantization hooks are allowed (a quantized student's
+ * evaluation and calibration): what they return is used by the forward only
+ * (the DfqQuantizeFn contract, dfq-model.h). */
 static gboolean
 mv2_blockwise (DfqForward *fwd)
 {
-    return !fwd->training && !dfq_grad_enabled () && fwd->n_tap_sets == 0 && fwd->quantize_weight == NULL &&
-           fwd->quantize_act == NULL && fwd->conv_input == NULL;
+    return !fwd->training && !dfq_grad_enabled () && fwd->n_tap_sets == 0 && fwd->conv_input == NULL;
 }
 
 static DfqTensor *
