@@ -42,12 +42,16 @@ dfq_relu_backward_chunk (const float *restrict x, const float *restrict gy, floa
 {
     if (fresh)
 #pragma omp simd
-        for (gint64 i = 0; i < n; i++)
-            gx[i] = x[i] > 0.0f ? gy[i] : 0.0f;
+        for (gint64 i = 0; i < n; i++) {
+            const float g = gy[i]; /* read unconditionally: a select, not a masked load */
+            gx[i] = x[i] > 0.0f ? g : 0.0f;
+        }
     else
 #pragma omp simd
-        for (gint64 i = 0; i < n; i++)
-            gx[i] += x[i] > 0.0f ? gy[i] : 0.0f;
+        for (gint64 i = 0; i < n; i++) {
+            const float g = gy[i]; /* read unconditionally: a select, not a masked load */
+            gx[i] += x[i] > 0.0f ? g : 0.0f;
+        }
 }
 
 void
@@ -103,12 +107,16 @@ dfq_relu6_backward_chunk (const float *restrict x, const float *restrict gy, flo
 {
     if (fresh)
 #pragma omp simd
-        for (gint64 i = 0; i < n; i++)
-            gx[i] = x[i] > 0.0f && x[i] < 6.0f ? gy[i] : 0.0f;
+        for (gint64 i = 0; i < n; i++) {
+            const float g = gy[i]; /* read unconditionally: a select, not a masked load */
+            gx[i] = x[i] > 0.0f && x[i] < 6.0f ? g : 0.0f;
+        }
     else
 #pragma omp simd
-        for (gint64 i = 0; i < n; i++)
-            gx[i] += x[i] > 0.0f && x[i] < 6.0f ? gy[i] : 0.0f;
+        for (gint64 i = 0; i < n; i++) {
+            const float g = gy[i]; /* read unconditionally: a select, not a masked load */
+            gx[i] += x[i] > 0.0f && x[i] < 6.0f ? g : 0.0f;
+        }
 }
 
 /* Chunks of DFQ_PRIV_CHUNK elements, a static schedule: one loop iteration per

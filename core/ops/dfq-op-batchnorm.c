@@ -149,14 +149,19 @@ dfq_bn_act_plane (float *restrict yp, gint64 n, int act)
 DFQ_PRIV_SIMD_CLONES static void
 dfq_bn_act_mask_plane (const float *restrict yp, const float *restrict gyp, float *restrict out, gint64 n, int act)
 {
+    /* gyp[k] read unconditionally: a select, not a masked load (slow on AMD) */
     if (act == DFQ_PRIV_BN_ACT_RELU6)
 #pragma omp simd
-        for (gint64 k = 0; k < n; k++)
-            out[k] = yp[k] > 0.0f && yp[k] < 6.0f ? gyp[k] : 0.0f;
+        for (gint64 k = 0; k < n; k++) {
+            const float g = gyp[k];
+            out[k] = yp[k] > 0.0f && yp[k] < 6.0f ? g : 0.0f;
+        }
     else
 #pragma omp simd
-        for (gint64 k = 0; k < n; k++)
-            out[k] = yp[k] > 0.0f ? gyp[k] : 0.0f;
+        for (gint64 k = 0; k < n; k++) {
+            const float g = gyp[k];
+            out[k] = yp[k] > 0.0f ? g : 0.0f;
+        }
 }
 
 /* The sums of the @nj (1 or 2) channels from @j0 over their @n planes of
