@@ -12,7 +12,8 @@
  * small enough for its unpacked "small matrix" kernels (see
  * dfq_conv2d_small_gemm_blocks).
  * Backward: dW from the same columns (recomputed), dX as W^T dY then col2im;
- * 1x1 stride-1 convs use x itself as the column matrix and skip both copies.
+ * 1x1 stride-1 convs use x itself as the column matrix and skip both copies;
+ * on AVX-512 CPUs their forward runs a kernel of its own (dfq-op-conv1x1.c).
  * 3x3 convs with padding 1 (stride 1, and stride 2 forward) skip im2col: see
  * "3x3 convs with padding 1" below (AVX-512 CPUs). In eval mode without a
  * graph, that kernel can also apply BN, a residual add and ReLU to each tile
@@ -552,12 +553,19 @@ dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *
                            const float *b, float *y, const DfqPrivConvEpilogue *ep)
 {
     const gint64 kk = g->kh * g->kw;
-    const gboolean dw3 = dfq_dw3_usable (g);
+    const gboolean dw3 = dfq_dw3_usable (g), dw3_fast = dw3 && dfq_priv_dw3_fast_usable (g->w, g->s);
 #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1 && g->n * g->co * g->p_out * kk > 32768)
     for (gint64 n = 0; n < g->n; n++)
         for (gint64 co = 0; co < g->co; co++) {
             const float *xc = x + (n * g->ci + co / g->cog) * g->h * g->w;
             float *yc = y + (n * g->co + co) * g->p_out;
+            if (dw3_fast) {
+                const float *res = ep != NULL && ep->residual != NULL ? ep->residual + (n * g->co + co) * g->p_out
+                                                                      : NULL;
+                dfq_priv_dw3_fast_plane (xc, g->h, g->w, g->s, w + co * kk, b != NULL ? b[co] : 0.0f, yc, g->ho,
+                                         g->wo, ep, co, res);
+                continue;
+            }
             if (dw3)
                 dfq_dw3_plane (xc, g->h, g->w, g->s, w + co * kk, b != NULL ? b[co] : 0.0f, yc, g->ho, g->wo, FALSE);
             else
@@ -918,8 +926,8 @@ dfq_conv3_geom (DfqConv3Geom *k, gint64 cin, gint64 cout, gint64 h, gint64 w, gi
     k->xp_size = (k->xp_size + 15) & ~(gint64) 15;
 }
 
-static gboolean
-dfq_conv3_cpu_ok (void)
+gboolean
+dfq_priv_cpu_avx512 (void)
 {
 #ifdef DFQ_CONV3_AVX512
     static gsize once = 0;
@@ -942,7 +950,7 @@ static gboolean
 dfq_conv3_usable (const DfqConv2dGeom *g, gboolean for_dx)
 {
     return g->kh == 3 && g->kw == 3 && g->s == 1 && g->p == 1 && g->g == 1 && !g->direct && g->ci >= 2 &&
-           (for_dx ? g->ci : g->co) >= DFQ_CONV3_COT && g->h * g->w >= 36 && dfq_conv3_cpu_ok ();
+           (for_dx ? g->ci : g->co) >= DFQ_CONV3_COT && g->h * g->w >= 36 && dfq_priv_cpu_avx512 ();
 }
 
 /* The same for the forward of a 3x3 stride-2 conv with padding 1 (the first
@@ -951,7 +959,7 @@ static gboolean
 dfq_conv3_usable_s2 (const DfqConv2dGeom *g)
 {
     return g->kh == 3 && g->kw == 3 && g->s == 2 && g->p == 1 && g->g == 1 && !g->direct && g->ci >= 2 &&
-           g->co >= DFQ_CONV3_COT && g->ho * g->wo >= 36 && dfq_conv3_cpu_ok ();
+           g->co >= DFQ_CONV3_COT && g->ho * g->wo >= 36 && dfq_priv_cpu_avx512 ();
 }
 
 /* Weights for the forward: wp[cb][c][tap][t] = w[cb + t][c][tap] (0 past Co). */
@@ -1642,6 +1650,10 @@ dfq_conv2d_forward_with (DfqTensor *dst, const DfqPrivConvEpilogue *ep)
         dfq_conv2d_direct_forward (&g, x, w, b, y, ep);
         return;
     }
+    if (g.cols_are_x && g.g == 1 && dfq_priv_conv1x1_usable (g.ci, g.co, g.p_out)) {
+        dfq_priv_conv1x1_forward (dst->arena, x, w, b, y, g.n, g.ci, g.co, g.p_out, ep, n_threads);
+        return;
+    }
     if (dfq_conv2d_batched_usable (&g)) {
         dfq_conv2d_batched_forward (&g, dst->arena, x, w, b, y, ep, n_threads);
         return;
@@ -1727,7 +1739,7 @@ dfq_conv3_fused_usable (const DfqConv2dGeom *g, gboolean has_bias)
     if (dfq_conv3_usable (g, FALSE) || dfq_conv3_usable_s2 (g))
         return TRUE;
     return g->ci == 1 && g->g == 1 && g->kh == 3 && g->kw == 3 && g->s == 1 && g->p == 1 && !has_bias &&
-           g->co >= DFQ_CONV3_COT && g->h * g->w >= 36 && dfq_conv3_cpu_ok () && dfq_conv3_direct_same_bits ();
+           g->co >= DFQ_CONV3_COT && g->h * g->w >= 36 && dfq_priv_cpu_avx512 () && dfq_conv3_direct_same_bits ();
 }
 
 gboolean

@@ -105,6 +105,26 @@ gboolean dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, c
 DfqTensor *dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTensor *bias, int stride,
                                   int padding, int groups, const DfqPrivConvEpilogue *epilogue);
 
+/* Whether the CPU has AVX-512F and the kernels that need it are not turned
+ * off (the environment variable DFQ_CONV_NO_AVX512, for comparisons). */
+gboolean dfq_priv_cpu_avx512 (void);
+
+/* ---- 1x1 stride-1 convs (dfq-op-conv1x1.c) ----
+ * y = conv1x1 (x) (+ b) for a batch of @n images of @ci x @plane floats into
+ * @co x @plane each, through the epilogue @ep when not NULL; the weights are
+ * packed in @arena. Only where dfq_priv_conv1x1_usable says so. */
+gboolean dfq_priv_conv1x1_usable (gint64 ci, gint64 co, gint64 plane);
+void dfq_priv_conv1x1_forward (DfqArena *arena, const float *x, const float *w, const float *b, float *y, gint64 n,
+                               gint64 ci, gint64 co, gint64 plane, const DfqPrivConvEpilogue *ep, int n_threads);
+
+/* ---- depthwise 3x3 convs, padding 1, stride 1 or 2 (dfq-op-depthwise.c) ----
+ * One output plane (@ho x @wo) of the @h x @w input plane @x with the taps
+ * @wk[9] and @bias, through the epilogue @ep of output channel @co (residual
+ * plane @res) when @ep is not NULL. Only where dfq_priv_dw3_fast_usable says so. */
+gboolean dfq_priv_dw3_fast_usable (gint64 w, gint64 s);
+void dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
+                              gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res);
+
 /* ---- BN with its activation (dfq_layer_conv_bn in core/model, any mode) ----
  * dfq_batchnorm followed by ReLU or ReLU6 as one graph op: the activation is
  * applied to each normalised plane while it is in cache, and the backward

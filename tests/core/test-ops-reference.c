@@ -94,6 +94,14 @@ static const ConvCfg conv_cfgs[] = {
     { 4, 32, 8, 8, 64, 3, 2, 1, 1, FALSE },
     { 4, 16, 6, 6, 32, 1, 2, 0, 1, FALSE },
     { 3, 8, 5, 5, 8, 5, 1, 2, 2, TRUE },
+    /* 1x1 stride 1 through the AVX-512 pointwise kernel (where the CPU has it):
+     * planes of 1, 16, 49 and 50 positions (masked last vectors, vectors
+     * spanning images), Co not a multiple of 8, one image, more channels */
+    { 5, 6, 7, 7, 12, 1, 1, 0, 1, TRUE },
+    { 3, 9, 4, 4, 8, 1, 1, 0, 1, FALSE },
+    { 7, 5, 1, 1, 9, 1, 1, 0, 1, TRUE },
+    { 1, 40, 5, 10, 24, 1, 1, 0, 1, TRUE },
+    { 2, 3, 28, 28, 16, 1, 1, 0, 1, FALSE },
 };
 
 /* clang-format on */

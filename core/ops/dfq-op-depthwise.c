@@ -1,0 +1,124 @@
+/* Depthwise 3x3 convs with padding 1, stride 1 or 2, on AVX-512 CPUs: the
+ * forward of one plane straight from the input (core/ops/dfq-op-conv2d.c
+ * calls it for MobileNetV2's depthwise layers).
+ *
+ * The portable path (dfq_dw3_plane in dfq-op-conv2d.c) copies each plane
+ * zero-padded into phase planes, computes a grid with dropped columns, copies
+ * the valid part out and, in eval, runs the BN + ReLU6 epilogue as one more
+ * pass: five passes over a plane that is often only 7x7 or 4x4. Here each
+ * output row is one or two vectors of 16 columns; a tap is a masked load of
+ * the input row shifted by the tap's column (stride 2: two loads and a
+ * permute picking every second column), with the lanes that fall in the
+ * padding zeroed by the mask, so no copy is made. Each output is the bias
+ * plus the nine taps in (i, j) order as fused multiply-adds, a tap in the
+ * padding adding w * 0: the same operations as the portable grid where the
+ * compiler contracts it (its x86-64-v3 clone), hence the same bits; the
+ * epilogue then is the one of dfq_conv2d_epilogue_plane (eval BN as one fused
+ * multiply-add, residual add, ReLU / ReLU6). Rows wider than 32 outputs take
+ * the portable path. */
+#include "dfq-op-private.h"
+
+#define DFQ_DW3_FAST_MAX_WO 32
+
+gboolean
+dfq_priv_dw3_fast_usable (gint64 w, gint64 s)
+{
+    return (s == 1 || s == 2) && (w - 1) / s + 1 <= DFQ_DW3_FAST_MAX_WO && dfq_priv_cpu_avx512 ();
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#include <immintrin.h>
+
+/* Lanes l of a load at column @c0 + l that lie inside [0, @w). */
+static inline __mmask16
+dfq_dw3_fast_lanes (gint64 c0, gint64 w)
+{
+    guint32 m = 0;
+    for (int l = 0; l < 16; l++)
+        if (c0 + l >= 0 && c0 + l < w)
+            m |= 1u << l;
+    return (__mmask16) m;
+}
+
+/* The masks of the loads dfq_dw3_fast_row_taps makes for output columns
+ * c0 .. c0 + 15 (stride 1: columns c0 + j - 1; stride 2: 32 columns from
+ * 2 c0 - 1 and 32 from 2 c0 + 1, 16 at a time). */
+static inline void
+dfq_dw3_fast_masks (gint64 w, gint64 s, gint64 c0, __mmask16 m[4])
+{
+    if (s == 1)
+        for (int j = 0; j < 3; j++)
+            m[j] = dfq_dw3_fast_lanes (c0 + j - 1, w);
+    else
+        for (int k = 0; k < 4; k++)
+            m[k] = dfq_dw3_fast_lanes (2 * c0 - 1 + (k / 2) * 2 + (k % 2) * 16, w);
+}
+
+/* The three taps (j = 0, 1, 2) of input row @xr for output columns c0 .. c0 + 15. */
+__attribute__ ((target ("avx512f"), always_inline)) static inline void
+dfq_dw3_fast_row_taps (const float *xr, gint64 s, gint64 c0, const __mmask16 m[4], __m512 tap[3])
+{
+    if (s == 1) {
+        for (int j = 0; j < 3; j++)
+            tap[j] = _mm512_maskz_loadu_ps (m[j], xr + c0 + j - 1);
+        return;
+    }
+    /* input column 2 (c0 + l) + j - 1: the even elements of the 32 from
+     * 2 c0 - 1 (j = 0), their odd ones (j = 1), the even ones of the 32 from
+     * 2 c0 + 1 (j = 2) */
+    const __m512i even = _mm512_set_epi32 (30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32 (31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const float *b0 = xr + 2 * c0 - 1, *b1 = xr + 2 * c0 + 1;
+    const __m512 a0 = _mm512_maskz_loadu_ps (m[0], b0), a1 = _mm512_maskz_loadu_ps (m[1], b0 + 16);
+    const __m512 d0 = _mm512_maskz_loadu_ps (m[2], b1), d1 = _mm512_maskz_loadu_ps (m[3], b1 + 16);
+    tap[0] = _mm512_permutex2var_ps (a0, even, a1);
+    tap[1] = _mm512_permutex2var_ps (a0, odd, a1);
+    tap[2] = _mm512_permutex2var_ps (d0, even, d1);
+}
+
+__attribute__ ((target ("avx512f"))) void
+dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
+                         gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
+{
+    const __m512 zero = _mm512_setzero_ps (), six = _mm512_set1_ps (6.0f);
+    __m512 wv[9];
+    for (int k = 0; k < 9; k++)
+        wv[k] = _mm512_set1_ps (wk[k]);
+    for (gint64 c0 = 0; c0 < wo; c0 += 16) {
+        const __mmask16 out = dfq_dw3_fast_lanes (c0, wo);
+        __mmask16 m[4];
+        dfq_dw3_fast_masks (w, s, c0, m);
+        for (gint64 r = 0; r < ho; r++) {
+            __m512 a = _mm512_set1_ps (bias);
+            for (int i = 0; i < 3; i++) {
+                const gint64 ri = r * s + i - 1;
+                __m512 tap[3] = { zero, zero, zero };
+                if (ri >= 0 && ri < h)
+                    dfq_dw3_fast_row_taps (x + ri * w, s, c0, m, tap);
+                for (int j = 0; j < 3; j++)
+                    a = _mm512_fmadd_ps (wv[i * 3 + j], tap[j], a);
+            }
+            if (ep != NULL) {
+                a = _mm512_fmadd_ps (_mm512_sub_ps (a, _mm512_set1_ps (ep->mean[co])), _mm512_set1_ps (ep->scale[co]),
+                                     _mm512_set1_ps (ep->shift[co]));
+                if (res != NULL)
+                    a = _mm512_add_ps (a, _mm512_maskz_loadu_ps (out, res + r * wo + c0));
+                if (ep->relu || ep->relu6)
+                    a = _mm512_max_ps (a, zero);
+                if (ep->relu6)
+                    a = _mm512_min_ps (a, six);
+            }
+            _mm512_mask_storeu_ps (y + r * wo + c0, out, a);
+        }
+    }
+}
+#else
+void
+dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
+                         gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
+{
+    (void) x, (void) h, (void) w, (void) s, (void) wk, (void) bias, (void) y, (void) ho, (void) wo, (void) ep;
+    (void) co, (void) res;
+    g_assert_not_reached ();
+}
+#endif
