@@ -76,39 +76,92 @@ dfq_dw3_fast_row_taps (const float *xr, gint64 s, gint64 c0, const __mmask16 m[4
     tap[2] = _mm512_permutex2var_ps (d0, even, d1);
 }
 
+/* Output row @r's vector at column @c0, finished: through the epilogue, stored. */
+__attribute__ ((target ("avx512f"), always_inline)) static inline void
+dfq_dw3_fast_store (__m512 a, float *y, gint64 r, gint64 wo, gint64 c0, __mmask16 out,
+                    const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
+{
+    if (ep != NULL) {
+        const __m512 zero = _mm512_setzero_ps ();
+        a = _mm512_fmadd_ps (_mm512_sub_ps (a, _mm512_set1_ps (ep->mean[co])), _mm512_set1_ps (ep->scale[co]),
+                             _mm512_set1_ps (ep->shift[co]));
+        if (res != NULL)
+            a = _mm512_add_ps (a, _mm512_maskz_loadu_ps (out, res + r * wo + c0));
+        if (ep->relu || ep->relu6)
+            a = _mm512_max_ps (a, zero);
+        if (ep->relu6)
+            a = _mm512_min_ps (a, _mm512_set1_ps (6.0f));
+    }
+    _mm512_mask_storeu_ps (y + r * wo + c0, out, a);
+}
+
+/* a = fma (w[3i + j], tap[j], a) for j = 0, 1, 2. */
+__attribute__ ((target ("avx512f"), always_inline)) static inline __m512
+dfq_dw3_fast_fma_row (__m512 a, const __m512 *wv, int i, const __m512 tap[3])
+{
+    for (int j = 0; j < 3; j++)
+        a = _mm512_fmadd_ps (wv[i * 3 + j], tap[j], a);
+    return a;
+}
+
+/* The input rows are read once each, in order, and each adds its taps to the
+ * outputs that use it: output r takes row r s - 1 (i = 0), then r s (i = 1),
+ * then r s + 1 (i = 2), the order of the sum. Two or three outputs are in
+ * flight at a time, so their chains of multiply-adds overlap. */
 __attribute__ ((target ("avx512f"))) void
 dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
                          gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
 {
-    const __m512 zero = _mm512_setzero_ps (), six = _mm512_set1_ps (6.0f);
+    const __m512 zero = _mm512_setzero_ps (), bv = _mm512_set1_ps (bias);
     __m512 wv[9];
     for (int k = 0; k < 9; k++)
         wv[k] = _mm512_set1_ps (wk[k]);
+    /* the next plane, which the caller most often runs next (a batch's
+     * activations do not fit in cache): ask for it now */
+    const char *next = (const char *) (x + h * w);
+    for (gint64 off = 0; off < h * w * (gint64) sizeof (float); off += 64)
+        __builtin_prefetch (next + off, 0, 3);
     for (gint64 c0 = 0; c0 < wo; c0 += 16) {
         const __mmask16 out = dfq_dw3_fast_lanes (c0, wo);
         __mmask16 m[4];
         dfq_dw3_fast_masks (w, s, c0, m);
+        __m512 tap[3] = { zero, zero, zero }; /* row -1: the padding */
+        if (s == 1) {
+            /* before row ri: prev = output ri - 1 (rows ri - 2, ri - 1 added), cur = output ri (row ri - 1) */
+            __m512 prev = bv, cur = dfq_dw3_fast_fma_row (bv, wv, 0, tap);
+            for (gint64 ri = 0; ri <= h; ri++) {
+                if (ri < h)
+                    dfq_dw3_fast_row_taps (x + ri * w, 1, c0, m, tap);
+                else
+                    tap[0] = tap[1] = tap[2] = zero;
+                __m512 next = bv;
+                if (ri + 1 < ho)
+                    next = dfq_dw3_fast_fma_row (bv, wv, 0, tap);
+                if (ri < ho)
+                    cur = dfq_dw3_fast_fma_row (cur, wv, 1, tap);
+                if (ri >= 1) {
+                    prev = dfq_dw3_fast_fma_row (prev, wv, 2, tap);
+                    dfq_dw3_fast_store (prev, y, ri - 1, wo, c0, out, ep, co, res);
+                }
+                prev = cur;
+                cur = next;
+            }
+            continue;
+        }
+        /* stride 2: output r takes rows 2r - 1 (kept from output r - 1), 2r and 2r + 1 */
+        __m512 below[3] = { zero, zero, zero };
         for (gint64 r = 0; r < ho; r++) {
-            __m512 a = _mm512_set1_ps (bias);
-            for (int i = 0; i < 3; i++) {
-                const gint64 ri = r * s + i - 1;
-                __m512 tap[3] = { zero, zero, zero };
-                if (ri >= 0 && ri < h)
-                    dfq_dw3_fast_row_taps (x + ri * w, s, c0, m, tap);
-                for (int j = 0; j < 3; j++)
-                    a = _mm512_fmadd_ps (wv[i * 3 + j], tap[j], a);
-            }
-            if (ep != NULL) {
-                a = _mm512_fmadd_ps (_mm512_sub_ps (a, _mm512_set1_ps (ep->mean[co])), _mm512_set1_ps (ep->scale[co]),
-                                     _mm512_set1_ps (ep->shift[co]));
-                if (res != NULL)
-                    a = _mm512_add_ps (a, _mm512_maskz_loadu_ps (out, res + r * wo + c0));
-                if (ep->relu || ep->relu6)
-                    a = _mm512_max_ps (a, zero);
-                if (ep->relu6)
-                    a = _mm512_min_ps (a, six);
-            }
-            _mm512_mask_storeu_ps (y + r * wo + c0, out, a);
+            __m512 a = dfq_dw3_fast_fma_row (bv, wv, 0, below);
+            const gint64 r1 = 2 * r, r2 = 2 * r + 1;
+            tap[0] = tap[1] = tap[2] = zero;
+            if (r1 < h)
+                dfq_dw3_fast_row_taps (x + r1 * w, 2, c0, m, tap);
+            a = dfq_dw3_fast_fma_row (a, wv, 1, tap);
+            below[0] = below[1] = below[2] = zero;
+            if (r2 < h)
+                dfq_dw3_fast_row_taps (x + r2 * w, 2, c0, m, below);
+            a = dfq_dw3_fast_fma_row (a, wv, 2, below);
+            dfq_dw3_fast_store (a, y, r, wo, c0, out, ep, co, res);
         }
     }
 }
