@@ -554,6 +554,9 @@ dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *
 {
     const gint64 kk = g->kh * g->kw;
     const gboolean dw3 = dfq_dw3_usable (g), dw3_fast = dw3 && dfq_priv_dw3_fast_usable (g->w, g->s);
+    DfqPrivDw3Plan plan;
+    if (dw3_fast)
+        dfq_priv_dw3_fast_plan (g->h, g->w, g->s, &plan);
 #pragma omp parallel for collapse(2) schedule(static) if (g->n * g->co > 1 && g->n * g->co * g->p_out * kk > 32768)
     for (gint64 n = 0; n < g->n; n++)
         for (gint64 co = 0; co < g->co; co++) {
@@ -562,8 +565,7 @@ dfq_conv2d_direct_forward (const DfqConv2dGeom *g, const float *x, const float *
             if (dw3_fast) {
                 const float *res = ep != NULL && ep->residual != NULL ? ep->residual + (n * g->co + co) * g->p_out
                                                                       : NULL;
-                dfq_priv_dw3_fast_plane (xc, g->h, g->w, g->s, w + co * kk, b != NULL ? b[co] : 0.0f, yc, g->ho,
-                                         g->wo, ep, co, res);
+                dfq_priv_dw3_fast_plane (&plan, xc, w + co * kk, b != NULL ? b[co] : 0.0f, yc, ep, co, res);
                 continue;
             }
             if (dw3)

@@ -16,6 +16,8 @@
  * epilogue then is the one of dfq_conv2d_epilogue_plane (eval BN as one fused
  * multiply-add, residual add, ReLU / ReLU6). Rows wider than 32 outputs take
  * the portable path. */
+#include <string.h>
+
 #include "dfq-op-private.h"
 
 #define DFQ_DW3_FAST_MAX_WO 32
@@ -24,6 +26,37 @@ gboolean
 dfq_priv_dw3_fast_usable (gint64 w, gint64 s)
 {
     return (s == 1 || s == 2) && (w - 1) / s + 1 <= DFQ_DW3_FAST_MAX_WO && dfq_priv_cpu_avx512 ();
+}
+
+void
+dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan)
+{
+    memset (plan, 0, sizeof *plan);
+    plan->h = h;
+    plan->w = w;
+    plan->s = s;
+    plan->ho = (h - 1) / s + 1;
+    plan->wo = (w - 1) / s + 1;
+    /* Small stride-1 planes (7x7, 4x4): rows would fill a quarter to a half of
+     * each vector, so the plane is taken flat, 16 positions q at a time, tap
+     * (i, j) at q + (i - 1) w + j - 1 with the lanes whose neighbour lies in
+     * the padding (or past the plane) masked off. */
+    plan->flat = s == 1 && h * w <= 16 * DFQ_DW3_FAST_FLAT_VECS;
+    if (!plan->flat)
+        return;
+    plan->n_vec = (int) ((h * w + 15) / 16);
+    for (int v = 0; v < plan->n_vec; v++)
+        for (int l = 0; l < 16; l++) {
+            const gint64 q = 16 * v + l, r = q / w, c = q % w;
+            if (q >= h * w)
+                continue;
+            plan->out_mask[v] |= (guint16) (1u << l);
+            for (int k = 0; k < 9; k++) {
+                const gint64 rr = r + k / 3 - 1, cc = c + k % 3 - 1;
+                if (rr >= 0 && rr < h && cc >= 0 && cc < w)
+                    plan->tap_mask[v][k] |= (guint16) (1u << l);
+            }
+        }
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
@@ -109,9 +142,10 @@ dfq_dw3_fast_fma_row (__m512 a, const __m512 *wv, int i, const __m512 tap[3])
  * then r s + 1 (i = 2), the order of the sum. Two or three outputs are in
  * flight at a time, so their chains of multiply-adds overlap. */
 __attribute__ ((target ("avx512f"))) void
-dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
-                         gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
+dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float *wk, float bias, float *y,
+                         const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
 {
+    const gint64 h = plan->h, w = plan->w, s = plan->s, ho = plan->ho, wo = plan->wo;
     const __m512 zero = _mm512_setzero_ps (), bv = _mm512_set1_ps (bias);
     __m512 wv[9];
     for (int k = 0; k < 9; k++)
@@ -121,6 +155,17 @@ dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const flo
     const char *next = (const char *) (x + h * w);
     for (gint64 off = 0; off < h * w * (gint64) sizeof (float); off += 64)
         __builtin_prefetch (next + off, 0, 3);
+    if (plan->flat) {
+        for (int v = 0; v < plan->n_vec; v++) {
+            __m512 a = bv;
+            for (int k = 0; k < 9; k++) {
+                const __m512 t = _mm512_maskz_loadu_ps (plan->tap_mask[v][k], x + 16 * v + (k / 3 - 1) * w + k % 3 - 1);
+                a = _mm512_fmadd_ps (wv[k], t, a);
+            }
+            dfq_dw3_fast_store (a, y, 0, wo, 16 * v, plan->out_mask[v], ep, co, res);
+        }
+        return;
+    }
     for (gint64 c0 = 0; c0 < wo; c0 += 16) {
         const __mmask16 out = dfq_dw3_fast_lanes (c0, wo);
         __mmask16 m[4];
@@ -167,11 +212,10 @@ dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const flo
 }
 #else
 void
-dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
-                         gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
+dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float *wk, float bias, float *y,
+                         const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
 {
-    (void) x, (void) h, (void) w, (void) s, (void) wk, (void) bias, (void) y, (void) ho, (void) wo, (void) ep;
-    (void) co, (void) res;
+    (void) plan, (void) x, (void) wk, (void) bias, (void) y, (void) ep, (void) co, (void) res;
     g_assert_not_reached ();
 }
 #endif

@@ -118,12 +118,23 @@ void dfq_priv_conv1x1_forward (DfqArena *arena, const float *x, const float *w, 
                                gint64 ci, gint64 co, gint64 plane, const DfqPrivConvEpilogue *ep, int n_threads);
 
 /* ---- depthwise 3x3 convs, padding 1, stride 1 or 2 (dfq-op-depthwise.c) ----
- * One output plane (@ho x @wo) of the @h x @w input plane @x with the taps
- * @wk[9] and @bias, through the epilogue @ep of output channel @co (residual
- * plane @res) when @ep is not NULL. Only where dfq_priv_dw3_fast_usable says so. */
+ * dfq_priv_dw3_fast_plan describes a layer's planes once (@h x @w input,
+ * stride @s); dfq_priv_dw3_fast_plane then computes one output plane of the
+ * input plane @x with the taps @wk[9] and @bias, through the epilogue @ep of
+ * output channel @co (residual plane @res) when @ep is not NULL. Only where
+ * dfq_priv_dw3_fast_usable says so. */
+#define DFQ_DW3_FAST_FLAT_VECS 4
+typedef struct {
+    gint64 h, w, s, ho, wo;
+    gboolean flat; /* a small stride-1 plane taken as flat vectors of 16 positions */
+    int n_vec;     /* flat: vectors per plane */
+    guint16 tap_mask[DFQ_DW3_FAST_FLAT_VECS][9]; /* flat: lanes whose tap (i, j) lies in the plane */
+    guint16 out_mask[DFQ_DW3_FAST_FLAT_VECS];    /* flat: lanes inside the plane */
+} DfqPrivDw3Plan;
 gboolean dfq_priv_dw3_fast_usable (gint64 w, gint64 s);
-void dfq_priv_dw3_fast_plane (const float *x, gint64 h, gint64 w, gint64 s, const float *wk, float bias, float *y,
-                              gint64 ho, gint64 wo, const DfqPrivConvEpilogue *ep, gint64 co, const float *res);
+void dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan);
+void dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float *wk, float bias, float *y,
+                              const DfqPrivConvEpilogue *ep, gint64 co, const float *res);
 
 /* ---- BN with its activation (dfq_layer_conv_bn in core/model, any mode) ----
  * dfq_batchnorm followed by ReLU or ReLU6 as one graph op: the activation is

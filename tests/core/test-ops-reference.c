@@ -102,6 +102,15 @@ static const ConvCfg conv_cfgs[] = {
     { 7, 5, 1, 1, 9, 1, 1, 0, 1, TRUE },
     { 1, 40, 5, 10, 24, 1, 1, 0, 1, TRUE },
     { 2, 3, 28, 28, 16, 1, 1, 0, 1, FALSE },
+    /* depthwise 3x3 pad 1 through the AVX-512 kernel: small stride-1 planes taken
+     * flat (7x7, 4x4, 2x3), rows (14x14, 28x28: two vectors a row), stride 2 */
+    { 3, 6, 7, 7, 6, 3, 1, 1, 6, TRUE },
+    { 2, 5, 4, 4, 5, 3, 1, 1, 5, FALSE },
+    { 2, 3, 2, 3, 3, 3, 1, 1, 3, TRUE },
+    { 2, 4, 14, 14, 4, 3, 1, 1, 4, TRUE },
+    { 1, 3, 28, 28, 3, 3, 1, 1, 3, FALSE },
+    { 2, 4, 28, 28, 4, 3, 2, 1, 4, TRUE },
+    { 2, 4, 7, 7, 4, 3, 2, 1, 4, FALSE },
 };
 
 /* clang-format on */
