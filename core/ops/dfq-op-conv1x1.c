@@ -35,7 +35,21 @@ typedef struct {
     gint64 vpp;              /* vectors per plane: ceil (plane / 16) */
     gint64 n_vec;            /* vectors in the batch: n * vpp */
     gint64 co_pad;           /* co rounded up to DFQ_CONV1X1_COT */
+    gboolean accumulate;     /* y += the sums (no bias, no epilogue), else y = */
 } DfqConv1x1Geom;
+
+static void
+dfq_conv1x1_geom (DfqConv1x1Geom *k, gint64 n, gint64 ci, gint64 co, gint64 plane, gboolean accumulate)
+{
+    k->n = n;
+    k->ci = ci;
+    k->co = co;
+    k->plane = plane;
+    k->vpp = (plane + 15) / 16;
+    k->n_vec = n * k->vpp;
+    k->co_pad = (co + DFQ_CONV1X1_COT - 1) / DFQ_CONV1X1_COT * DFQ_CONV1X1_COT;
+    k->accumulate = accumulate;
+}
 
 gboolean
 dfq_priv_conv1x1_usable (gint64 ci, gint64 co, gint64 plane)
@@ -84,7 +98,9 @@ dfq_conv1x1_store (const DfqConv1x1Geom *k, const __m512 (*tile)[DFQ_CONV1X1_NV]
             const __mmask16 m = vec[v].mask;
             if (m == 0)
                 continue;
-            __m512 r = _mm512_add_ps (tile[t][v], bv);
+            float *d = y + vec[v].y_off + c_off;
+            __m512 r = k->accumulate ? _mm512_add_ps (_mm512_maskz_loadu_ps (m, d), tile[t][v])
+                                     : _mm512_add_ps (tile[t][v], bv);
             if (ep != NULL) {
                 r = _mm512_fmadd_ps (_mm512_sub_ps (r, _mm512_set1_ps (ep->mean[co])), _mm512_set1_ps (ep->scale[co]),
                                      _mm512_set1_ps (ep->shift[co]));
@@ -95,7 +111,7 @@ dfq_conv1x1_store (const DfqConv1x1Geom *k, const __m512 (*tile)[DFQ_CONV1X1_NV]
                 if (ep->relu6)
                     r = _mm512_min_ps (r, six);
             }
-            _mm512_mask_storeu_ps (y + vec[v].y_off + c_off, m, r);
+            _mm512_mask_storeu_ps (d, m, r);
         }
     }
 }
@@ -159,50 +175,83 @@ dfq_conv1x1_tile_nv (const DfqConv1x1Geom *k, const float *restrict x, const flo
     dfq_conv1x1_store (k, (const __m512 (*)[DFQ_CONV1X1_NV]) tile, vec, nv, cb, y, b, ep);
 }
 
+/* Tile (jg, cbi): vectors jg * nv .. and output channels 8 cbi .. */
 __attribute__ ((target ("avx512f"))) static void
+dfq_conv1x1_tile (const DfqConv1x1Geom *k, const float *x, const float *wpack, float *y, const float *b,
+                  const DfqPrivConvEpilogue *ep, int nv, gint64 jg, gint64 cbi)
+{
+    const gint64 j0 = jg * nv, cb = cbi * DFQ_CONV1X1_COT;
+    if (nv == 3)
+        dfq_conv1x1_tile_nv (k, x, wpack, y, b, ep, j0, cb, 3);
+    else if (nv == 2)
+        dfq_conv1x1_tile_nv (k, x, wpack, y, b, ep, j0, cb, 2);
+    else
+        dfq_conv1x1_tile_nv (k, x, wpack, y, b, ep, j0, cb, 1);
+}
+#else
+static void
+dfq_conv1x1_tile (const DfqConv1x1Geom *k, const float *x, const float *wpack, float *y, const float *b,
+                  const DfqPrivConvEpilogue *ep, int nv, gint64 jg, gint64 cbi)
+{
+    (void) k, (void) x, (void) wpack, (void) y, (void) b, (void) ep, (void) nv, (void) jg, (void) cbi;
+    g_assert_not_reached ();
+}
+#endif
+
+/* Every tile, over @n_threads threads (1: on the calling thread). Consecutive
+ * tiles of a thread share their vectors: the input columns stay in cache
+ * while every output channel block passes over them. */
+static void
 dfq_conv1x1_tiles (const DfqConv1x1Geom *k, const float *x, const float *wpack, float *y, const float *b,
                    const DfqPrivConvEpilogue *ep, int n_threads)
 {
     const int nv = (int) MIN (DFQ_CONV1X1_NV, k->n_vec);
     const gint64 n_groups = (k->n_vec + nv - 1) / nv, n_cb = k->co_pad / DFQ_CONV1X1_COT;
-    /* consecutive tiles of a thread share their vectors (the input columns
-     * stay in cache while every output channel block passes over them) */
+    if (n_threads <= 1) {
+        for (gint64 jg = 0; jg < n_groups; jg++)
+            for (gint64 cbi = 0; cbi < n_cb; cbi++)
+                dfq_conv1x1_tile (k, x, wpack, y, b, ep, nv, jg, cbi);
+        return;
+    }
 #pragma omp parallel for collapse(2) schedule(static) num_threads(n_threads) if (n_groups * n_cb > 1)
     for (gint64 jg = 0; jg < n_groups; jg++)
-        for (gint64 cbi = 0; cbi < n_cb; cbi++) {
-            const gint64 j0 = jg * nv, cb = cbi * DFQ_CONV1X1_COT;
-            if (nv == 3)
-                dfq_conv1x1_tile_nv (k, x, wpack, y, b, ep, j0, cb, 3);
-            else if (nv == 2)
-                dfq_conv1x1_tile_nv (k, x, wpack, y, b, ep, j0, cb, 2);
-            else
-                dfq_conv1x1_tile_nv (k, x, wpack, y, b, ep, j0, cb, 1);
-        }
+        for (gint64 cbi = 0; cbi < n_cb; cbi++)
+            dfq_conv1x1_tile (k, x, wpack, y, b, ep, nv, jg, cbi);
 }
-#else
-static void
-dfq_conv1x1_tiles (const DfqConv1x1Geom *k, const float *x, const float *wpack, float *y, const float *b,
-                   const DfqPrivConvEpilogue *ep, int n_threads)
+
+float *
+dfq_priv_conv1x1_pack (DfqArena *arena, const float *w, gint64 cout, gint64 cin, gboolean transposed)
 {
-    (void) k, (void) x, (void) wpack, (void) y, (void) b, (void) ep, (void) n_threads;
-    g_assert_not_reached ();
+    const gint64 co_pad = (cout + DFQ_CONV1X1_COT - 1) / DFQ_CONV1X1_COT * DFQ_CONV1X1_COT;
+    float *wpack = dfq_arena_alloc_uninit (arena, (gsize) (co_pad * cin) * sizeof (float));
+    for (gint64 cb = 0; cb < co_pad; cb += DFQ_CONV1X1_COT)
+        for (gint64 c = 0; c < cin; c++)
+            for (gint64 t = 0; t < DFQ_CONV1X1_COT; t++) {
+                const gint64 o = cb + t;
+                wpack[cb * cin + c * DFQ_CONV1X1_COT + t] =
+                    o >= cout ? 0.0f : transposed ? w[c * cout + o] : w[o * cin + c];
+            }
+    return wpack;
 }
-#endif
 
 void
 dfq_priv_conv1x1_forward (DfqArena *arena, const float *x, const float *w, const float *b, float *y, gint64 n,
                           gint64 ci, gint64 co, gint64 plane, const DfqPrivConvEpilogue *ep, int n_threads)
 {
-    DfqConv1x1Geom k = { .n = n, .ci = ci, .co = co, .plane = plane };
-    k.vpp = (plane + 15) / 16;
-    k.n_vec = n * k.vpp;
-    k.co_pad = (co + DFQ_CONV1X1_COT - 1) / DFQ_CONV1X1_COT * DFQ_CONV1X1_COT;
+    DfqConv1x1Geom k;
+    dfq_conv1x1_geom (&k, n, ci, co, plane, FALSE);
     if (k.n_vec == 0)
         return;
-    float *wpack = dfq_arena_alloc_uninit (arena, (gsize) (k.co_pad * ci) * sizeof (float));
-    for (gint64 cb = 0; cb < k.co_pad; cb += DFQ_CONV1X1_COT)
-        for (gint64 c = 0; c < ci; c++)
-            for (gint64 t = 0; t < DFQ_CONV1X1_COT; t++)
-                wpack[cb * ci + c * DFQ_CONV1X1_COT + t] = cb + t < co ? w[(cb + t) * ci + c] : 0.0f;
+    const float *wpack = dfq_priv_conv1x1_pack (arena, w, co, ci, FALSE);
     dfq_conv1x1_tiles (&k, x, wpack, y, b, ep, n_threads);
+}
+
+void
+dfq_priv_conv1x1_image (const float *wpack, const float *x, float *y, gint64 cin, gint64 cout, gint64 plane,
+                        gboolean accumulate)
+{
+    DfqConv1x1Geom k;
+    dfq_conv1x1_geom (&k, 1, cin, cout, plane, accumulate);
+    if (k.n_vec > 0)
+        dfq_conv1x1_tiles (&k, x, wpack, y, NULL, NULL, 1);
 }

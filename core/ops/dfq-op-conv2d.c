@@ -1788,7 +1788,8 @@ dfq_priv_conv2d_fused (DfqArena *arena, DfqTensor *x, DfqTensor *weight, DfqTens
 static void
 dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const float *w,
                                 const float *gyn, float *gxn, gboolean gx_fresh, float *wt, float wbeta,
-                                float *buf, const DfqConv3Geom *k3, const float *wpack3, const DfqConv3Geom *k3w)
+                                float *buf, const DfqConv3Geom *k3, const float *wpack3, const DfqConv3Geom *k3w,
+                                const float *wpack1)
 {
     if (wt != NULL && k3w != NULL) {
         float *gyt = buf + k3w->xp_size;
@@ -1806,6 +1807,9 @@ dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const f
     }
     if (gxn != NULL && k3 != NULL) {
         dfq_conv3_image (k3, gyn, wpack3, NULL, gxn, gx_fresh, NULL, NULL, NULL, buf);
+    } else if (gxn != NULL && wpack1 != NULL) {
+        /* 1x1 stride 1 on AVX-512: dX is the 1x1 conv of dY with W^T */
+        dfq_priv_conv1x1_image (wpack1, gyn, gxn, g->co, g->ci, g->p_out, !gx_fresh);
     } else if (gxn != NULL) {
         /* 1x1 stride 1: the column gradient is the input gradient itself. */
         const gint64 nb = dfq_conv2d_small_gemm_blocks (g->kg, g->p_out, g->cog);
@@ -1920,6 +1924,10 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
         dfq_conv3_pack_dx (&k3, w, wpack3);
         buf_size = MAX (buf_size, (gsize) k3.xp_size);
     }
+    /* A 1x1 stride-1 conv's input gradient is the 1x1 conv of dY with W^T. */
+    const float *wpack1 = NULL;
+    if (gx != NULL && g.n > 1 && g.cols_are_x && g.g == 1 && dfq_priv_conv1x1_usable (g.co, g.ci, g.p_out))
+        wpack1 = dfq_priv_conv1x1_pack (scratch, w, g.ci, g.co, TRUE);
     /* ... and its weight gradient from the padded x and dY on the grid. */
     DfqConv3Geom k3w;
     gboolean use_k3w = gw != NULL && g.n > 1 && dfq_conv3_wgrad_usable (&g);
@@ -1956,7 +1964,8 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
                 dfq_conv2d_gemm_image_backward (&g, x + n * x_step, w, gy + n * y_step,
                                                 gx != NULL ? gx + n * x_step : NULL, gx_fresh, wt,
                                                 n == n0 ? 0.0f : 1.0f,
-                                                buf, wpack3 != NULL ? &k3 : NULL, wpack3, use_k3w ? &k3w : NULL);
+                                                buf, wpack3 != NULL ? &k3 : NULL, wpack3, use_k3w ? &k3w : NULL,
+                                                wpack1);
         }
     }
 

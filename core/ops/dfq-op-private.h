@@ -116,6 +116,12 @@ gboolean dfq_priv_cpu_avx512 (void);
 gboolean dfq_priv_conv1x1_usable (gint64 ci, gint64 co, gint64 plane);
 void dfq_priv_conv1x1_forward (DfqArena *arena, const float *x, const float *w, const float *b, float *y, gint64 n,
                                gint64 ci, gint64 co, gint64 plane, const DfqPrivConvEpilogue *ep, int n_threads);
+/* The kernel's weights for @cout outputs from @cin inputs, from w[cout][cin],
+ * or from w[cin][cout] when @transposed (the input gradient's: dX = W^T dY). */
+float *dfq_priv_conv1x1_pack (DfqArena *arena, const float *w, gint64 cout, gint64 cin, gboolean transposed);
+/* One image on the calling thread, no bias: y = or (@accumulate) += the sums. */
+void dfq_priv_conv1x1_image (const float *wpack, const float *x, float *y, gint64 cin, gint64 cout, gint64 plane,
+                             gboolean accumulate);
 
 /* ---- depthwise 3x3 convs, padding 1, stride 1 or 2 (dfq-op-depthwise.c) ----
  * dfq_priv_dw3_fast_plan describes a layer's planes once (@h x @w input,

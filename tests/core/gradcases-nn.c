@@ -65,6 +65,16 @@ build_conv3_shared_add (DfqArena *arena, DfqTensor **in)
     return dfq_add (arena, y, h);
 }
 
+/* The same around a 1x1 stride-1 conv (its input gradient from the AVX-512
+ * 1x1 kernel with W^T: written fresh, or added to the add's). */
+static DfqTensor *
+build_conv1_shared_add (DfqArena *arena, DfqTensor **in)
+{
+    DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
+    DfqTensor *y = dfq_conv2d (arena, h, in[1], in[2], 1, 0, 1);
+    return dfq_add (arena, y, h);
+}
+
 static DfqTensor *
 build_conv3_shared_mul (DfqArena *arena, DfqTensor **in)
 {
@@ -186,6 +196,12 @@ const GradCase dfq_gradcases_nn[] = {
     { .name = "conv2d/3x3-kernel-shared-input-add", .op = DFQ_OP_CONV2D, .n_inputs = 3,
       .build = build_conv3_shared_add,
       .inputs = { IN4 (2, 9, 6, 7, NORMAL, TRUE), IN4 (9, 9, 3, 3, NORMAL, TRUE), IN1 (9, NORMAL, TRUE) } },
+    /* 1x1 stride 1 through the AVX-512 kernel, input gradient included (Ci >= 8) */
+    { .name = "conv2d/1x1-kernel", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
+      .inputs = { IN4 (3, 9, 5, 7, NORMAL, TRUE), IN4 (10, 9, 1, 1, NORMAL, TRUE), IN1 (10, NORMAL, TRUE) } },
+    { .name = "conv2d/1x1-kernel-shared-input-add", .op = DFQ_OP_CONV2D, .n_inputs = 3,
+      .build = build_conv1_shared_add,
+      .inputs = { IN4 (2, 8, 4, 5, NORMAL, TRUE), IN4 (8, 8, 1, 1, NORMAL, TRUE), IN1 (8, NORMAL, TRUE) } },
     { .name = "conv2d/3x3-kernel-shared-input-mul", .op = DFQ_OP_CONV2D, .n_inputs = 3,
       .build = build_conv3_shared_mul,
       .inputs = { IN4 (2, 9, 6, 7, NORMAL, TRUE), IN4 (9, 9, 3, 3, NORMAL, TRUE), IN1 (9, NORMAL, TRUE) } },

@@ -102,6 +102,8 @@ static const ConvCfg conv_cfgs[] = {
     { 7, 5, 1, 1, 9, 1, 1, 0, 1, TRUE },
     { 1, 40, 5, 10, 24, 1, 1, 0, 1, TRUE },
     { 2, 3, 28, 28, 16, 1, 1, 0, 1, FALSE },
+    { 4, 16, 7, 7, 24, 1, 1, 0, 1, TRUE },  /* ... and its input gradient (Ci >= 8) */
+    { 3, 12, 14, 14, 8, 1, 1, 0, 1, FALSE },
     /* depthwise 3x3 pad 1 through the AVX-512 kernel: small stride-1 planes taken
      * flat (7x7, 4x4, 2x3), rows (14x14, 28x28: two vectors a row), stride 2 */
     { 3, 6, 7, 7, 6, 3, 1, 1, 6, TRUE },
