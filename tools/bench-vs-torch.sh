@@ -4,7 +4,7 @@
 #
 #   tools/bench-vs-torch.sh [-C BUILDDIR] [-t THREADS] [-r ROUNDS] [-n REPS]
 #                           [-d fmnist|noise] [-k auto|keep] [-w passive|active|keep] [-o OUTDIR]
-#                           [-W SUBSTRING]
+#                           [-W SUBSTRING] [-z flush|keep]
 #
 # Workloads: MobileNetV2 train step (batch 64) and inference (batch 128) on
 # 1x28x28 (issue 15), ResNet-20 train step and inference (batch 128) and the
@@ -34,6 +34,20 @@
 # set for this script's processes only, never for tests or CI. -k keep leaves
 # the environment as it is.
 #
+# -z flush (default): PyTorch runs with torch.set_flush_denormal(True). With
+# the bench's weights, MobileNetV2 inference in PyTorch 1.13 meets denormal
+# floats and ran 3-5x slower at random (81-160 img/s against 360-800 on the
+# same machine, 2026-12-04); flushed, it runs at its best, which is the fair
+# reference. dfqlab sets no FTZ/DAZ mode (its kernels showed no such
+# slowdown). -z keep measures PyTorch's default.
+#
+# PyTorch's MobileNetV2 throughput on this VM also varies up to 10x between
+# runs for another reason: its allocator maps and unmaps the large activation
+# buffers every step, and first-touch page faults here are very expensive
+# (22-30 % of its samples in the fault path, `perf record`, 2026-12-04). The
+# table therefore also gives the ratio to PyTorch's best round, the
+# conservative figure.
+#
 # Build first, in release mode:
 #   meson setup build-perf --buildtype=release && ninja -C build-perf
 set -euo pipefail
@@ -48,7 +62,8 @@ coretype=auto
 wait_policy=passive
 outdir=""
 only=""
-while getopts "C:t:r:n:d:k:w:o:W:h" opt; do
+denormal=flush
+while getopts "C:t:r:n:d:k:w:o:W:z:h" opt; do
   case $opt in
     C) build=$(cd "$OPTARG" && pwd) ;;
     t) threads=$OPTARG ;;
@@ -59,12 +74,18 @@ while getopts "C:t:r:n:d:k:w:o:W:h" opt; do
     w) wait_policy=$OPTARG ;;
     o) outdir=$OPTARG ;;
     W) only=$OPTARG ;;
-    h|*) sed -n '2,38p' "$0"; exit 2 ;;
+    z) denormal=$OPTARG ;;
+    h|*) sed -n '2,52p' "$0"; exit 2 ;;
   esac
 done
 
 bench="$build/tests/bench/dfq-bench"
 torch_py=/usr/bin/python3  # Debian's python3 with python3-torch, not the first python3 on PATH
+case $denormal in
+  flush) torch_flags=(--flush-denormal) ;;
+  keep) torch_flags=() ;;
+  *) echo "bench-vs-torch: -z takes flush or keep, not '$denormal'" >&2; exit 2 ;;
+esac
 if [ ! -x "$bench" ]; then
   echo "bench-vs-torch: $bench not found: meson setup build-perf --buildtype=release && ninja -C build-perf" >&2
   exit 1
@@ -93,7 +114,7 @@ log="${outdir:-$tmp}/results.txt"
 
 export OMP_NUM_THREADS=$threads
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc --all) cores"
-echo "# threads $threads, rounds $rounds, reps $reps, data $data, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}"
+echo "# threads $threads, rounds $rounds, reps $reps, data $data, OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}, OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-(unset)}, PyTorch denormals: $denormal"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$bench" --dump "$tmp/data" --data "$data" >/dev/null
@@ -107,7 +128,7 @@ done
 for r in $(seq "$rounds"); do
   for w in $workloads; do
     run_dfq() { "$bench" --only "$w" --threads "$threads" --reps "$reps" --sgemm 0 --data "$data" | grep '^RESULT' | sed "s/^RESULT/RESULT round=$r/" >> "$log"; }
-    run_torch() { "$torch_py" "$here/tools/bench_torch.py" --dir "$tmp/data" --only "$w" --threads "$threads" --reps "$reps" --sgemm 0 | grep '^RESULT' | sed "s/^RESULT/RESULT round=$r/" >> "$log"; }
+    run_torch() { "$torch_py" "$here/tools/bench_torch.py" --dir "$tmp/data" --only "$w" --threads "$threads" --reps "$reps" --sgemm 0 ${torch_flags[@]+"${torch_flags[@]}"} | grep '^RESULT' | sed "s/^RESULT/RESULT round=$r/" >> "$log"; }
     if [ $((r % 2)) -eq 1 ]; then run_dfq; run_torch; else run_torch; run_dfq; fi
   done
 done
@@ -123,8 +144,8 @@ for line in open(sys.argv[1]):
 peak = {r["side"]: float(r["gflops"]) for r in rows if r.get("workload") == "sgemm"}
 blas = peak.get("dfqlab", 0.0)
 print(f"\nOpenBLAS sgemm 2048^3 peak (dfq-bench, same threads): {blas:.1f} GFLOP/s; torch.mm: {peak.get('torch', 0):.1f} GFLOP/s\n")
-print("| workload | input | batch | dfqlab img/s | PyTorch img/s | ratio | dfqlab GFLOP/s | PyTorch GFLOP/s | dfqlab / sgemm peak | PyTorch / sgemm peak | dfqlab CPU ms/step | PyTorch CPU ms/step | CPU ratio | dfqlab peak RSS MiB | PyTorch peak RSS MiB |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| workload | input | batch | dfqlab img/s | PyTorch img/s | ratio | PyTorch best round img/s | ratio to it | dfqlab GFLOP/s | PyTorch GFLOP/s | dfqlab / sgemm peak | PyTorch / sgemm peak | dfqlab CPU ms/step | PyTorch CPU ms/step | CPU ratio | dfqlab peak RSS MiB | PyTorch peak RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 order = ["mobilenetv2-train", "mobilenetv2-infer", "resnet20-train", "resnet20-infer", "gdfq-gen"]
 keys = sorted({(r["in"], r["workload"]) for r in rows if r.get("workload") in order},
               key=lambda k: (k[0] != "1x28x28", order.index(k[1])))
@@ -134,6 +155,7 @@ for shape, w in keys:
         rs = [r for r in rows if r.get("workload") == w and r.get("in") == shape and r["side"] == s]
         if rs:
             side[s] = dict(img=statistics.median(float(r["img_s"]) for r in rs),
+                           best=max(float(r["img_s"]) for r in rs),
                            cpu=statistics.median(float(r["cpu_ms"]) for r in rs),
                            gflop=float(rs[0]["gflop"]),
                            rss=max(float(r["maxrss_mib"]) for r in rs), batch=rs[0]["batch"])
@@ -143,6 +165,7 @@ for shape, w in keys:
     gd = d["img"] / int(d["batch"]) * d["gflop"]
     gt = t["img"] / int(t["batch"]) * t["gflop"]
     print(f"| {w} | {shape} | {d['batch']} | {d['img']:.0f} | {t['img']:.0f} | **{d['img'] / t['img']:.2f}x** | "
+          f"{t['best']:.0f} | {d['img'] / t['best']:.2f}x | "
           f"{gd:.1f} | {gt:.1f} | {gd / blas if blas else 0:.2f} | {gt / blas if blas else 0:.2f} | "
           f"{d['cpu']:.0f} | {t['cpu']:.0f} | **{t['cpu'] / d['cpu']:.2f}x** | {d['rss']:.0f} | {t['rss']:.0f} |")
 EOF

@@ -14,7 +14,7 @@ follow dfqlab's resnet-cifar plugin (the layout of tests/interop/make-torch-fixt
 Prints "RESULT side=torch ..." lines in dfq-bench's format.
 Run with Debian's python3 (python3-torch), not the first python3 on PATH:
     /usr/bin/python3 tools/bench_torch.py --dir DIR [--threads 2] [--only PATTERN]"""
-import argparse, fnmatch, json, resource, statistics, struct, time
+import argparse, fnmatch, json, resource, statistics, struct, sys, time
 import torch, torch.nn as nn, torch.nn.functional as F
 
 
@@ -247,7 +247,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--sgemm", type=int, default=2048)
     ap.add_argument("--only", default=None)
+    ap.add_argument("--flush-denormal", action="store_true",
+                    help="torch.set_flush_denormal(True): denormal floats read and written as zero")
     a = ap.parse_args()
+    # before any thread exists: the OpenMP workers take the FP mode of the
+    # thread that creates them
+    if a.flush_denormal and not torch.set_flush_denormal(True):
+        print("# bench_torch: this CPU cannot flush denormals", file=sys.stderr)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
 
@@ -255,7 +261,8 @@ def main():
         return a.only is None or a.only in i or fnmatch.fnmatch(i, a.only)
 
     print(f"# bench_torch: torch {torch.__version__}, threads {torch.get_num_threads()}, reps {a.reps}, "
-          f"warm-up {a.warmup} training steps, inputs and weights from {a.dir}")
+          f"warm-up {a.warmup} training steps, inputs and weights from {a.dir}, "
+          f"denormals {'flushed' if a.flush_denormal else 'kept'}")
     peak = 0.0
     if a.sgemm > 0:
         peak = sgemm_peak(a.sgemm)
