@@ -95,9 +95,10 @@ typedef struct {
 } DfqPrivConvEpilogue;
 
 /* Whether dfq_priv_conv2d_fused can run this conv: a BN rounding the epilogue
- * reproduces (a fused multiply-add). 3x3 convs that take the AVX-512 kernels
- * apply it in their registers; every other conv (1x1, depthwise, ...) applies
- * it to each output image (or plane) right after computing it, in cache. */
+ * reproduces (a fused multiply-add). Convs that take an AVX-512 kernel (3x3,
+ * 1x1 stride 1, depthwise 3x3) apply it in its registers; every other conv
+ * applies it to each output image (or plane) right after computing it, in
+ * cache. */
 gboolean dfq_priv_conv2d_fusable (const DfqTensor *x, const DfqTensor *weight, const DfqTensor *bias, int stride,
                                   int padding, int groups);
 /* The conv with its epilogue, as a leaf (no graph: nothing may require a
