@@ -552,6 +552,53 @@ dfq_report_drop_implied (GPtrArray *keys)
     }
 }
 
+/* How many of @groups the values of @keys (with the bit-widths) tell apart. */
+static guint
+dfq_report_n_distinct (GPtrArray *groups, GPtrArray *keys)
+{
+    g_autoptr (GHashTable) seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+    for (guint i = 0; i < groups->len; i++) {
+        DfqReportGroup *g = groups->pdata[i];
+        GHashTable *flat = ((DfqReportRun *) g->runs->pdata[0])->flat;
+        GString *sig = g_string_new (g->bits);
+        for (guint k = 0; k < keys->len; k++) {
+            const char *v = g_hash_table_lookup (flat, keys->pdata[k]);
+            g_string_append_printf (sig, "\n%s", v != NULL ? v : "\x01");
+        }
+        g_hash_table_add (seen, g_string_free (sig, FALSE));
+    }
+    return g_hash_table_size (seen);
+}
+
+/* Where a plugin choice X.use differs between @groups (a transform added to
+ * one row, say), the other keys of X (its parameters, present in one row and
+ * absent in the other) are left out of the labels when the groups stay just
+ * as distinct without them: "X.use=swing-conv" says what "X.pad=1, X.use=
+ * swing-conv, X.weight=1.0" says. */
+static void
+dfq_report_drop_use_siblings (GPtrArray *keys, GPtrArray *groups)
+{
+    const guint distinct = dfq_report_n_distinct (groups, keys);
+    for (guint i = 0; i < keys->len; i++) {
+        const char *use = keys->pdata[i];
+        if (!g_str_has_suffix (use, ".use"))
+            continue;
+        g_autofree char *prefix = g_strndup (use, strlen (use) - strlen ("use"));
+        g_autoptr (GPtrArray) rest = g_ptr_array_new ();
+        for (guint j = 0; j < keys->len; j++)
+            if (j == i || !g_str_has_prefix (keys->pdata[j], prefix))
+                g_ptr_array_add (rest, keys->pdata[j]);
+        if (rest->len == keys->len || dfq_report_n_distinct (groups, rest) < distinct)
+            continue;
+        for (guint j = keys->len; j-- > 0;)
+            if (j != i && g_str_has_prefix (keys->pdata[j], prefix)) {
+                g_ptr_array_remove_index (keys, j);
+                if (j < i)
+                    i--;
+            }
+    }
+}
+
 static gboolean
 dfq_report_not_bits (const char *key)
 {
@@ -754,6 +801,7 @@ dfq_report_new_from_dir (const char *dir, GError **error)
         g_autoptr (GPtrArray) diff = same->len > 1 ? dfq_report_differing_keys (same, dfq_report_not_bits)
                                                    : g_ptr_array_new_with_free_func (g_free);
         dfq_report_drop_implied (diff);
+        dfq_report_drop_use_siblings (diff, same);
         g_ptr_array_sort (diff, dfq_report_key_order);
         DfqReportRun *first = g->runs->pdata[0];
         if (diff->len > 0) {

@@ -470,6 +470,33 @@ test_report_quantizer_choice_protocol (void)
 }
 
 static void
+test_report_use_labels (void)
+{
+    g_test_summary ("Rows that differ by a plugin choice X.use are labelled by it alone when that keeps every "
+                    "row distinct (not by the parameters present in one row and absent in the other); where "
+                    "two rows share X.use, X's differing parameters stay in the labels");
+    g_autoptr (GError) error = NULL;
+    g_autofree char *root = g_build_filename (tmpdir, "report-use-labels", NULL);
+    const char *adam[] = { "seed=1", "synthesizer.optimizer={use: adam, lr: 1e-3, betas: [0.5, 0.999]}", NULL };
+    const char *sgd[] = { "seed=1", "synthesizer.optimizer={use: sgd, lr: 1e-3, momentum: 0.9}", NULL };
+    make_run (root, "adam-s1", adam, "finished", 50, 51, NULL);
+    make_run (root, "sgd-s1", sgd, "finished", 52, 53, NULL);
+    g_autoptr (DfqReport) two = dfq_report_new_from_dir (root, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (two->groups->len, ==, 2);
+    g_assert_nonnull (find_group (two, "[synthesizer.optimizer.use=adam]", "W4A4"));
+    g_assert_nonnull (find_group (two, "[synthesizer.optimizer.use=sgd]", "W4A4"));
+
+    const char *sgd5[] = { "seed=1", "synthesizer.optimizer={use: sgd, lr: 1e-3, momentum: 0.5}", NULL };
+    make_run (root, "sgd5-s1", sgd5, "finished", 54, 55, NULL);
+    g_autoptr (DfqReport) three = dfq_report_new_from_dir (root, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (three->groups->len, ==, 3);
+    g_assert_nonnull (find_group (three, "synthesizer.optimizer.momentum=0.5", "W4A4"));
+    g_assert_nonnull (find_group (three, "synthesizer.optimizer.momentum=0.9", "W4A4"));
+}
+
+static void
 test_report_html (void)
 {
     g_test_summary ("report.html is self-contained (inline SVG, no external reference) and, where Chromium is "
@@ -550,6 +577,7 @@ main (int argc, char **argv)
     g_test_add_func ("/report/groups", test_report_groups);
     g_test_add_func ("/report/quantizer-choice", test_report_quantizer_choice);
     g_test_add_func ("/report/quantizer-choice-protocol", test_report_quantizer_choice_protocol);
+    g_test_add_func ("/report/use-labels", test_report_use_labels);
     g_test_add_func ("/report/html", test_report_html);
     int rc = g_test_run ();
     rm_rf (tmpdir);
