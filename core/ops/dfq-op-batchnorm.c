@@ -127,19 +127,71 @@ dfq_bn_sums2 (const float *restrict a0, const float *restrict b0, const float *r
     *sab1 = tb1;
 }
 
-/* The fused activation over one normalised plane, in place: the expressions of
- * the relu / relu6 ops, so the values are theirs bit for bit. */
-DFQ_PRIV_SIMD_CLONES static void
-dfq_bn_act_plane (float *restrict yp, gint64 n, int act)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#include <immintrin.h>
+
+/* dfq_bn_sums2 with AVX-512: lane l of a vector of 8 doubles is the lane
+ * accumulator la[l] (lab[l]) of the loop above, and the products are added in
+ * one fused multiply-add, as the compiler contracts them in the x86-64-v3
+ * clone that AVX-512 machines would run otherwise: the same sums bit for bit
+ * (the compiled clone spilled its lanes and converted floats one at a time). */
+__attribute__ ((target ("avx512f,fma"))) static void
+dfq_bn_sums2_avx512 (const float *restrict a0, const float *restrict b0, const float *restrict a1,
+                     const float *restrict b1, gint64 n, double *restrict sa0, double *restrict sab0,
+                     double *restrict sa1, double *restrict sab1)
 {
-    if (act == DFQ_PRIV_BN_ACT_RELU6)
-#pragma omp simd
-        for (gint64 k = 0; k < n; k++)
-            yp[k] = yp[k] > 0.0f ? (yp[k] < 6.0f ? yp[k] : 6.0f) : 0.0f;
-    else if (act == DFQ_PRIV_BN_ACT_RELU)
-#pragma omp simd
-        for (gint64 k = 0; k < n; k++)
-            yp[k] = yp[k] > 0.0f ? yp[k] : 0.0f;
+    __m512d va0 = _mm512_setzero_pd (), vab0 = _mm512_setzero_pd ();
+    __m512d va1 = _mm512_setzero_pd (), vab1 = _mm512_setzero_pd ();
+    gint64 k = 0;
+    for (; k + DFQ_BN_LANES <= n; k += DFQ_BN_LANES) {
+        const __m512d v0 = _mm512_cvtps_pd (_mm256_loadu_ps (a0 + k));
+        const __m512d v1 = _mm512_cvtps_pd (_mm256_loadu_ps (a1 + k));
+        const __m512d w0 = b0 != NULL ? _mm512_cvtps_pd (_mm256_loadu_ps (b0 + k)) : v0;
+        const __m512d w1 = b1 != NULL ? _mm512_cvtps_pd (_mm256_loadu_ps (b1 + k)) : v1;
+        va0 = _mm512_add_pd (va0, v0);
+        vab0 = _mm512_fmadd_pd (v0, w0, vab0);
+        va1 = _mm512_add_pd (va1, v1);
+        vab1 = _mm512_fmadd_pd (v1, w1, vab1);
+    }
+    double la0[DFQ_BN_LANES], lab0[DFQ_BN_LANES], la1[DFQ_BN_LANES], lab1[DFQ_BN_LANES];
+    _mm512_storeu_pd (la0, va0);
+    _mm512_storeu_pd (lab0, vab0);
+    _mm512_storeu_pd (la1, va1);
+    _mm512_storeu_pd (lab1, vab1);
+    for (; k < n; k++) {
+        const double v0 = a0[k], v1 = a1[k];
+        la0[0] += v0;
+        lab0[0] = fma (v0, b0 != NULL ? (double) b0[k] : v0, lab0[0]);
+        la1[0] += v1;
+        lab1[0] = fma (v1, b1 != NULL ? (double) b1[k] : v1, lab1[0]);
+    }
+    double t0 = *sa0, tb0 = *sab0, t1 = *sa1, tb1 = *sab1;
+    for (int l = 0; l < DFQ_BN_LANES; l++) {
+        t0 += la0[l];
+        tb0 += lab0[l];
+        t1 += la1[l];
+        tb1 += lab1[l];
+    }
+    *sa0 = t0;
+    *sab0 = tb0;
+    *sa1 = t1;
+    *sab1 = tb1;
+}
+#define DFQ_BN_HAVE_AVX512 1
+#endif
+
+/* dfq_bn_sums2 through the fastest path this CPU has. */
+static inline void
+dfq_bn_sums2_any (const float *a0, const float *b0, const float *a1, const float *b1, gint64 n, double *sa0,
+                  double *sab0, double *sa1, double *sab1)
+{
+#ifdef DFQ_BN_HAVE_AVX512
+    if (dfq_priv_cpu_avx512 ()) {
+        dfq_bn_sums2_avx512 (a0, b0, a1, b1, n, sa0, sab0, sa1, sab1);
+        return;
+    }
+#endif
+    dfq_bn_sums2 (a0, b0, a1, b1, n, sa0, sab0, sa1, sab1);
 }
 
 /* The gradient that reaches the normalisation through the fused activation:
@@ -164,39 +216,79 @@ dfq_bn_act_mask_plane (const float *restrict yp, const float *restrict gyp, floa
         }
 }
 
+/* Asks for @n floats from @p: the planes of the next image, which lie a
+ * channel stride away, where the hardware prefetcher does not look. */
+static inline void
+dfq_bn_prefetch (const float *p, gint64 n)
+{
+    for (gint64 k = 0; k < n; k += 64 / (gint64) sizeof (float))
+        __builtin_prefetch (p + k, 0, 3);
+}
+
+/* Where the backward puts the gradient masked by the fused activation: plane
+ * (channel k of the pair, image i) at base + i img_stride + k ch_stride. */
+typedef struct {
+    float *base;
+    gint64 img_stride, ch_stride;
+} DfqBnMasked;
+
 /* The sums of the @nj (1 or 2) channels from @j0 over their @n planes of
  * @inner values (of @a, and with @b when not NULL), plane by plane in order:
- * dfq_bn_sums per plane and channel, two channels at a time. With @buf (room
- * for two planes), @a is first masked by the fused activation @act of the
- * output @y (dfq_bn_act_mask_plane) into @buf, plane by plane. */
+ * dfq_bn_sums per plane and channel, two channels at a time. With @mk, @a is
+ * first masked by the fused activation @act of the output @y
+ * (dfq_bn_act_mask_plane) into the planes @mk describes. */
 static void
 dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 inner, gint64 j0, int nj,
-                     const float *y, int act, float *buf, double *sa, double *sab)
+                     const float *y, int act, const DfqBnMasked *mk, double *sa, double *sab)
 {
     for (gint64 i = 0; i < n; i++) {
         const gint64 o = (i * c + j0) * inner;
         const float *a0 = a + o, *a1 = a + o + inner;
-        if (buf != NULL) {
+        if (i + 1 < n) {
+            dfq_bn_prefetch (a + o + c * inner, nj * inner);
+            if (b != NULL)
+                dfq_bn_prefetch (b + o + c * inner, nj * inner);
+            if (y != NULL)
+                dfq_bn_prefetch (y + o + c * inner, nj * inner);
+        }
+        if (mk != NULL) {
+            float *m0 = mk->base + i * mk->img_stride;
             for (int k = 0; k < nj; k++)
-                dfq_bn_act_mask_plane (y + o + k * inner, a + o + k * inner, buf + k * inner, inner, act);
-            a0 = buf;
-            a1 = buf + inner;
+                dfq_bn_act_mask_plane (y + o + k * inner, a + o + k * inner, m0 + k * mk->ch_stride, inner, act);
+            a0 = m0;
+            a1 = m0 + mk->ch_stride;
         }
         if (nj == 2)
-            dfq_bn_sums2 (a0, b ? b + o : NULL, a1, b ? b + o + inner : NULL, inner, &sa[0], &sab[0], &sa[1],
-                          &sab[1]);
+            dfq_bn_sums2_any (a0, b ? b + o : NULL, a1, b ? b + o + inner : NULL, inner, &sa[0], &sab[0], &sa[1],
+                              &sab[1]);
         else
             dfq_bn_sums (a0, b ? b + o : NULL, inner, &sa[0], &sab[0]);
     }
 }
 
-/* y = (x - m) a + b over one plane. */
+/* y = (x - m) a + b over one plane, then the fused activation @act: the
+ * expressions of the relu / relu6 ops, so the values are theirs bit for bit
+ * (the normalisation is the same expression in every branch, and so rounds
+ * the same way). */
 DFQ_PRIV_SIMD_CLONES static void
-dfq_bn_normalize_plane (const float *restrict xp, float *restrict yp, gint64 n, float m, float a, float b)
+dfq_bn_normalize_plane (const float *restrict xp, float *restrict yp, gint64 n, float m, float a, float b, int act)
 {
+    if (act == DFQ_PRIV_BN_ACT_RELU6)
 #pragma omp simd
-    for (gint64 k = 0; k < n; k++)
-        yp[k] = (xp[k] - m) * a + b;
+        for (gint64 k = 0; k < n; k++) {
+            const float v = (xp[k] - m) * a + b;
+            yp[k] = v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+        }
+    else if (act == DFQ_PRIV_BN_ACT_RELU)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++) {
+            const float v = (xp[k] - m) * a + b;
+            yp[k] = v > 0.0f ? v : 0.0f;
+        }
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++)
+            yp[k] = (xp[k] - m) * a + b;
 }
 
 /* gx += a (gy - mdy) - kx (x - m) over one plane (gx = ... when @fresh). */
@@ -212,6 +304,17 @@ dfq_bn_backward_plane (const float *restrict xp, const float *restrict gyp, floa
 #pragma omp simd
         for (gint64 k = 0; k < n; k++)
             gxp[k] += a * (gyp[k] - mdy) - kx * (xp[k] - m);
+}
+
+/* dfq_bn_backward_plane, fresh, with gy in gx's place: gx = a (gx - mdy) -
+ * kx (x - m), the same expression. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_backward_plane_in_place (const float *restrict xp, float *restrict gxp, gint64 n, float m, float a, float mdy,
+                                float kx)
+{
+#pragma omp simd
+    for (gint64 k = 0; k < n; k++)
+        gxp[k] = a * (gxp[k] - mdy) - kx * (xp[k] - m);
 }
 
 /* The per-channel constants of the normalisation y = (x - fm) a + b from the
@@ -257,7 +360,7 @@ dfq_priv_bn_eval_rounding (void)
         const float one = 1.0f, e12 = ldexpf (1.0f, -12), e11 = ldexpf (1.0f, -11);
         for (int k = 0; k < N; k++)
             x[k] = one + e12;
-        dfq_bn_normalize_plane (x, y, N, 0.0f, one + e12, -(one + e11));
+        dfq_bn_normalize_plane (x, y, N, 0.0f, one + e12, -(one + e11), DFQ_PRIV_BN_ACT_NONE);
         const float want_fma = fmaf (one + e12, one + e12, -(one + e11));
         volatile float prod = (one + e12) * (one + e12); /* rounded on its own */
         const float want_sep = prod + -(one + e11);
@@ -367,9 +470,8 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
             mean_out[j] = fm;
             istd_out[j] = istd;
             for (gint64 i = 0; i < n; i++) {
-                float *yp = y + (i * c + j) * inner;
-                dfq_bn_normalize_plane (x + (i * c + j) * inner, yp, inner, fm, a, b);
-                dfq_bn_act_plane (yp, inner, act);
+                const gint64 o = (i * c + j) * inner;
+                dfq_bn_normalize_plane (x + o, y + o, inner, fm, a, b, act);
             }
         }
     }
@@ -394,11 +496,14 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
 
     if (m == 0)
         return;
-    /* With a fused activation: the output (for the mask) and two masked planes
-     * of gradient per thread. */
+    /* With a fused activation, the incoming gradient masked by it: written
+     * once, into the input gradient's own planes where those are written
+     * fresh (then updated in place), else into two planes per thread and
+     * masked again for the second pass. */
     const float *y = act != DFQ_PRIV_BN_ACT_NONE ? dfq_tensor_f32 (dst) : NULL;
+    const gboolean in_gx = y != NULL && gx != NULL && fresh;
     float *masked = NULL;
-    if (y != NULL)
+    if (y != NULL && !in_gx)
         masked = dfq_arena_alloc_uninit (scratch, (gsize) dfq_get_num_threads () * 2 * (gsize) inner * sizeof (float));
     const gint64 n_pairs = (c + 1) / 2; /* as in the forward */
 #pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
@@ -406,9 +511,12 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
         const gint64 j0 = 2 * jp;
         const int nj = (int) MIN (2, c - j0);
         float *buf = masked != NULL ? masked + (gsize) dfq_priv_thread_id () * 2 * (gsize) inner : NULL;
+        DfqBnMasked mk = { buf, 0, inner };
+        if (in_gx)
+            mk = (DfqBnMasked) { gx + j0 * inner, c * inner, inner };
         /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
         double sdy2[2] = { 0.0, 0.0 }, sdyx2[2] = { 0.0, 0.0 };
-        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, y, act, buf, sdy2, sdyx2);
+        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, y, act, y != NULL ? &mk : NULL, sdy2, sdyx2);
         for (gint64 j = j0; j < j0 + nj; j++) {
             const double sdy = sdy2[j - j0], sdyx = sdyx2[j - j0];
             const double sdyxhat = (double) istd[j] * (sdyx - (double) mean[j] * sdy);
@@ -427,6 +535,10 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
             const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
             for (gint64 i = 0; i < n; i++) {
                 const gint64 o = (i * c + j) * inner;
+                if (in_gx) {
+                    dfq_bn_backward_plane_in_place (x + o, gx + o, inner, fm, a, mdy, kx);
+                    continue;
+                }
                 const float *gyp = gy + o;
                 if (buf != NULL) {
                     dfq_bn_act_mask_plane (y + o, gyp, buf, inner, act);

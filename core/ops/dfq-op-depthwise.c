@@ -20,12 +20,42 @@
 
 #include "dfq-op-private.h"
 
-#define DFQ_DW3_FAST_MAX_WO 32
+#define DFQ_DW3_FAST_MAX_WO (16 * DFQ_DW3_FAST_ROW_BLOCKS)
 
 gboolean
 dfq_priv_dw3_fast_usable (gint64 w, gint64 s)
 {
     return (s == 1 || s == 2) && (w - 1) / s + 1 <= DFQ_DW3_FAST_MAX_WO && dfq_priv_cpu_avx512 ();
+}
+
+/* Lanes l of a load at column @c0 + l that lie inside [0, @w). */
+static guint16
+dfq_dw3_fast_lanes (gint64 c0, gint64 w)
+{
+    guint32 m = 0;
+    for (int l = 0; l < 16; l++)
+        if (c0 + l >= 0 && c0 + l < w)
+            m |= 1u << l;
+    return (guint16) m;
+}
+
+/* The masks of the loads dfq_dw3_fast_row_taps makes for output columns
+ * c0 .. c0 + 15 (stride 1: columns c0 + j - 1; stride 2: 32 columns from
+ * 2 c0 - 1 and 32 from 2 c0 + 1, 16 at a time), and of the block's outputs. */
+static void
+dfq_dw3_fast_row_masks (DfqPrivDw3Plan *plan)
+{
+    const gint64 w = plan->w;
+    for (gint64 b = 0; b < DFQ_DW3_FAST_ROW_BLOCKS && b * 16 < plan->wo; b++) {
+        const gint64 c0 = 16 * b;
+        plan->row_out[b] = dfq_dw3_fast_lanes (c0, plan->wo);
+        if (plan->s == 1)
+            for (int j = 0; j < 3; j++)
+                plan->row_load[b][j] = dfq_dw3_fast_lanes (c0 + j - 1, w);
+        else
+            for (int k = 0; k < 4; k++)
+                plan->row_load[b][k] = dfq_dw3_fast_lanes (2 * c0 - 1 + (k / 2) * 2 + (k % 2) * 16, w);
+    }
 }
 
 void
@@ -42,8 +72,10 @@ dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan)
      * (i, j) at q + (i - 1) w + j - 1 with the lanes whose neighbour lies in
      * the padding (or past the plane) masked off. */
     plan->flat = s == 1 && h * w <= 16 * DFQ_DW3_FAST_FLAT_VECS;
-    if (!plan->flat)
+    if (!plan->flat) {
+        dfq_dw3_fast_row_masks (plan);
         return;
+    }
     plan->n_vec = (int) ((h * w + 15) / 16);
     for (int v = 0; v < plan->n_vec; v++)
         for (int l = 0; l < 16; l++) {
@@ -62,34 +94,9 @@ dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #include <immintrin.h>
 
-/* Lanes l of a load at column @c0 + l that lie inside [0, @w). */
-static inline __mmask16
-dfq_dw3_fast_lanes (gint64 c0, gint64 w)
-{
-    guint32 m = 0;
-    for (int l = 0; l < 16; l++)
-        if (c0 + l >= 0 && c0 + l < w)
-            m |= 1u << l;
-    return (__mmask16) m;
-}
-
-/* The masks of the loads dfq_dw3_fast_row_taps makes for output columns
- * c0 .. c0 + 15 (stride 1: columns c0 + j - 1; stride 2: 32 columns from
- * 2 c0 - 1 and 32 from 2 c0 + 1, 16 at a time). */
-static inline void
-dfq_dw3_fast_masks (gint64 w, gint64 s, gint64 c0, __mmask16 m[4])
-{
-    if (s == 1)
-        for (int j = 0; j < 3; j++)
-            m[j] = dfq_dw3_fast_lanes (c0 + j - 1, w);
-    else
-        for (int k = 0; k < 4; k++)
-            m[k] = dfq_dw3_fast_lanes (2 * c0 - 1 + (k / 2) * 2 + (k % 2) * 16, w);
-}
-
 /* The three taps (j = 0, 1, 2) of input row @xr for output columns c0 .. c0 + 15. */
 __attribute__ ((target ("avx512f"), always_inline)) static inline void
-dfq_dw3_fast_row_taps (const float *xr, gint64 s, gint64 c0, const __mmask16 m[4], __m512 tap[3])
+dfq_dw3_fast_row_taps (const float *xr, gint64 s, gint64 c0, const __mmask16 *m, __m512 tap[3])
 {
     if (s == 1) {
         for (int j = 0; j < 3; j++)
@@ -167,9 +174,8 @@ dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float
         return;
     }
     for (gint64 c0 = 0; c0 < wo; c0 += 16) {
-        const __mmask16 out = dfq_dw3_fast_lanes (c0, wo);
-        __mmask16 m[4];
-        dfq_dw3_fast_masks (w, s, c0, m);
+        const __mmask16 out = plan->row_out[c0 / 16];
+        const __mmask16 *m = plan->row_load[c0 / 16];
         __m512 tap[3] = { zero, zero, zero }; /* row -1: the padding */
         if (s == 1) {
             /* before row ri: prev = output ri - 1 (rows ri - 2, ri - 1 added), cur = output ri (row ri - 1) */

@@ -131,12 +131,17 @@ void dfq_priv_conv1x1_image (const float *wpack, const float *x, float *y, gint6
  * output channel @co (residual plane @res) when @ep is not NULL. Only where
  * dfq_priv_dw3_fast_usable says so. */
 #define DFQ_DW3_FAST_FLAT_VECS 4
+#define DFQ_DW3_FAST_ROW_BLOCKS 2 /* 16-column blocks of an output row (wo <= 32) */
 typedef struct {
     gint64 h, w, s, ho, wo;
     gboolean flat; /* a small stride-1 plane taken as flat vectors of 16 positions */
     int n_vec;     /* flat: vectors per plane */
     guint16 tap_mask[DFQ_DW3_FAST_FLAT_VECS][9]; /* flat: lanes whose tap (i, j) lies in the plane */
     guint16 out_mask[DFQ_DW3_FAST_FLAT_VECS];    /* flat: lanes inside the plane */
+    /* rows: per 16-column block of output columns, the lanes inside the
+     * output row and the masks of the block's input row loads */
+    guint16 row_out[DFQ_DW3_FAST_ROW_BLOCKS];
+    guint16 row_load[DFQ_DW3_FAST_ROW_BLOCKS][4];
 } DfqPrivDw3Plan;
 gboolean dfq_priv_dw3_fast_usable (gint64 w, gint64 s);
 void dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan);
