@@ -53,6 +53,7 @@
  * most this many floats for all of them together. */
 #define DFQ_CONV2D_WGRAD_CHUNKS 16
 #define DFQ_CONV2D_WGRAD_BUDGET (8 * 1024 * 1024)
+#define DFQ_CONV2D_WGRAD_BATCH_PLANE 256 /* planes up to 16x16: a GEMM per chunk of images */
 /* Kernels up to this size per side may take the direct loops. */
 #define DFQ_CONV2D_DIRECT_MAX_K 16
 
@@ -1828,6 +1829,24 @@ dfq_conv2d_gemm_image_backward (const DfqConv2dGeom *g, const float *xn, const f
     }
 }
 
+/* The weight gradient of a 1x1 stride-1 conv (one group) for @ni images from
+ * @x and @gy: their planes copied channel-major into @buf ([ci][ni p] then
+ * [co][ni p]), then wt[ci][co] = cols dY^T in one GEMM (written, beta 0). */
+static void
+dfq_conv2d_wgrad_chunk (const DfqConv2dGeom *g, const float *x, const float *gy, gint64 ni, float *buf, float *wt)
+{
+    const gint64 p = g->p_out, k = ni * p;
+    float *xc = buf, *dc = buf + g->ci * k;
+    for (gint64 i = 0; i < ni; i++) {
+        for (gint64 c = 0; c < g->ci; c++)
+            memcpy (xc + c * k + i * p, x + (i * g->ci + c) * p, (gsize) p * sizeof (float));
+        for (gint64 o = 0; o < g->co; o++)
+            memcpy (dc + o * k + i * p, gy + (i * g->co + o) * p, (gsize) p * sizeof (float));
+    }
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, (blasint) g->ci, (blasint) g->co, (blasint) k, 1.0f, xc,
+                 (blasint) k, dc, (blasint) k, 0.0f, wt, (blasint) g->co);
+}
+
 /* The same for a single image, every step spread over the threads. */
 static void
 dfq_conv2d_gemm_single_backward (const DfqConv2dGeom *g, const float *x, const float *w,
@@ -1928,7 +1947,15 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     const float *wpack1 = NULL;
     if (gx != NULL && g.n > 1 && g.cols_are_x && g.g == 1 && dfq_priv_conv1x1_usable (g.co, g.ci, g.p_out))
         wpack1 = dfq_priv_conv1x1_pack (scratch, w, g.ci, g.co, TRUE);
-    /* ... and its weight gradient from the padded x and dY on the grid. */
+    /* A 1x1 stride-1 conv on small planes takes its weight gradient from one
+     * GEMM per chunk of images, K = the chunk's positions (copied channel-major),
+     * not one per image with K = a plane of 16 or 49 positions. */
+    const gint64 chunk_max = (g.n + MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS) - 1) / MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS);
+    const gboolean wgrad_batched = gw != NULL && g.n > 1 && g.cols_are_x && g.g == 1 &&
+                                   g.p_out <= DFQ_CONV2D_WGRAD_BATCH_PLANE && chunk_max > 1;
+    if (wgrad_batched)
+        buf_size = MAX (buf_size, (gsize) ((g.ci + g.co) * chunk_max * g.p_out));
+    /* A 3x3 conv's weight gradient from the padded x and dY on the grid. */
     DfqConv3Geom k3w;
     gboolean use_k3w = gw != NULL && g.n > 1 && dfq_conv3_wgrad_usable (&g);
     if (use_k3w) {
@@ -1960,7 +1987,11 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
             float *buf = ws != NULL ? ws + (gsize) dfq_priv_thread_id () * buf_size : NULL;
             float *wt = partials != NULL ? partials + c * w_numel : NULL;
             gint64 n0 = c * g.n / n_chunks, n1 = (c + 1) * g.n / n_chunks;
-            for (gint64 n = n0; n < n1; n++)
+            if (wgrad_batched && n1 - n0 > 1) {
+                dfq_conv2d_wgrad_chunk (&g, x + n0 * x_step, gy + n0 * y_step, n1 - n0, buf, wt);
+                wt = NULL;
+            }
+            for (gint64 n = n0; n < n1 && (wt != NULL || gx != NULL); n++)
                 dfq_conv2d_gemm_image_backward (&g, x + n * x_step, w, gy + n * y_step,
                                                 gx != NULL ? gx + n * x_step : NULL, gx_fresh, wt,
                                                 n == n0 ? 0.0f : 1.0f,

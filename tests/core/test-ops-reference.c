@@ -104,6 +104,10 @@ static const ConvCfg conv_cfgs[] = {
     { 2, 3, 28, 28, 16, 1, 1, 0, 1, FALSE },
     { 4, 16, 7, 7, 24, 1, 1, 0, 1, TRUE },  /* ... and its input gradient (Ci >= 8) */
     { 3, 12, 14, 14, 8, 1, 1, 0, 1, FALSE },
+    /* 1x1 stride 1, small planes, more than 16 images: the weight gradient
+     * from one GEMM per chunk of images (chunks of 1 and 2, and of 3) */
+    { 20, 6, 7, 7, 12, 1, 1, 0, 1, TRUE },
+    { 35, 5, 4, 4, 9, 1, 1, 0, 1, FALSE },
     /* depthwise 3x3 pad 1 through the AVX-512 kernel: small stride-1 planes taken
      * flat (7x7, 4x4, 2x3), rows (14x14, 28x28: two vectors a row), stride 2 */
     { 3, 6, 7, 7, 6, 3, 1, 1, 6, TRUE },
