@@ -641,6 +641,15 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
      * Otherwise scatter dY back through the taps. */
     const gboolean transposed = s == 1 && g->p <= g->kh - 1 && g->p <= g->kw - 1;
     const gboolean dw3 = transposed && dfq_dw3_usable (g); /* then 3x3 pad 1 again */
+    /* on AVX-512 both gradients of those take the depthwise kernels of
+     * dfq-op-depthwise.c: dX on dY's planes (stride 1), dW on x's */
+    const gboolean dw3_fast = dw3 && dfq_priv_dw3_fast_usable (g->wo, 1);
+    DfqPrivDw3Plan plan, plan_w;
+    if (dw3_fast)
+        dfq_priv_dw3_fast_plan (g->ho, g->wo, 1, &plan);
+    const gboolean dw3_w_fast = gw != NULL && dfq_dw3_usable (g) && dfq_priv_dw3_fast_usable (g->w, s);
+    if (dw3_w_fast)
+        dfq_priv_dw3_fast_plan (g->h, g->w, s, &plan_w);
 
     if (gx != NULL) {
         float *flipped = transposed ? dfq_arena_alloc_uninit (scratch, (gsize) (g->co * kk) * sizeof (float)) : NULL;
@@ -657,6 +666,10 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                 float *gxc = gx + (n * g->ci + grp) * g->h * g->w;
                 for (gint64 co = grp * g->cog; co < (grp + 1) * g->cog; co++) {
                     const float *gyc = gy + (n * g->co + co) * g->p_out;
+                    if (flipped != NULL && dw3_fast) { /* gx += the plane (residual without epilogue) */
+                        dfq_priv_dw3_fast_plane (&plan, gyc, flipped + co * kk, 0.0f, gxc, NULL, co, gxc);
+                        continue;
+                    }
                     if (flipped != NULL && dw3) {
                         dfq_dw3_plane (gyc, g->ho, g->wo, 1, flipped + co * kk, 0.0f, gxc, g->h, g->w, TRUE);
                         continue;
@@ -698,7 +711,20 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
 #pragma omp parallel for schedule(static) if (g->co > 1)
         for (gint64 co = 0; co < g->co; co++) {
             double *aw = acc + co * (kk + 1);
-            if (dw3_w) {
+            if (dw3_w_fast) {
+                for (gint64 n = 0; n < g->n; n++) {
+                    float t[9];
+                    const float *xn = x + (n * g->ci + co / g->cog) * g->h * g->w;
+                    const float *gyn = gy + (n * g->co + co) * g->p_out;
+                    const gboolean more = n + 1 < g->n;
+                    dfq_priv_dw3_fast_wgrad (&plan_w, xn, gyn, more ? xn + g->ci * g->h * g->w : NULL,
+                                             more ? gyn + g->co * g->p_out : NULL, t);
+                    for (int k = 0; k < 9; k++)
+                        aw[k] += t[k];
+                }
+                if (gb != NULL)
+                    dfq_conv2d_direct_wgrad_channel (g, x, gy, co, NULL, aw, aw + kk);
+            } else if (dw3_w) {
                 dfq_dw3_wgrad_channel (g, x, gy, co, aw);
                 if (gb != NULL)
                     dfq_conv2d_direct_wgrad_channel (g, x, gy, co, NULL, aw, aw + kk);

@@ -116,6 +116,14 @@ dfq_dw3_fast_row_taps (const float *xr, gint64 s, gint64 c0, const __mmask16 *m,
     tap[2] = _mm512_permutex2var_ps (d0, even, d1);
 }
 
+/* Asks for the @n floats from @p. */
+static inline void
+dfq_dw3_fast_prefetch (const float *p, gint64 n)
+{
+    for (gint64 k = 0; k < n; k += 64 / (gint64) sizeof (float))
+        __builtin_prefetch (p + k, 0, 3);
+}
+
 /* Output row @r's vector at column @c0, finished: through the epilogue, stored. */
 __attribute__ ((target ("avx512f"), always_inline)) static inline void
 dfq_dw3_fast_store (__m512 a, float *y, gint64 r, gint64 wo, gint64 c0, __mmask16 out,
@@ -131,6 +139,8 @@ dfq_dw3_fast_store (__m512 a, float *y, gint64 r, gint64 wo, gint64 c0, __mmask1
             a = _mm512_max_ps (a, zero);
         if (ep->relu6)
             a = _mm512_min_ps (a, _mm512_set1_ps (6.0f));
+    } else if (res != NULL) {
+        a = _mm512_add_ps (a, _mm512_maskz_loadu_ps (out, res + r * wo + c0));
     }
     _mm512_mask_storeu_ps (y + r * wo + c0, out, a);
 }
@@ -159,9 +169,7 @@ dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float
         wv[k] = _mm512_set1_ps (wk[k]);
     /* the next plane, which the caller most often runs next (a batch's
      * activations do not fit in cache): ask for it now */
-    const char *next = (const char *) (x + h * w);
-    for (gint64 off = 0; off < h * w * (gint64) sizeof (float); off += 64)
-        __builtin_prefetch (next + off, 0, 3);
+    dfq_dw3_fast_prefetch (x + h * w, h * w);
     if (plan->flat) {
         for (int v = 0; v < plan->n_vec; v++) {
             __m512 a = bv;
@@ -216,12 +224,62 @@ dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float
         }
     }
 }
+/* Each output row's dY vector times the taps of the input rows it read. */
+__attribute__ ((target ("avx512f"))) void
+dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float *dy, const float *x_next,
+                         const float *dy_next, float t[9])
+{
+    const gint64 h = plan->h, w = plan->w, s = plan->s, ho = plan->ho, wo = plan->wo;
+    if (x_next != NULL)
+        dfq_dw3_fast_prefetch (x_next, h * w);
+    if (dy_next != NULL)
+        dfq_dw3_fast_prefetch (dy_next, ho * wo);
+    __m512 acc[9];
+    for (int k = 0; k < 9; k++)
+        acc[k] = _mm512_setzero_ps ();
+    if (plan->flat) {
+        for (int v = 0; v < plan->n_vec; v++) {
+            const __m512 g = _mm512_maskz_loadu_ps (plan->out_mask[v], dy + 16 * v);
+            for (int k = 0; k < 9; k++) {
+                const __m512 tp = _mm512_maskz_loadu_ps (plan->tap_mask[v][k], x + 16 * v + (k / 3 - 1) * w + k % 3 - 1);
+                acc[k] = _mm512_fmadd_ps (g, tp, acc[k]);
+            }
+        }
+    } else {
+        for (gint64 c0 = 0; c0 < wo; c0 += 16) {
+            const __mmask16 out = plan->row_out[c0 / 16];
+            const __mmask16 *m = plan->row_load[c0 / 16];
+            for (gint64 r = 0; r < ho; r++) {
+                const __m512 g = _mm512_maskz_loadu_ps (out, dy + r * wo + c0);
+                for (int i = 0; i < 3; i++) {
+                    const gint64 ri = r * s + i - 1;
+                    if (ri < 0 || ri >= h)
+                        continue;
+                    __m512 tap[3];
+                    dfq_dw3_fast_row_taps (x + ri * w, s, c0, m, tap);
+                    for (int j = 0; j < 3; j++)
+                        acc[i * 3 + j] = _mm512_fmadd_ps (g, tap[j], acc[i * 3 + j]);
+                }
+            }
+        }
+    }
+    for (int k = 0; k < 9; k++)
+        t[k] = _mm512_reduce_add_ps (acc[k]);
+}
 #else
 void
 dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float *wk, float bias, float *y,
                          const DfqPrivConvEpilogue *ep, gint64 co, const float *res)
 {
     (void) plan, (void) x, (void) wk, (void) bias, (void) y, (void) ep, (void) co, (void) res;
+    g_assert_not_reached ();
+}
+
+void
+dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float *dy, const float *x_next,
+                         const float *dy_next, float t[9])
+{
+    (void) plan, (void) x, (void) dy, (void) x_next, (void) dy_next, (void) t;
     g_assert_not_reached ();
 }
 #endif

@@ -147,6 +147,13 @@ gboolean dfq_priv_dw3_fast_usable (gint64 w, gint64 s);
 void dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan);
 void dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float *wk, float bias, float *y,
                               const DfqPrivConvEpilogue *ep, gint64 co, const float *res);
+/* (@res without @ep: y = the plane + res, an input gradient added to; @res
+ * may be @y.) The weight-gradient sums of one plane pair: t[3i + j] = the sum
+ * over output positions of @dy times the input @x at tap (i, j), over 16
+ * lanes in a fixed order, then across them; the pair the caller takes next
+ * (@x_next, @dy_next, or NULL) is prefetched. */
+void dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float *dy, const float *x_next,
+                              const float *dy_next, float t[9]);
 
 /* ---- BN with its activation (dfq_layer_conv_bn in core/model, any mode) ----
  * dfq_batchnorm followed by ReLU or ReLU6 as one graph op: the activation is
