@@ -66,6 +66,25 @@ dfq_bn_sums (const float *restrict a, const float *restrict b, gint64 n, double 
     *sab = tab;
 }
 
+/* Two channels' lane accumulators into their totals, in lane order, through
+ * locals (as in dfq_bn_sums). */
+static inline void
+dfq_bn_lanes_into (const double *la0, const double *lab0, const double *la1, const double *lab1,
+                   double *restrict sa0, double *restrict sab0, double *restrict sa1, double *restrict sab1)
+{
+    double t0 = *sa0, tb0 = *sab0, t1 = *sa1, tb1 = *sab1;
+    for (int l = 0; l < DFQ_BN_LANES; l++) {
+        t0 += la0[l];
+        tb0 += lab0[l];
+        t1 += la1[l];
+        tb1 += lab1[l];
+    }
+    *sa0 = t0;
+    *sab0 = tb0;
+    *sa1 = t1;
+    *sab1 = tb1;
+}
+
 /* dfq_bn_sums of two planes of the same length that belong to two channels:
  * @a0 (with @b0) into *sa0 / *sab0 and @a1 (with @b1) into *sa1 / *sab1. Each
  * plane's lanes and their sum into its channel's totals are exactly those of
@@ -114,17 +133,7 @@ dfq_bn_sums2 (const float *restrict a0, const float *restrict b0, const float *r
             lab1[0] += v1 * (double) b1[k];
         }
     }
-    double t0 = *sa0, tb0 = *sab0, t1 = *sa1, tb1 = *sab1;
-    for (int l = 0; l < DFQ_BN_LANES; l++) {
-        t0 += la0[l];
-        tb0 += lab0[l];
-        t1 += la1[l];
-        tb1 += lab1[l];
-    }
-    *sa0 = t0;
-    *sab0 = tb0;
-    *sa1 = t1;
-    *sab1 = tb1;
+    dfq_bn_lanes_into (la0, lab0, la1, lab1, sa0, sab0, sa1, sab1);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
@@ -165,17 +174,7 @@ dfq_bn_sums2_avx512 (const float *restrict a0, const float *restrict b0, const f
         la1[0] += v1;
         lab1[0] = fma (v1, b1 != NULL ? (double) b1[k] : v1, lab1[0]);
     }
-    double t0 = *sa0, tb0 = *sab0, t1 = *sa1, tb1 = *sab1;
-    for (int l = 0; l < DFQ_BN_LANES; l++) {
-        t0 += la0[l];
-        tb0 += lab0[l];
-        t1 += la1[l];
-        tb1 += lab1[l];
-    }
-    *sa0 = t0;
-    *sab0 = tb0;
-    *sa1 = t1;
-    *sab1 = tb1;
+    dfq_bn_lanes_into (la0, lab0, la1, lab1, sa0, sab0, sa1, sab1);
 }
 #define DFQ_BN_HAVE_AVX512 1
 #endif
