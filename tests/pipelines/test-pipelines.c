@@ -566,7 +566,8 @@ test_recon_resume (void)
 {
     g_test_summary ("Block reconstruction (GENIE-M W3A3 on the tiny CNN) stopped after each of its units and rerun, "
                     "and one killed between a unit's metrics line and its checkpoint, ends with the result.json, "
-                    "metrics and quantized weights of an uninterrupted run; every unit lowers its reconstruction error; the "
+                    "metrics and quantized weights of an uninterrupted run; the 3-bit units lower their reconstruction "
+                    "error, the 8-bit first conv's stays within 1 %; the "
                     "inner layer's quantized weights are on the 3-bit grid");
     if (!need_teacher ())
         return;
@@ -579,13 +580,21 @@ test_recon_resume (void)
     g_autofree char *ref_result = result_without_wall (ref);
     g_autofree char *ref_metrics = metrics_without_seconds (ref);
     g_autoptr (GBytes) ref_q = read_bytes (ref, "student-quantized.safetensors");
-    /* per unit: the hardened unit reconstructs its output better than nearest rounding did */
+    /* per unit: the hardened unit reconstructs its output better than nearest
+     * rounding did; stage1 holds only the 8-bit first conv, whose nearest
+     * rounding is already at the noise floor (its error moves by a fraction
+     * of a percent either way with the teacher's last bits): there, no more
+     * than 1 % worse */
     g_auto (GStrv) lines = g_strsplit (ref_metrics, "\n", -1);
     guint units = 0;
     for (guint i = 0; lines[i] != NULL; i++) {
         if (!g_str_has_prefix (lines[i], "{\"phase\":\"reconstruct\""))
             continue;
-        g_assert_cmpfloat (metrics_number (lines[i], "rec_after"), <, metrics_number (lines[i], "rec_before"));
+        const double before = metrics_number (lines[i], "rec_before"), after = metrics_number (lines[i], "rec_after");
+        if (strstr (lines[i], "\"block\":\"stage1\"") != NULL)
+            g_assert_cmpfloat (after, <=, 1.01 * before);
+        else
+            g_assert_cmpfloat (after, <, 0.99 * before);
         g_assert_cmpfloat (metrics_number (lines[i], "iters"), ==, 30);
         units++;
     }
