@@ -1973,12 +1973,20 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     const float *wpack1 = NULL;
     if (gx != NULL && g.n > 1 && g.cols_are_x && g.g == 1 && dfq_priv_conv1x1_usable (g.co, g.ci, g.p_out))
         wpack1 = dfq_priv_conv1x1_pack (scratch, w, g.ci, g.co, TRUE);
+    /* Chunks of images, each with its own (transposed) weight-gradient partial:
+     * their number depends on the shapes only. */
+    gint64 n_chunks = MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS);
+    n_chunks = MAX (1, MIN (n_chunks, DFQ_CONV2D_WGRAD_BUDGET / MAX (w_numel, 1)));
+    if (gw == NULL)
+        n_chunks = g.n; /* images are independent: one task each */
     /* A 1x1 stride-1 conv on small planes takes its weight gradient from one
-     * GEMM per chunk of images, K = the chunk's positions (copied channel-major),
-     * not one per image with K = a plane of 16 or 49 positions. */
-    const gint64 chunk_max = (g.n + MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS) - 1) / MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS);
+     * GEMM per chunk of images, K = the chunk's positions (copied channel-major,
+     * the largest chunk's copy within the same budget), not one per image with
+     * K = a plane of 16 or 49 positions. */
+    const gint64 chunk_max = (g.n + n_chunks - 1) / n_chunks;
     const gboolean wgrad_batched = gw != NULL && g.n > 1 && g.cols_are_x && g.g == 1 &&
-                                   g.p_out <= DFQ_CONV2D_WGRAD_BATCH_PLANE && chunk_max > 1;
+                                   g.p_out <= DFQ_CONV2D_WGRAD_BATCH_PLANE && chunk_max > 1 &&
+                                   (g.ci + g.co) * chunk_max * g.p_out <= DFQ_CONV2D_WGRAD_BUDGET;
     if (wgrad_batched)
         buf_size = MAX (buf_size, (gsize) ((g.ci + g.co) * chunk_max * g.p_out));
     /* A 3x3 conv's weight gradient from the padded x and dY on the grid. */
@@ -1988,12 +1996,6 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
         dfq_conv3_geom (&k3w, g.ci, g.co, g.h, g.w, 1);
         buf_size = MAX (buf_size, (gsize) (k3w.xp_size + k3w.q * g.co));
     }
-    /* Chunks of images, each with its own (transposed) weight-gradient partial:
-     * their number depends on the shapes only. */
-    gint64 n_chunks = MIN (g.n, DFQ_CONV2D_WGRAD_CHUNKS);
-    n_chunks = MAX (1, MIN (n_chunks, DFQ_CONV2D_WGRAD_BUDGET / MAX (w_numel, 1)));
-    if (gw == NULL)
-        n_chunks = g.n; /* images are independent: one task each */
     /* The first image of a chunk overwrites its partial (beta 0): only the
      * single-image path, which accumulates into it, needs it zeroed. */
     float *partials = NULL;
