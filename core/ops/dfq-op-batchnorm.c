@@ -215,15 +215,6 @@ dfq_bn_act_mask_plane (const float *restrict yp, const float *restrict gyp, floa
         }
 }
 
-/* Asks for @n floats from @p: the planes of the next image, which lie a
- * channel stride away, where the hardware prefetcher does not look. */
-static inline void
-dfq_bn_prefetch (const float *p, gint64 n)
-{
-    for (gint64 k = 0; k < n; k += 64 / (gint64) sizeof (float))
-        __builtin_prefetch (p + k, 0, 3);
-}
-
 /* Where the backward puts the gradient masked by the fused activation: plane
  * (channel k of the pair, image i) at base + i img_stride + k ch_stride. */
 typedef struct {
@@ -244,11 +235,11 @@ dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 
         const gint64 o = (i * c + j0) * inner;
         const float *a0 = a + o, *a1 = a + o + inner;
         if (i + 1 < n) {
-            dfq_bn_prefetch (a + o + c * inner, nj * inner);
+            dfq_priv_prefetch (a + o + c * inner, nj * inner);
             if (b != NULL)
-                dfq_bn_prefetch (b + o + c * inner, nj * inner);
+                dfq_priv_prefetch (b + o + c * inner, nj * inner);
             if (y != NULL)
-                dfq_bn_prefetch (y + o + c * inner, nj * inner);
+                dfq_priv_prefetch (y + o + c * inner, nj * inner);
         }
         if (mk != NULL) {
             float *m0 = mk->base + i * mk->img_stride;

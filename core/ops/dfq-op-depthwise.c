@@ -116,14 +116,6 @@ dfq_dw3_fast_row_taps (const float *xr, gint64 s, gint64 c0, const __mmask16 *m,
     tap[2] = _mm512_permutex2var_ps (d0, even, d1);
 }
 
-/* Asks for the @n floats from @p. */
-static inline void
-dfq_dw3_fast_prefetch (const float *p, gint64 n)
-{
-    for (gint64 k = 0; k < n; k += 64 / (gint64) sizeof (float))
-        __builtin_prefetch (p + k, 0, 3);
-}
-
 /* Output row @r's vector at column @c0, finished: through the epilogue, stored. */
 __attribute__ ((target ("avx512f"), always_inline)) static inline void
 dfq_dw3_fast_store (__m512 a, float *y, gint64 r, gint64 wo, gint64 c0, __mmask16 out,
@@ -169,7 +161,7 @@ dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float
         wv[k] = _mm512_set1_ps (wk[k]);
     /* the next plane, which the caller most often runs next (a batch's
      * activations do not fit in cache): ask for it now */
-    dfq_dw3_fast_prefetch (x + h * w, h * w);
+    dfq_priv_prefetch (x + h * w, h * w);
     if (plan->flat) {
         for (int v = 0; v < plan->n_vec; v++) {
             __m512 a = bv;
@@ -231,9 +223,9 @@ dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float
 {
     const gint64 h = plan->h, w = plan->w, s = plan->s, ho = plan->ho, wo = plan->wo;
     if (x_next != NULL)
-        dfq_dw3_fast_prefetch (x_next, h * w);
+        dfq_priv_prefetch (x_next, h * w);
     if (dy_next != NULL)
-        dfq_dw3_fast_prefetch (dy_next, ho * wo);
+        dfq_priv_prefetch (dy_next, ho * wo);
     __m512 acc[9];
     for (int k = 0; k < 9; k++)
         acc[k] = _mm512_setzero_ps ();

@@ -171,6 +171,15 @@ DfqTensor *dfq_priv_batchnorm_act (DfqArena *arena, DfqTensor *x, DfqTensor *gam
                                    DfqTensor *running_mean, DfqTensor *running_var, gboolean training,
                                    float momentum, float eps, DfqPrivBnAct act);
 
+/* Asks for the @n floats from @p (a plane the caller reads next, where the
+ * hardware prefetcher does not look: a channel or image stride away). */
+static inline void
+dfq_priv_prefetch (const float *p, gint64 n)
+{
+    for (gint64 k = 0; k < n; k += 64 / (gint64) sizeof (float))
+        __builtin_prefetch (p + k, 0, 3);
+}
+
 /* The calling thread's number inside an OpenMP region (0 outside one, or
  * without OpenMP): the index of its slice of a per-thread workspace. */
 static inline int
