@@ -204,6 +204,37 @@ dfq_report_method (GHashTable *flat)
     return method;
 }
 
+/* What a run's config.yaml leaves out because it equals its plugin's default
+ * (DFQ_PARAM_FLAG_OMIT_DEFAULT: uniform's percentile 99.99, say) but its sweep
+ * set explicitly: the trial's overrides (trial.json) say it, so a sweep of
+ * percentile 99.9 against the default 99.99 labels both rows. The overrides
+ * are applied to an empty tree as `--set` applies them and flattened like the
+ * config; keys the config has are kept (it is what ran). */
+static void
+dfq_report_fill_from_overrides (JsonObject *trial, GHashTable *flat)
+{
+    JsonNode *node = json_object_get_member (trial, "overrides");
+    if (node == NULL || !JSON_NODE_HOLDS_ARRAY (node))
+        return;
+    JsonArray *overrides = json_node_get_array (node);
+    g_autoptr (DfqConfigNode) root = dfq_config_node_new (DFQ_CONFIG_MAPPING, NULL);
+    for (guint i = 0; i < json_array_get_length (overrides); i++) {
+        JsonNode *o = json_array_get_element (overrides, i);
+        if (JSON_NODE_HOLDS_VALUE (o) && json_node_get_value_type (o) == G_TYPE_STRING)
+            dfq_config_apply_override (&root, json_node_get_string (o), NULL);
+    }
+    g_autoptr (GHashTable) set = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+    dfq_report_flatten (root, "", set);
+    GHashTableIter it;
+    gpointer key, value;
+    g_hash_table_iter_init (&it, set);
+    while (g_hash_table_iter_next (&it, &key, &value))
+        if (!g_hash_table_contains (flat, key) && !g_str_equal (value, "~") && !g_str_equal (value, "null")) {
+            g_hash_table_iter_steal (&it);
+            g_hash_table_insert (flat, key, value);
+        }
+}
+
 static DfqReportRun *
 dfq_report_read_run (const char *root, const char *rel)
 {
@@ -230,6 +261,8 @@ dfq_report_read_run (const char *root, const char *rel)
         config = dfq_config_parse (config_text, -1, config_path, NULL);
     if (config != NULL && config->kind == DFQ_CONFIG_MAPPING) {
         dfq_report_flatten (config, "", run->flat);
+        if (trial != NULL)
+            dfq_report_fill_from_overrides (trial, run->flat);
         run->seed = dfq_report_flat_int (run->flat, "seed", -1);
         if (trial != NULL && dfq_report_json_string (trial, "id") != NULL)
             run->id = g_strdup (dfq_report_json_string (trial, "id"));

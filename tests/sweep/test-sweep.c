@@ -496,6 +496,60 @@ test_report_use_labels (void)
     g_assert_nonnull (find_group (three, "synthesizer.optimizer.momentum=0.9", "W4A4"));
 }
 
+/* trial.json with the overrides @sets, as dfq sweep writes it */
+static void
+write_trial_overrides (const char *root, const char *name, const char *const *sets)
+{
+    g_autoptr (JsonBuilder) b = json_builder_new ();
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "id");
+    json_builder_add_string_value (b, name);
+    json_builder_set_member_name (b, "status");
+    json_builder_add_string_value (b, "finished");
+    json_builder_set_member_name (b, "overrides");
+    json_builder_begin_array (b);
+    for (guint i = 0; sets[i] != NULL; i++)
+        json_builder_add_string_value (b, sets[i]);
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+    g_autoptr (JsonNode) root_node = json_builder_get_root (b);
+    g_autofree char *json = json_to_string (root_node, TRUE);
+    g_autofree char *path = g_build_filename (root, name, "trial.json", NULL);
+    g_assert_true (g_file_set_contents (path, json, -1, NULL));
+}
+
+static void
+test_report_default_params (void)
+{
+    g_test_summary ("A parameter the resolved config leaves out because it equals its plugin's default "
+                    "(uniform's percentile 99.99) but the sweep set explicitly is labelled from the trial's "
+                    "overrides, not as (absent); a trial without overrides keeps (absent)");
+    g_autoptr (GError) error = NULL;
+    g_autofree char *root = g_build_filename (tmpdir, "report-default-params", NULL);
+    const char *p999[] = { "seed=1", "student.quantizer={act_range: percentile, percentile: 99.9}", NULL };
+    const char *p9999[] = { "seed=1", "student.quantizer={act_range: percentile, percentile: 99.99}", NULL };
+    make_run (root, "p999-s1", p999, "finished", 50, 51, NULL);
+    make_run (root, "p9999-s1", p9999, "finished", 52, 53, NULL);
+    g_autofree char *config_path = g_build_filename (root, "p9999-s1", "config.yaml", NULL);
+    g_autofree char *config = NULL;
+    g_assert_true (g_file_get_contents (config_path, &config, NULL, NULL));
+    g_assert_null (strstr (config, "99.99")); /* the premise: the default is left out */
+
+    g_autoptr (DfqReport) bare = dfq_report_new_from_dir (root, &error);
+    g_assert_no_error (error);
+    g_assert_nonnull (find_group (bare, "student.quantizer.percentile=(absent)", "W4A4"));
+
+    write_trial_overrides (root, "p999-s1", p999);
+    write_trial_overrides (root, "p9999-s1", p9999);
+    g_autoptr (DfqReport) report = dfq_report_new_from_dir (root, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (report->groups->len, ==, 2);
+    g_assert_nonnull (find_group (report, "student.quantizer.percentile=99.99", "W4A4"));
+    g_assert_nonnull (find_group (report, "student.quantizer.percentile=99.9]", "W4A4"));
+    g_autofree char *md = dfq_report_to_markdown (report);
+    g_assert_null (strstr (md, "(absent)"));
+}
+
 static void
 test_report_html (void)
 {
@@ -578,6 +632,7 @@ main (int argc, char **argv)
     g_test_add_func ("/report/quantizer-choice", test_report_quantizer_choice);
     g_test_add_func ("/report/quantizer-choice-protocol", test_report_quantizer_choice_protocol);
     g_test_add_func ("/report/use-labels", test_report_use_labels);
+    g_test_add_func ("/report/default-params", test_report_default_params);
     g_test_add_func ("/report/html", test_report_html);
     int rc = g_test_run ();
     rm_rf (tmpdir);
