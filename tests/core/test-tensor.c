@@ -91,6 +91,44 @@ test_arena_steady_state (TensorFixture *f, gconstpointer data)
     g_assert_cmpuint (dfq_arena_n_system_allocs (a), ==, n_allocs);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+
+#ifdef TEST_ASAN
+/* Only in AddressSanitizer builds (the CI's build-asan runs this suite): the
+ * arena's red zones and poisoning make overruns between arena tensors, and
+ * reads of memory freed by a reset, fail like heap errors. */
+static void
+test_arena_asan (gconstpointer data)
+{
+    const char *what = data;
+    g_test_summary ("Under ASan, writing one byte past an arena allocation (inside the same chunk, before the "
+                    "next allocation) and reading an allocation after dfq_arena_reset() are reported");
+    if (g_test_subprocess ()) {
+        DfqArena *a = dfq_arena_new (0);
+        volatile guint8 *p = dfq_arena_alloc (a, 10);
+        dfq_arena_alloc (a, 10);
+        p[9] = 1; /* the last byte: fine */
+        if (g_str_equal (what, "reset")) {
+            dfq_arena_reset (a);
+            g_print ("%d\n", p[0]);
+        } else {
+            p[10] = 1;
+        }
+        dfq_arena_free (a);
+        return;
+    }
+    g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_failed ();
+    g_test_trap_assert_stderr ("*use-after-poison*");
+}
+#endif
+
 /* ---- tensor ---- */
 
 static void
@@ -417,6 +455,10 @@ main (int argc, char **argv)
 #define ADD_F(path, fn) g_test_add (path, TensorFixture, NULL, tensor_setup, fn, tensor_teardown)
     ADD_F ("/arena/alignment", test_arena_alignment);
     ADD_F ("/arena/steady-state", test_arena_steady_state);
+#ifdef TEST_ASAN
+    g_test_add_data_func ("/arena/asan/overrun", "overrun", test_arena_asan);
+    g_test_add_data_func ("/arena/asan/reset", "reset", test_arena_asan);
+#endif
     ADD_F ("/tensor/new", test_tensor_new);
     g_test_add_func ("/rand/philox/deterministic", test_rand_philox_deterministic);
     ADD_F ("/rand/normal/moments", test_rand_normal_moments);
