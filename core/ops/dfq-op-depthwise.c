@@ -237,20 +237,49 @@ dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float
                 acc[k] = _mm512_fmadd_ps (g, tp, acc[k]);
             }
         }
-    } else {
+    } else if (s == 1) {
+        /* each input row ri loaded once and multiplied into the dY rows that
+         * read it (output ri + 1 - i for tap row i): every acc[k] still takes
+         * its terms by output row in order, so the sums are those of the
+         * output-row order below */
         for (gint64 c0 = 0; c0 < wo; c0 += 16) {
             const __mmask16 out = plan->row_out[c0 / 16];
             const __mmask16 *m = plan->row_load[c0 / 16];
-            for (gint64 r = 0; r < ho; r++) {
-                const __m512 g = _mm512_maskz_loadu_ps (out, dy + r * wo + c0);
+            for (gint64 ri = 0; ri < h; ri++) {
+                __m512 tap[3];
+                dfq_dw3_fast_row_taps (x + ri * w, 1, c0, m, tap);
                 for (int i = 0; i < 3; i++) {
-                    const gint64 ri = r * s + i - 1;
-                    if (ri < 0 || ri >= h)
+                    const gint64 r = ri + 1 - i;
+                    if (r < 0 || r >= ho)
                         continue;
-                    __m512 tap[3];
-                    dfq_dw3_fast_row_taps (x + ri * w, s, c0, m, tap);
+                    const __m512 g = _mm512_maskz_loadu_ps (out, dy + r * wo + c0);
                     for (int j = 0; j < 3; j++)
                         acc[i * 3 + j] = _mm512_fmadd_ps (g, tap[j], acc[i * 3 + j]);
+                }
+            }
+        }
+    } else {
+        /* stride 2: output r reads rows 2r - 1 (kept from output r - 1), 2r, 2r + 1 */
+        for (gint64 c0 = 0; c0 < wo; c0 += 16) {
+            const __mmask16 out = plan->row_out[c0 / 16];
+            const __mmask16 *m = plan->row_load[c0 / 16];
+            __m512 above[3] = { _mm512_setzero_ps (), _mm512_setzero_ps (), _mm512_setzero_ps () };
+            for (gint64 r = 0; r < ho; r++) {
+                const __m512 g = _mm512_maskz_loadu_ps (out, dy + r * wo + c0);
+                __m512 tap[3];
+                if (r > 0) /* row 2r - 1; row -1 is the padding */
+                    for (int j = 0; j < 3; j++)
+                        acc[j] = _mm512_fmadd_ps (g, above[j], acc[j]);
+                for (int i = 1; i < 3; i++) {
+                    const gint64 ri = 2 * r + i - 1;
+                    if (ri >= h)
+                        continue;
+                    dfq_dw3_fast_row_taps (x + ri * w, 2, c0, m, tap);
+                    for (int j = 0; j < 3; j++)
+                        acc[i * 3 + j] = _mm512_fmadd_ps (g, tap[j], acc[i * 3 + j]);
+                    if (i == 2)
+                        for (int j = 0; j < 3; j++)
+                            above[j] = tap[j];
                 }
             }
         }

@@ -192,6 +192,18 @@ dfq_priv_thread_id (void)
 #endif
 }
 
+/* The size of the calling thread's team (1 outside a parallel region, or
+ * without OpenMP). */
+static inline int
+dfq_priv_team_size (void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads ();
+#else
+    return 1;
+#endif
+}
+
 /* Channel index helpers for per-channel parameters along @axis. */
 static inline gint64
 dfq_priv_inner_size (const DfqTensor *t, int axis)
