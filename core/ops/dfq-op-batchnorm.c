@@ -22,6 +22,21 @@
 #define DFQ_BN_LANES 8
 #define DFQ_BN_PAR_MIN 32768
 
+/* The planes of the next image that a sums pass asks for while it reads the
+ * current ones (up to three streams of a channel pair), NULL where none. */
+typedef struct {
+    const float *p[6];
+    int n;
+} DfqBnNext;
+
+/* Every stream of @nx in one burst (the portable paths). */
+static void
+dfq_bn_prefetch_all (const DfqBnNext *nx, gint64 len)
+{
+    for (int s = 0; s < nx->n; s++)
+        dfq_priv_prefetch (nx->p[s], len);
+}
+
 /* sum(a) and sum(a*b) (or sum(a*a) when b == NULL) over n floats, in double.
  * Lanes keep independent accumulators so the loop vectorises without reordering
  * any sum (the compiler may not reassociate): same result every run. */
@@ -147,12 +162,15 @@ dfq_bn_sums2 (const float *restrict a0, const float *restrict b0, const float *r
 __attribute__ ((target ("avx512f,fma"))) static void
 dfq_bn_sums2_avx512 (const float *restrict a0, const float *restrict b0, const float *restrict a1,
                      const float *restrict b1, gint64 n, double *restrict sa0, double *restrict sab0,
-                     double *restrict sa1, double *restrict sab1)
+                     double *restrict sa1, double *restrict sab1, const DfqBnNext *nx)
 {
     __m512d va0 = _mm512_setzero_pd (), vab0 = _mm512_setzero_pd ();
     __m512d va1 = _mm512_setzero_pd (), vab1 = _mm512_setzero_pd ();
     gint64 k = 0;
     for (; k + DFQ_BN_LANES <= n; k += DFQ_BN_LANES) {
+        if (k % 16 == 0) /* one line of each next plane per line read */
+            for (int s = 0; s < nx->n; s++)
+                __builtin_prefetch (nx->p[s] + k, 0, 3);
         const __m512d v0 = _mm512_cvtps_pd (_mm256_loadu_ps (a0 + k));
         const __m512d v1 = _mm512_cvtps_pd (_mm256_loadu_ps (a1 + k));
         const __m512d w0 = b0 != NULL ? _mm512_cvtps_pd (_mm256_loadu_ps (b0 + k)) : v0;
@@ -179,17 +197,21 @@ dfq_bn_sums2_avx512 (const float *restrict a0, const float *restrict b0, const f
 #define DFQ_BN_HAVE_AVX512 1
 #endif
 
-/* dfq_bn_sums2 through the fastest path this CPU has. */
+/* dfq_bn_sums2 through the fastest path this CPU has, asking for the planes
+ * of @nx meanwhile: on AVX-512 a line of each per line read (a burst of the
+ * whole next planes up front stalled on the outstanding misses), else all
+ * of them first. */
 static inline void
 dfq_bn_sums2_any (const float *a0, const float *b0, const float *a1, const float *b1, gint64 n, double *sa0,
-                  double *sab0, double *sa1, double *sab1)
+                  double *sab0, double *sa1, double *sab1, const DfqBnNext *nx)
 {
 #ifdef DFQ_BN_HAVE_AVX512
     if (dfq_priv_cpu_avx512 ()) {
-        dfq_bn_sums2_avx512 (a0, b0, a1, b1, n, sa0, sab0, sa1, sab1);
+        dfq_bn_sums2_avx512 (a0, b0, a1, b1, n, sa0, sab0, sa1, sab1, nx);
         return;
     }
 #endif
+    dfq_bn_prefetch_all (nx, n);
     dfq_bn_sums2 (a0, b0, a1, b1, n, sa0, sab0, sa1, sab1);
 }
 
@@ -234,13 +256,16 @@ dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 
     for (gint64 i = 0; i < n; i++) {
         const gint64 o = (i * c + j0) * inner;
         const float *a0 = a + o, *a1 = a + o + inner;
-        if (i + 1 < n) {
-            dfq_priv_prefetch (a + o + c * inner, nj * inner);
-            if (b != NULL)
-                dfq_priv_prefetch (b + o + c * inner, nj * inner);
-            if (y != NULL)
-                dfq_priv_prefetch (y + o + c * inner, nj * inner);
-        }
+        DfqBnNext nx = { { NULL }, 0 };
+        if (i + 1 < n)
+            for (int k = 0; k < nj; k++) {
+                const gint64 on = o + c * inner + k * inner;
+                nx.p[nx.n++] = a + on;
+                if (b != NULL)
+                    nx.p[nx.n++] = b + on;
+                if (y != NULL)
+                    nx.p[nx.n++] = y + on;
+            }
         if (mk != NULL) {
             float *m0 = mk->base + i * mk->img_stride;
             for (int k = 0; k < nj; k++)
@@ -248,11 +273,13 @@ dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 
             a0 = m0;
             a1 = m0 + mk->ch_stride;
         }
-        if (nj == 2)
+        if (nj == 2) {
             dfq_bn_sums2_any (a0, b ? b + o : NULL, a1, b ? b + o + inner : NULL, inner, &sa[0], &sab[0], &sa[1],
-                              &sab[1]);
-        else
+                              &sab[1], &nx);
+        } else {
+            dfq_bn_prefetch_all (&nx, inner);
             dfq_bn_sums (a0, b ? b + o : NULL, inner, &sa[0], &sab[0]);
+        }
     }
 }
 
