@@ -664,9 +664,20 @@ dfq_conv2d_dw3_fast_wgrad_all (const DfqConv2dGeom *g, const DfqPrivDw3Plan *pla
     }
 }
 
+/* Whether dfq_conv2d_direct_backward writes every value of a fresh dX
+ * itself (no zero-fill first): depthwise 3x3 stride-1 convs on AVX-512,
+ * whose dX planes each come from one output channel's kernel pass. */
+static gboolean
+dfq_conv2d_direct_dx_writes (const DfqConv2dGeom *g)
+{
+    return g->s == 1 && g->cog == 1 && dfq_dw3_usable (g) && dfq_priv_dw3_fast_usable (g->wo, 1);
+}
+
+/* @gx_fresh: @gx is a new buffer, not zeroed; only where
+ * dfq_conv2d_direct_dx_writes says so. */
 static void
 dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const float *x,
-                            const float *w, const float *gy, float *gx, float *gw, float *gb)
+                            const float *w, const float *gy, float *gx, gboolean gx_fresh, float *gw, float *gb)
 {
     const gint64 kk = g->kh * g->kw, s = g->s;
     /* Stride 1: dX is the convolution of dY with the flipped kernel and padding
@@ -699,8 +710,9 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                 float *gxc = gx + (n * g->ci + grp) * g->h * g->w;
                 for (gint64 co = grp * g->cog; co < (grp + 1) * g->cog; co++) {
                     const float *gyc = gy + (n * g->co + co) * g->p_out;
-                    if (flipped != NULL && dw3_fast) { /* gx += the plane (residual without epilogue) */
-                        dfq_priv_dw3_fast_plane (&plan, gyc, flipped + co * kk, 0.0f, gxc, NULL, co, gxc);
+                    if (flipped != NULL && dw3_fast) { /* gx (+)= the plane (residual without epilogue) */
+                        dfq_priv_dw3_fast_plane (&plan, gyc, flipped + co * kk, 0.0f, gxc, NULL, co,
+                                                 gx_fresh ? NULL : gxc);
                         continue;
                     }
                     if (flipped != NULL && dw3) {
@@ -1955,14 +1967,16 @@ dfq_op_conv2d_backward (DfqTensor *dst, DfqArena *scratch)
     float *gw = dfq_priv_grad_of (dst->src[1], scratch);
     float *gb = dfq_priv_grad_of (dst->src[2], scratch);
 
-    if (gx_fresh && (g.n <= 1 || g.direct || g.co == 0 || g.p_out == 0)) {
+    if (gx_fresh && g.direct && g.n > 0 && dfq_conv2d_direct_dx_writes (&g)) {
+        /* written plane by plane below */
+    } else if (gx_fresh && (g.n <= 1 || g.direct || g.co == 0 || g.p_out == 0)) {
         memset (gx, 0, (gsize) dfq_tensor_numel (dst->src[0]) * sizeof (float));
         gx_fresh = FALSE;
     }
     if (g.n == 0 || g.co == 0 || g.p_out == 0)
         return;
     if (g.direct) {
-        dfq_conv2d_direct_backward (&g, scratch, x, w, gy, gx, gw, gb);
+        dfq_conv2d_direct_backward (&g, scratch, x, w, gy, gx, gx_fresh, gw, gb);
         return;
     }
 

@@ -84,6 +84,24 @@ build_conv3_shared_mul (DfqArena *arena, DfqTensor **in)
     return dfq_add (arena, y, hh);
 }
 
+/* The same around a depthwise 3x3 stride-1 conv (4 channels): h feeding the
+ * conv alone, whose dX is then written fresh plane by plane by the AVX-512
+ * kernel (no zero-fill), and h shared with an add (the conv adds to it). */
+static DfqTensor *
+build_dw3_fresh (DfqArena *arena, DfqTensor **in)
+{
+    DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
+    return dfq_conv2d (arena, h, in[1], in[2], 1, 1, 4);
+}
+
+static DfqTensor *
+build_dw3_shared_add (DfqArena *arena, DfqTensor **in)
+{
+    DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
+    DfqTensor *y = dfq_conv2d (arena, h, in[1], in[2], 1, 1, 4);
+    return dfq_add (arena, y, h);
+}
+
 /* ---- batchnorm: in[0] x, then gamma, beta, running mean, running var as listed ---- */
 static DfqTensor *
 build_bn_train_affine (DfqArena *arena, DfqTensor **in)
@@ -227,6 +245,11 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 3, 3, 19, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
     { .name = "conv2d/depthwise3-s1-one-row", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p1g4,
       .inputs = { IN4 (2, 4, 1, 4, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise3-s1-input-grad-fresh", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_dw3_fresh,
+      .inputs = { IN4 (3, 4, 6, 7, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise3-s1-shared-input-add", .op = DFQ_OP_CONV2D, .n_inputs = 3,
+      .build = build_dw3_shared_add,
+      .inputs = { IN4 (2, 4, 5, 18, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
     { .name = "conv2d/single-input-channel", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_conv_s1p0,
       .inputs = { IN4 (2, 1, 6, 6, NORMAL, TRUE), IN4 (3, 1, 3, 3, NORMAL, TRUE), IN1 (3, NORMAL, TRUE) } },
 
