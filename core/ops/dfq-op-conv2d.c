@@ -665,12 +665,17 @@ dfq_conv2d_dw3_fast_wgrad_all (const DfqConv2dGeom *g, const DfqPrivDw3Plan *pla
 }
 
 /* Whether dfq_conv2d_direct_backward writes every value of a fresh dX
- * itself (no zero-fill first): depthwise 3x3 stride-1 convs on AVX-512,
- * whose dX planes each come from one output channel's kernel pass. */
+ * itself (no zero-fill first): depthwise 3x3 convs on AVX-512 (stride 1, or
+ * stride 2 on planes up to 32 wide), whose dX planes each come from one
+ * output channel's kernel pass. */
 static gboolean
 dfq_conv2d_direct_dx_writes (const DfqConv2dGeom *g)
 {
-    return g->s == 1 && g->cog == 1 && dfq_dw3_usable (g) && dfq_priv_dw3_fast_usable (g->wo, 1);
+    if (g->cog != 1 || !dfq_dw3_usable (g))
+        return FALSE;
+    if (g->s == 2) /* dfq_priv_dw3_fast_dx_s2 */
+        return g->w <= 32 && dfq_priv_dw3_fast_usable (g->w, 2);
+    return dfq_priv_dw3_fast_usable (g->wo, 1);
 }
 
 /* @gx_fresh: @gx is a new buffer, not zeroed; only where
@@ -688,9 +693,13 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
     /* on AVX-512 both gradients of those take the depthwise kernels of
      * dfq-op-depthwise.c: dX on dY's planes (stride 1), dW on x's */
     const gboolean dw3_fast = dw3 && dfq_priv_dw3_fast_usable (g->wo, 1);
+    /* stride 2: dX by the stride-2 scatter kernel (dfq_priv_dw3_fast_dx_s2) */
+    const gboolean dx2_fast = s == 2 && dfq_conv2d_direct_dx_writes (g);
     DfqPrivDw3Plan plan, plan_w;
     if (dw3_fast)
         dfq_priv_dw3_fast_plan (g->ho, g->wo, 1, &plan);
+    if (dx2_fast)
+        dfq_priv_dw3_fast_plan (g->h, g->w, 2, &plan);
     const gboolean dw3_w_fast = gw != NULL && dfq_dw3_usable (g) && dfq_priv_dw3_fast_usable (g->w, s);
     if (dw3_w_fast)
         dfq_priv_dw3_fast_plan (g->h, g->w, s, &plan_w);
@@ -722,6 +731,10 @@ dfq_conv2d_direct_backward (const DfqConv2dGeom *g, DfqArena *scratch, const flo
                     if (flipped != NULL) {
                         dfq_conv2d_direct_plane (gyc, g->ho, g->wo, flipped + co * kk, g->kh, g->kw, 1,
                                                  g->kh - 1 - g->p, g->kw - 1 - g->p, gxc, g->h, g->w, 0.0f, TRUE);
+                        continue;
+                    }
+                    if (dx2_fast) {
+                        dfq_priv_dw3_fast_dx_s2 (&plan, gyc, w + co * kk, gxc, gx_fresh);
                         continue;
                     }
                     const float *wk = w + co * kk;

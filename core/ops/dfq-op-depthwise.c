@@ -71,6 +71,20 @@ dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan)
      * each vector, so the plane is taken flat, 16 positions q at a time, tap
      * (i, j) at q + (i - 1) w + j - 1 with the lanes whose neighbour lies in
      * the padding (or past the plane) masked off. */
+    plan->dx2 = s == 2 && w <= 32;
+    for (int b = 0; plan->dx2 && b < 2; b++)
+        for (int l = 0; l < 16; l++) {
+            const gint64 ix = 16 * b + l;
+            if (ix >= w)
+                continue;
+            plan->dx2_in[b] |= (guint16) (1u << l);
+            if (ix % 2 == 0 || (ix + 1) / 2 < plan->wo)
+                plan->dx2_j01[b] |= (guint16) (1u << l);
+            if (ix % 2 == 1)
+                plan->dx2_odd[b] |= (guint16) (1u << l);
+            if (8 * b + l < plan->wo)
+                plan->dx2_dy[b] |= (guint16) (1u << l);
+        }
     plan->flat = s == 1 && h * w <= 16 * DFQ_DW3_FAST_FLAT_VECS;
     if (!plan->flat) {
         dfq_dw3_fast_row_masks (plan);
@@ -287,7 +301,64 @@ dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float
     for (int k = 0; k < 9; k++)
         t[k] = _mm512_reduce_add_ps (acc[k]);
 }
+
+/* g (masked to @m) += wv * (the dY vector @d permuted by @idx): a product
+ * rounded on its own, then the masked add (a builtin: never contracted). */
+__attribute__ ((target ("avx512f"), always_inline)) static inline __m512
+dfq_dw3_dx2_term (__m512 g, __mmask16 m, __m512 wv, __m512i idx, __m512 d)
+{
+    return _mm512_mask_add_ps (g, m, g, _mm512_mul_ps (wv, _mm512_permutexvar_ps (idx, d)));
+}
+
+__attribute__ ((target ("avx512f"))) void
+dfq_priv_dw3_fast_dx_s2 (const DfqPrivDw3Plan *plan, const float *dy, const float *wk, float *gx,
+                         gboolean fresh)
+{
+    const gint64 h = plan->h, w = plan->w, ho = plan->ho, wo = plan->wo;
+    /* lane l (column ix0 + l) reads dY column ix0 / 2 + l / 2 + (l odd) for
+     * taps j = 0 (odd l) and 1 (even l), and ix0 / 2 + l / 2 for j = 2 */
+    const __m512i p01 = _mm512_set_epi32 (8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0);
+    const __m512i p2 = _mm512_set_epi32 (7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __mmask16 odd = 0xaaaa;
+    /* per tap row i: the weight of j = 1 on even lanes and of j = 0 on odd ones; of j = 2 */
+    __m512 w01[3], w2[3];
+    for (int i = 0; i < 3; i++) {
+        w01[i] = _mm512_mask_blend_ps (odd, _mm512_set1_ps (wk[3 * i + 1]), _mm512_set1_ps (wk[3 * i]));
+        w2[i] = _mm512_set1_ps (wk[3 * i + 2]);
+    }
+    for (gint64 iy = 0; iy < h; iy++)
+        for (int b = 0; b < 2 && 16 * b < w; b++) {
+            float *gr = gx + iy * w + 16 * b;
+            const __mmask16 in = plan->dx2_in[b], j01 = plan->dx2_j01[b], j2 = plan->dx2_odd[b];
+            __m512 g = fresh ? _mm512_setzero_ps () : _mm512_maskz_loadu_ps (in, gr);
+            if (iy % 2 == 0) { /* tap row 1 of output row iy / 2 */
+                const __m512 d = _mm512_maskz_loadu_ps (plan->dx2_dy[b], dy + (iy / 2) * wo + 8 * b);
+                g = dfq_dw3_dx2_term (g, j01, w01[1], p01, d);
+                g = dfq_dw3_dx2_term (g, j2, w2[1], p2, d);
+            } else { /* tap row 2 of output row (iy - 1) / 2, then tap row 0 of the next */
+                const gint64 ra = (iy - 1) / 2, rb = (iy + 1) / 2;
+                const __m512 da = _mm512_maskz_loadu_ps (plan->dx2_dy[b], dy + ra * wo + 8 * b);
+                const __m512 db = rb < ho ? _mm512_maskz_loadu_ps (plan->dx2_dy[b], dy + rb * wo + 8 * b)
+                                          : _mm512_setzero_ps ();
+                g = dfq_dw3_dx2_term (g, j01, w01[2], p01, da);
+                if (rb < ho)
+                    g = dfq_dw3_dx2_term (g, j01, w01[0], p01, db);
+                g = dfq_dw3_dx2_term (g, j2, w2[2], p2, da);
+                if (rb < ho)
+                    g = dfq_dw3_dx2_term (g, j2, w2[0], p2, db);
+            }
+            _mm512_mask_storeu_ps (gr, in, g);
+        }
+}
 #else
+void
+dfq_priv_dw3_fast_dx_s2 (const DfqPrivDw3Plan *plan, const float *dy, const float *wk, float *gx,
+                         gboolean fresh)
+{
+    (void) plan, (void) dy, (void) wk, (void) gx, (void) fresh;
+    g_assert_not_reached ();
+}
+
 void
 dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const float *wk, float bias, float *y,
                          const DfqPrivConvEpilogue *ep, gint64 co, const float *res)

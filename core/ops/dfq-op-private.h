@@ -142,6 +142,12 @@ typedef struct {
      * output row and the masks of the block's input row loads */
     guint16 row_out[DFQ_DW3_FAST_ROW_BLOCKS];
     guint16 row_load[DFQ_DW3_FAST_ROW_BLOCKS][4];
+    /* stride 2, w <= 32: per 16-column block of an input row (dX), the lanes
+     * inside the row, those that take a tap of column j = 0 or 1 (even
+     * columns, and odd ones whose right neighbour's output exists), the odd
+     * columns (j = 2), and the dY columns a block reads */
+    gboolean dx2;
+    guint16 dx2_in[2], dx2_j01[2], dx2_odd[2], dx2_dy[2];
 } DfqPrivDw3Plan;
 gboolean dfq_priv_dw3_fast_usable (gint64 w, gint64 s);
 void dfq_priv_dw3_fast_plan (gint64 h, gint64 w, gint64 s, DfqPrivDw3Plan *plan);
@@ -154,6 +160,13 @@ void dfq_priv_dw3_fast_plane (const DfqPrivDw3Plan *plan, const float *x, const 
  * (@x_next, @dy_next, or NULL) is prefetched. */
 void dfq_priv_dw3_fast_wgrad (const DfqPrivDw3Plan *plan, const float *x, const float *dy, const float *x_next,
                               const float *dy_next, float t[9]);
+/* dX of one plane of a stride-2 layer (@plan->dx2): @gx (+)= the scatter of
+ * @dy through the taps @wk, each input element taking its terms in the order
+ * of dfq-op-conv2d.c's scatter loop (tap column j, output row, tap row i),
+ * each a product rounded on its own and then added: the same bits. @fresh:
+ * @gx is written, not added to (as if zeroed first). */
+void dfq_priv_dw3_fast_dx_s2 (const DfqPrivDw3Plan *plan, const float *dy, const float *wk, float *gx,
+                              gboolean fresh);
 
 /* ---- BN with its activation (dfq_layer_conv_bn in core/model, any mode) ----
  * dfq_batchnorm followed by ReLU or ReLU6 as one graph op: the activation is

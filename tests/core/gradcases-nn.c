@@ -86,12 +86,20 @@ build_conv3_shared_mul (DfqArena *arena, DfqTensor **in)
 
 /* The same around a depthwise 3x3 stride-1 conv (4 channels): h feeding the
  * conv alone, whose dX is then written fresh plane by plane by the AVX-512
- * kernel (no zero-fill), and h shared with an add (the conv adds to it). */
+ * kernels (no zero-fill; stride 1 and 2), and h shared with an add (the conv
+ * adds to it). */
 static DfqTensor *
 build_dw3_fresh (DfqArena *arena, DfqTensor **in)
 {
     DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
     return dfq_conv2d (arena, h, in[1], in[2], 1, 1, 4);
+}
+
+static DfqTensor *
+build_dw3_s2_fresh (DfqArena *arena, DfqTensor **in)
+{
+    DfqTensor *h = dfq_leaky_relu (arena, in[0], 0.2f);
+    return dfq_conv2d (arena, h, in[1], in[2], 2, 1, 4);
 }
 
 static DfqTensor *
@@ -247,6 +255,9 @@ const GradCase dfq_gradcases_nn[] = {
       .inputs = { IN4 (2, 4, 1, 4, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
     { .name = "conv2d/depthwise3-s1-input-grad-fresh", .op = DFQ_OP_CONV2D, .n_inputs = 3, .build = build_dw3_fresh,
       .inputs = { IN4 (3, 4, 6, 7, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
+    { .name = "conv2d/depthwise3-s2-input-grad-fresh", .op = DFQ_OP_CONV2D, .n_inputs = 3,
+      .build = build_dw3_s2_fresh,
+      .inputs = { IN4 (3, 4, 7, 20, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
     { .name = "conv2d/depthwise3-s1-shared-input-add", .op = DFQ_OP_CONV2D, .n_inputs = 3,
       .build = build_dw3_shared_add,
       .inputs = { IN4 (2, 4, 5, 18, NORMAL, TRUE), IN4 (4, 1, 3, 3, NORMAL, TRUE), IN1 (4, NORMAL, TRUE) } },
