@@ -759,7 +759,7 @@ dfq_report_describe_protocol (GHashTable *flat, GPtrArray *keys)
         else if (g_str_equal (k, "budget")) {
             gint e = 0, it = 0, b = 0;
             if (sscanf (v, "%dx%dx%d", &e, &it, &b) == 3)
-                g_string_append_printf (s, "budget %d epochs x %d iterations x batch %d (%" G_GINT64_FORMAT " synthetic images)",
+                g_string_append_printf (s, "budget %d epochs x %d iterations x batch %d (%" G_GINT64_FORMAT " training images)",
                                         e, it, b, (gint64) e * it * b);
             else if (sscanf (v, "ptq %d", &e) == 1)
                 g_string_append_printf (s, "post-training: %d calibration images, no training", e);
