@@ -24,7 +24,8 @@
  * Convs with one input channel per group (depthwise, or a single-channel first
  * layer) would give GEMMs with K = kh*kw, far too thin for BLAS: they run
  * direct, vectorised loops; at stride 1 their dX is itself such a convolution
- * (of dY with the flipped kernel).
+ * (of dY with the flipped kernel); at stride 2 it is a scatter, which the
+ * depthwise 3x3 layers run as a gather on AVX-512 (dfq-op-depthwise.c).
  *
  * Memory: column buffers come from the result's arena in the forward and from
  * the scratch arena in the backward (one per thread), never from malloc. The

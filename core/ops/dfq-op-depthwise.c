@@ -1,6 +1,8 @@
 /* Depthwise 3x3 convs with padding 1, stride 1 or 2, on AVX-512 CPUs: the
- * forward of one plane straight from the input (core/ops/dfq-op-conv2d.c
- * calls it for MobileNetV2's depthwise layers).
+ * forward of one plane straight from the input (also the stride-1 dX, with
+ * the flipped taps), the weight-gradient sums of a plane pair, and the
+ * stride-2 dX of a plane (core/ops/dfq-op-conv2d.c calls them for
+ * MobileNetV2's depthwise layers).
  *
  * The portable path (dfq_dw3_plane in dfq-op-conv2d.c) copies each plane
  * zero-padded into phase planes, computes a grid with dropped columns, copies
