@@ -16,6 +16,7 @@
  * side by side), its planes visited in order, with sums in double over fixed
  * lanes: results do not depend on the thread count. */
 #include <math.h>
+#include <string.h>
 
 #include "dfq-op-private.h"
 
@@ -237,6 +238,62 @@ dfq_bn_act_mask_plane (const float *restrict yp, const float *restrict gyp, floa
         }
 }
 
+/* The per-channel constants of the forward's normalisation, for the two
+ * channels of a pair: the backward recomputes the activation's mask from x
+ * with them (dfq_bn_act_mask_x_plane) instead of reading y. */
+typedef struct {
+    float m[2], a[2], b[2];
+} DfqBnAffine2;
+
+/* dfq_bn_act_mask_plane with the mask recomputed from the input: v = (x - m)
+ * a + b, the expression of dfq_bn_normalize_plane, is inside the activation's
+ * open range exactly where its output y is. Reads x and gy, not y: one stream
+ * less. Used only where dfq_bn_act_from_x_exact says the clones agree. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_act_mask_x_plane (const float *restrict xp, const float *restrict gyp, float *restrict out, gint64 n,
+                         float m, float a, float b, int act)
+{
+    if (act == DFQ_PRIV_BN_ACT_RELU6)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++) {
+            const float v = (xp[k] - m) * a + b, g = gyp[k];
+            out[k] = v > 0.0f && v < 6.0f ? g : 0.0f;
+        }
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++) {
+            const float v = (xp[k] - m) * a + b, g = gyp[k];
+            out[k] = v > 0.0f ? g : 0.0f;
+        }
+}
+
+/* The backward of the normalisation (dfq_bn_backward_plane) through the fused
+ * activation, its mask recomputed from x as in dfq_bn_act_mask_x_plane: gx
+ * (+)= a (g - mdy) - kx (x - m), g = gy where the activation passed it. One
+ * pass reading x and gy, where the masked gradient was written first and
+ * read back. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_bn_act_backward_plane (const float *restrict xp, const float *restrict gyp, float *restrict gxp, gint64 n,
+                           float m, float a, float b, float mdy, float kx, int act, gboolean fresh)
+{
+    /* v < 6 for ReLU6, any v for ReLU (+inf included, as y > 0 would) */
+    const float hi = act == DFQ_PRIV_BN_ACT_RELU6 ? nextafterf (6.0f, 0.0f) : INFINITY;
+    if (fresh)
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++) {
+            const float v = (xp[k] - m) * a + b, g0 = gyp[k];
+            const float g = v > 0.0f && v <= hi ? g0 : 0.0f;
+            gxp[k] = a * (g - mdy) - kx * (xp[k] - m);
+        }
+    else
+#pragma omp simd
+        for (gint64 k = 0; k < n; k++) {
+            const float v = (xp[k] - m) * a + b, g0 = gyp[k];
+            const float g = v > 0.0f && v <= hi ? g0 : 0.0f;
+            gxp[k] += a * (g - mdy) - kx * (xp[k] - m);
+        }
+}
+
 /* Where the backward puts the gradient masked by the fused activation: plane
  * (channel k of the pair, image i) at base + i img_stride + k ch_stride. */
 typedef struct {
@@ -247,11 +304,13 @@ typedef struct {
 /* The sums of the @nj (1 or 2) channels from @j0 over their @n planes of
  * @inner values (of @a, and with @b when not NULL), plane by plane in order:
  * dfq_bn_sums per plane and channel, two channels at a time. With @mk, @a is
- * first masked by the fused activation @act of the output @y
- * (dfq_bn_act_mask_plane) into the planes @mk describes. */
+ * first masked by the fused activation @act into the planes @mk describes:
+ * the mask read off the output @y (dfq_bn_act_mask_plane), or with @af (and
+ * @y NULL) recomputed from @b, the input (dfq_bn_act_mask_x_plane). */
 static void
 dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 inner, gint64 j0, int nj,
-                     const float *y, int act, const DfqBnMasked *mk, double *sa, double *sab)
+                     const float *y, int act, const DfqBnMasked *mk, const DfqBnAffine2 *af, double *sa,
+                     double *sab)
 {
     for (gint64 i = 0; i < n; i++) {
         const gint64 o = (i * c + j0) * inner;
@@ -268,8 +327,14 @@ dfq_bn_channel_sums (const float *a, const float *b, gint64 n, gint64 c, gint64 
             }
         if (mk != NULL) {
             float *m0 = mk->base + i * mk->img_stride;
-            for (int k = 0; k < nj; k++)
-                dfq_bn_act_mask_plane (y + o + k * inner, a + o + k * inner, m0 + k * mk->ch_stride, inner, act);
+            for (int k = 0; k < nj; k++) {
+                const gint64 ok = o + k * inner;
+                if (af != NULL)
+                    dfq_bn_act_mask_x_plane (b + ok, a + ok, m0 + k * mk->ch_stride, inner, af->m[k], af->a[k],
+                                             af->b[k], act);
+                else
+                    dfq_bn_act_mask_plane (y + ok, a + ok, m0 + k * mk->ch_stride, inner, act);
+            }
             a0 = m0;
             a1 = m0 + mk->ch_stride;
         }
@@ -395,6 +460,58 @@ dfq_priv_bn_eval_rounding (void)
     return rounding;
 }
 
+/* One probe of dfq_bn_act_from_x_exact: the mask and both backward forms
+ * through x against those through y, on one set of values (@boundary: the
+ * values where a fused multiply-add and a separate product round apart at 0,
+ * see dfq_priv_bn_eval_rounding; else values straddling 0 and 6). */
+static gboolean
+dfq_bn_act_probe (int act, gboolean boundary)
+{
+    enum { N = 67 }; /* a vector body and a remainder in every clone */
+    float x[N], gy[N], y[N], g_y[N], g_x[N], dx_y[N], dx_x[N], acc_y[N], acc_x[N];
+    const float one = 1.0f, e12 = ldexpf (1.0f, -12), e11 = ldexpf (1.0f, -11);
+    const float m = boundary ? 0.0f : 0.25f, a = boundary ? one + e12 : 1.5f, b = boundary ? -(one + e11) : 0.5f;
+    const float mdy = 0.03125f, kx = 0.0211f;
+    for (int k = 0; k < N; k++) {
+        x[k] = boundary ? one + e12 : (float) (k - 20) * 0.37f;
+        gy[k] = (k % 2 ? -0.5f : 0.75f) + 0.01f * (float) k;
+        acc_y[k] = acc_x[k] = 0.1f * (float) k;
+    }
+    dfq_bn_normalize_plane (x, y, N, m, a, b, act);
+    dfq_bn_act_mask_plane (y, gy, g_y, N, act);
+    dfq_bn_act_mask_x_plane (x, gy, g_x, N, m, a, b, act);
+    memcpy (dx_y, g_y, sizeof dx_y);
+    dfq_bn_backward_plane_in_place (x, dx_y, N, m, a, mdy, kx);
+    dfq_bn_act_backward_plane (x, gy, dx_x, N, m, a, b, mdy, kx, act, TRUE);
+    dfq_bn_backward_plane (x, g_y, acc_y, N, m, a, mdy, kx, FALSE);
+    dfq_bn_act_backward_plane (x, gy, acc_x, N, m, a, b, mdy, kx, act, FALSE);
+    return memcmp (g_y, g_x, sizeof g_y) == 0 && memcmp (dx_y, dx_x, sizeof dx_y) == 0 &&
+           memcmp (acc_y, acc_x, sizeof acc_y) == 0;
+}
+
+/* Whether the backward may recompute the fused activation's mask from x
+ * (dfq_bn_act_mask_x_plane, dfq_bn_act_backward_plane) and get the bits of
+ * the path that reads y: the clones the loader picked and the compiler's
+ * contraction decide, so it is found once by running both. Otherwise the
+ * path through y runs. */
+static gboolean
+dfq_bn_act_from_x_exact (void)
+{
+    static gsize once = 0;
+    static gboolean exact = FALSE;
+    if (g_once_init_enter (&once)) {
+        gboolean ok = TRUE;
+        for (int act = DFQ_PRIV_BN_ACT_RELU; act <= DFQ_PRIV_BN_ACT_RELU6; act++)
+            ok = ok && dfq_bn_act_probe (act, TRUE) && dfq_bn_act_probe (act, FALSE);
+        exact = ok;
+        if (!ok)
+            g_info ("batchnorm: the backward reads the fused activation's mask off its output (recomputed from "
+                    "the input, it would not give the same bits with this build's rounding)");
+        g_once_init_leave (&once, 1);
+    }
+    return exact;
+}
+
 DfqTensor *
 dfq_priv_batchnorm_act (DfqArena *arena, DfqTensor *x, DfqTensor *gamma, DfqTensor *beta,
                         DfqTensor *running_mean, DfqTensor *running_var, gboolean training, float momentum,
@@ -459,7 +576,7 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
         const int nj = (int) MIN (2, c - j0);
         double s2[2] = { 0.0, 0.0 }, ss2[2] = { 0.0, 0.0 };
         if (batch_stats && inner != 1)
-            dfq_bn_channel_sums (x, NULL, n, c, inner, j0, nj, NULL, DFQ_PRIV_BN_ACT_NONE, NULL, s2, ss2);
+            dfq_bn_channel_sums (x, NULL, n, c, inner, j0, nj, NULL, DFQ_PRIV_BN_ACT_NONE, NULL, NULL, s2, ss2);
         for (gint64 j = j0; j < j0 + nj; j++) {
             double mean, var;
             if (batch_stats) {
@@ -494,12 +611,26 @@ dfq_op_batchnorm_forward (DfqTensor *dst)
     }
 }
 
+/* The per-channel constants of the forward for the @nj channels from @j0. */
+static void
+dfq_bn_affine2 (const float *mean, const float *istd, const float *gamma, const float *beta, gint64 j0, int nj,
+                DfqBnAffine2 *af)
+{
+    for (int k = 0; k < nj; k++) {
+        const gint64 j = j0 + k;
+        af->m[k] = mean[j];
+        af->a[k] = gamma ? gamma[j] * istd[j] : istd[j];
+        af->b[k] = beta ? beta[j] : 0.0f;
+    }
+}
+
 void
 dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
 {
     const DfqTensor *xt = dst->src[0];
     const float *x = dfq_tensor_f32 (xt);
     const float *gamma = dst->src[1] ? dfq_tensor_f32 (dst->src[1]) : NULL;
+    const float *beta = dst->src[2] ? dfq_tensor_f32 (dst->src[2]) : NULL;
     const float *gy = dfq_tensor_f32 (dst->grad);
     gboolean fresh;
     float *gx = dfq_priv_src_grad_of_fresh (dst, 0, scratch, &fresh);
@@ -513,14 +644,17 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
 
     if (m == 0)
         return;
-    /* With a fused activation, the incoming gradient masked by it: written
-     * once, into the input gradient's own planes where those are written
-     * fresh (then updated in place), else into two planes per thread and
-     * masked again for the second pass. */
-    const float *y = act != DFQ_PRIV_BN_ACT_NONE ? dfq_tensor_f32 (dst) : NULL;
+    /* With a fused activation, the incoming gradient masked by it. Where the
+     * mask recomputed from x is exact (dfq_bn_act_from_x_exact), the sums
+     * pass masks into two planes per thread and the second pass masks again,
+     * neither reading y; else the mask is read off y, written once into the
+     * input gradient's own planes where those are written fresh (then
+     * updated in place), else into two planes per thread and masked again. */
+    const gboolean from_x = act != DFQ_PRIV_BN_ACT_NONE && dfq_bn_act_from_x_exact ();
+    const float *y = act != DFQ_PRIV_BN_ACT_NONE && !from_x ? dfq_tensor_f32 (dst) : NULL;
     const gboolean in_gx = y != NULL && gx != NULL && fresh;
     float *masked = NULL;
-    if (y != NULL && !in_gx)
+    if (from_x || (y != NULL && !in_gx))
         masked = dfq_arena_alloc_uninit (scratch, (gsize) dfq_get_num_threads () * 2 * (gsize) inner * sizeof (float));
     const gint64 n_pairs = (c + 1) / 2; /* as in the forward */
 #pragma omp parallel for schedule(dynamic, 1) if (n * c * inner > DFQ_BN_PAR_MIN)
@@ -531,9 +665,12 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
         DfqBnMasked mk = { buf, 0, inner };
         if (in_gx)
             mk = (DfqBnMasked) { gx + j0 * inner, c * inner, inner };
+        DfqBnAffine2 af;
+        dfq_bn_affine2 (mean, istd, gamma, beta, j0, nj, &af);
         /* sum(dy) and sum(dy * x), then sum(dy * xhat) = istd (sum(dy x) - mean sum(dy)) */
         double sdy2[2] = { 0.0, 0.0 }, sdyx2[2] = { 0.0, 0.0 };
-        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, y, act, y != NULL ? &mk : NULL, sdy2, sdyx2);
+        dfq_bn_channel_sums (gy, x, n, c, inner, j0, nj, y, act, act != DFQ_PRIV_BN_ACT_NONE ? &mk : NULL,
+                             from_x ? &af : NULL, sdy2, sdyx2);
         for (gint64 j = j0; j < j0 + nj; j++) {
             const double sdy = sdy2[j - j0], sdyx = sdyx2[j - j0];
             const double sdyxhat = (double) istd[j] * (sdyx - (double) mean[j] * sdy);
@@ -543,8 +680,7 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
                 gbeta[j] += (float) sdy;
             if (gx == NULL)
                 continue;
-            const float fm = mean[j];
-            const float a = gamma ? gamma[j] * istd[j] : istd[j];
+            const float fm = mean[j], a = af.a[j - j0];
             /* Batch statistics: dx = a (dy - mean(dy) - xhat mean(dy xhat)), since
              * the mean and variance depend on x too. Running statistics are
              * constants: dx = a dy. */
@@ -552,6 +688,11 @@ dfq_op_batchnorm_backward (DfqTensor *dst, DfqArena *scratch)
             const float kx = batch_stats ? (float) ((double) a * istd[j] * sdyxhat / (double) m) : 0.0f;
             for (gint64 i = 0; i < n; i++) {
                 const gint64 o = (i * c + j) * inner;
+                if (from_x) {
+                    dfq_bn_act_backward_plane (x + o, gy + o, gx + o, inner, fm, a, af.b[j - j0], mdy, kx, act,
+                                               fresh);
+                    continue;
+                }
                 if (in_gx) {
                     dfq_bn_backward_plane_in_place (x + o, gx + o, inner, fm, a, mdy, kx);
                     continue;
