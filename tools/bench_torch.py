@@ -3,7 +3,8 @@
 
 The workloads, models and step sequence of shared/reference/torch_resnet20_bench.py
 (ResNet-20 train step and inference at batch 128, one GDFQ generator step at
-batch 32, on 1x28x28 and 3x32x32), and issue 15's MobileNetV2 (train step at
+batch 32, on 1x28x28 and 3x32x32; issue 15's ZeroQ image-optimisation step at
+batch 64 on both), and issue 15's MobileNetV2 (train step at
 batch 64, inference at batch 128, 1x28x28) built as the shared fixture's network
 (fixtures/README.md: nn.Sequential names) and given dfqlab's weights through the
 rename rules of pipelines/eval/mobilenetv2-fmnist-fixture.yaml; fed the very inputs and initial weights that
@@ -239,6 +240,34 @@ def run_mv2(a, selected, shape, peak):
             report("mobilenetv2-infer", shape, 128, timed(lambda: m(x), a.reps), fc.fwd * 2, peak)
 
 
+def zeroq_step(m, cin, hw, gen):
+    """One ZeroQ image-optimisation step as dfq-bench's zeroq-step: fresh images
+    (randint(0, 255) - 127.5) / 5418.75 of batch 64, the frozen eval-mode
+    teacher's forward with every BN input hooked, the loss of dfqlab's zeroq
+    defaults (bns-sample summed over the BN layers + image-prior, eps 1e-6:
+    per-sample channel mean and sqrt(unbiased spatial var + eps) against the
+    running mean and sqrt(running var + eps), resp. 0 and 1, each
+    ||.||^2 / B), the backward to the images, one Adam step (lr 0.5); the
+    official distill_data.py's loop body."""
+    eps, bns, feats = 1e-6, [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)], []
+    hooks = [bn.register_forward_hook(lambda mod, inp, out: feats.append((mod, inp[0]))) for bn in bns]
+    def stats(t):
+        return t.mean((2, 3)), torch.sqrt(t.var((2, 3), unbiased=True) + eps)
+    def term(s, target):
+        return ((s - target) ** 2).sum() / s.size(0)
+    def step():
+        x = ((torch.randint(0, 256, (64, cin, hw, hw), generator=gen).float() - 127.5) / 5418.75).requires_grad_()
+        opt = torch.optim.Adam([x], 0.5)
+        feats.clear(); opt.zero_grad()
+        m(x)
+        loss = 0.0
+        for bn, t in feats:
+            mu, sigma = stats(t)
+            loss = loss + term(mu, bn.running_mean) + term(sigma, torch.sqrt(bn.running_var + eps))
+        mu, sigma = stats(x)
+        loss = loss + term(mu, 0.0) + term(sigma, 1.0)
+        loss.backward(); opt.step()
+    return step, hooks
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True, help="where dfq-bench --dump wrote bench-CxHxW.safetensors")
@@ -271,7 +300,7 @@ def main():
         shape = f"{cin}x{hw}x{hw}"
         if cin == 1 and (selected(f"mobilenetv2-train-{shape}") or selected(f"mobilenetv2-infer-{shape}")):
             run_mv2(a, selected, shape, peak)
-        ids = [f"resnet20-train-{shape}", f"resnet20-infer-{shape}", f"gdfq-gen-{shape}"]
+        ids = [f"resnet20-train-{shape}", f"resnet20-infer-{shape}", f"gdfq-gen-{shape}", f"zeroq-step-{shape}"]
         if not any(selected(i) for i in ids):
             continue
         d = load_safetensors(f"{a.dir}/bench-{shape}.safetensors")
@@ -303,6 +332,16 @@ def main():
         if selected(ids[2]):
             fc = FlopCounter(m, g); gstep(); fc.remove()
             report("gdfq-gen", shape, 32, timed(gstep, a.reps), fc.train, peak)
+        if selected(ids[3]):
+            m.eval()
+            for prm in m.parameters():
+                prm.requires_grad_(False)
+            zstep, hooks = zeroq_step(m, cin, hw, torch.Generator().manual_seed(1))
+            fc = FlopCounter(m); zstep(); fc.remove()
+            zstep()  # untimed, as dfq-bench's two
+            report("zeroq-step", shape, 64, timed(zstep, a.reps), fc.train, peak)
+            for h in hooks:
+                h.remove()
 
 
 if __name__ == "__main__":

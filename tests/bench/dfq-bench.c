@@ -20,6 +20,15 @@
  *                      step at batch 64, SGD as above
  *   mobilenetv2-infer  the same network in eval mode, no graph, batch 128
  *
+ * and (issue 15's PTQ workloads) on both shapes:
+ *
+ *   zeroq-step      one ZeroQ image-optimisation step at batch 64 through the
+ *                   zeroq synthesizer plugin (default losses: per-sample BN
+ *                   statistics of every BN input + image prior), the
+ *                   ResNet-20 after its training steps as the frozen teacher:
+ *                   fresh images, forward, loss, backward to the images,
+ *                   Adam (lr 0.5)
+ *
  * Each figure is the median over --reps timed
  * steps after --warmup untimed training steps (the reference's PyTorch speed
  * depends on the state of the network, so both sides warm up the same way).
@@ -58,6 +67,7 @@
 #define BENCH_TRAIN_BATCH 128
 #define BENCH_GEN_BATCH 32
 #define BENCH_MV2_TRAIN_BATCH 64
+#define BENCH_ZEROQ_BATCH 64
 #define BENCH_FMNIST_MEAN 0.2860f
 #define BENCH_FMNIST_STD 0.3530f
 
@@ -203,10 +213,15 @@ bench_count_flops (DfqTensor *root, double *fwd_flops, double *train_flops)
 static guint32 bench_last_loss_bits = 0;
 
 static void
+bench_note_value (float v)
+{
+    memcpy (&bench_last_loss_bits, &v, sizeof v);
+}
+
+static void
 bench_note_loss (const DfqTensor *loss)
 {
-    float v = dfq_tensor_f32 (loss)[0];
-    memcpy (&bench_last_loss_bits, &v, sizeof v);
+    bench_note_value (dfq_tensor_f32 (loss)[0]);
 }
 
 static void
@@ -228,21 +243,27 @@ bench_report (const char *workload, int cin, int hw, int batch, double *times, d
 
 /* ------------------------------------------------------------------ inputs */
 
-static DfqModel *
-bench_make_model_yaml (DfqRegistry *registry, const char *use, const char *yaml)
+static DfqFeature *
+bench_make_feature (DfqRegistry *registry, DfqFeatureKind kind, const char *use, const char *yaml, const char *name)
 {
     g_autoptr (GError) error = NULL;
     DfqConfigNode *node = dfq_config_parse (yaml, -1, "dfq-bench", &error);
     if (node == NULL)
         g_error ("%s", error->message);
-    const DfqFeatureClass *klass = dfq_registry_find (registry, DFQ_FEATURE_MODEL, use);
+    const DfqFeatureClass *klass = dfq_registry_find (registry, kind, use);
     if (klass == NULL)
         g_error ("the %s plugin was not found (--plugin-path, DFQ_PLUGIN_PATH)", use);
-    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, "model", &error);
+    DfqFeature *f = dfq_feature_new_from_config (registry, klass, node, FALSE, name, &error);
     dfq_config_node_free (node);
     if (f == NULL)
         g_error ("%s", error->message);
-    return (DfqModel *) f;
+    return f;
+}
+
+static DfqModel *
+bench_make_model_yaml (DfqRegistry *registry, const char *use, const char *yaml)
+{
+    return (DfqModel *) bench_make_feature (registry, DFQ_FEATURE_MODEL, use, yaml, "model");
 }
 
 static DfqModel *
@@ -419,6 +440,7 @@ typedef struct {
     DfqModel *mv2;        /* 1x28x28 only */
     DfqOptim *mv2_sgd;
     DfqTensor *x64, *y64; /* the first 64 images of x, y */
+    DfqRegistry *registry;
 } BenchCase;
 
 static DfqTensor *
@@ -490,10 +512,84 @@ bench_gen_step (BenchCase *c)
     return loss;
 }
 
+/* zeroq-step: one ZeroQ image-optimisation step through the zeroq
+ * synthesizer plugin with its default loss list (bns-sample over every BN
+ * input of the teacher + image-prior) and `iters: 1`: fresh images of
+ * BENCH_ZEROQ_BATCH, the frozen teacher's eval-mode forward with its BN
+ * inputs tapped, the loss, the backward to the images, one Adam step (lr
+ * 0.5). The teacher is this case's ResNet-20 after its training steps. Each
+ * call also draws the batch's initial images and creates its optimizer, as
+ * the PyTorch side does. */
+typedef struct {
+    DfqSynthesizer *synth;
+    DfqStepContext ctx;
+} BenchZeroq;
+
+static void
+bench_zeroq_init (BenchZeroq *z, BenchCase *c)
+{
+    memset (z, 0, sizeof *z);
+    z->synth = (DfqSynthesizer *) bench_make_feature (c->registry, DFQ_FEATURE_SYNTHESIZER, "zeroq",
+                                                      "use: zeroq\niters: 1\n", "synthesizer");
+    z->ctx.arena = c->scratch;
+    z->ctx.teacher = c->model;
+    z->ctx.seed = 1;
+    z->ctx.epochs = 1;
+    z->ctx.batch = BENCH_ZEROQ_BATCH;
+    z->ctx.classes = BENCH_CLASSES;
+    z->ctx.image_shape[0] = c->cin;
+    z->ctx.image_shape[1] = c->hw;
+    z->ctx.image_shape[2] = c->hw;
+    g_autoptr (GError) error = NULL;
+    if (!DFQ_SYNTHESIZER_CLASS (z->synth)->prepare (z->synth, &z->ctx, &error))
+        g_error ("zeroq-step: %s", error->message);
+}
+
+static float
+bench_zeroq_step (BenchZeroq *z)
+{
+    dfq_arena_reset (z->ctx.arena);
+    DfqSynthBatch out = { 0 };
+    g_autoptr (GError) error = NULL;
+    if (!DFQ_SYNTHESIZER_CLASS (z->synth)->step (z->synth, &z->ctx, &out, &error))
+        g_error ("zeroq-step: %s", error->message);
+    z->ctx.iter++;
+    z->ctx.step++;
+    return (float) out.loss;
+}
+
+/* The zeroq-step workload; @fwd_flops: the teacher's forward at its batch.
+ * The FLOPs of a step are the forward and the input gradient of every conv
+ * and linear layer (no weight gradients: the teacher is frozen). */
+static void
+bench_zeroq_run (BenchCase *c, double fwd_flops, double *times, double *cpu)
+{
+    BenchZeroq z;
+    bench_zeroq_init (&z, c);
+    dfq_model_set_trainable (c->model, FALSE);
+    /* untimed: the first sizes the arenas, the second runs in the merged ones */
+    float loss = bench_zeroq_step (&z);
+    loss = bench_zeroq_step (&z);
+    for (int r = 0; r < opts.reps; r++) {
+        double t0 = bench_now (), c0 = bench_cpu_now ();
+        loss = bench_zeroq_step (&z);
+        times[r] = bench_now () - t0;
+        cpu[r] = bench_cpu_now () - c0;
+    }
+    if (!isfinite (loss))
+        g_warning ("zeroq-step %dx%dx%d: the loss is not finite", c->cin, c->hw, c->hw);
+    bench_note_value (loss);
+    bench_report ("zeroq-step", c->cin, c->hw, BENCH_ZEROQ_BATCH, times, cpu, opts.reps, 2.0 * fwd_flops,
+                  dfq_arena_capacity (c->scratch));
+    dfq_model_set_trainable (c->model, TRUE);
+    dfq_feature_free ((DfqFeature *) z.synth);
+}
+
 static void
 bench_case_init (BenchCase *c, DfqRegistry *registry, int cin, int hw)
 {
     memset (c, 0, sizeof *c);
+    c->registry = registry;
     c->cin = cin;
     c->hw = hw;
     c->model = bench_make_model (registry, cin, hw);
@@ -655,9 +751,11 @@ bench_case_run (BenchCase *c)
     gboolean want_infer = bench_selected (id);
     g_snprintf (id, sizeof id, "gdfq-gen-%dx%dx%d", cin, hw, hw);
     gboolean want_gen = bench_selected (id);
+    g_snprintf (id, sizeof id, "zeroq-step-%dx%dx%d", cin, hw, hw);
+    gboolean want_zeroq = bench_selected (id);
     if (c->mv2 != NULL)
         bench_mv2_run (c);
-    if (!want_train && !want_infer && !want_gen)
+    if (!want_train && !want_infer && !want_gen && !want_zeroq)
         goto out;
 
     /* Warm-up: the same untimed training steps for every workload of this shape. */
@@ -666,6 +764,7 @@ bench_case_run (BenchCase *c)
 
     DfqTensor *loss = bench_train_step (c);
     bench_count_flops (loss, &fwd_flops, &train_flops);
+    const double teacher_fwd_flops = fwd_flops; /* batch 128 */
     if (want_train) {
         for (int r = 0; r < opts.reps; r++) {
             double t0 = bench_now (), c0 = bench_cpu_now ();
@@ -705,6 +804,8 @@ bench_case_run (BenchCase *c)
         bench_report ("gdfq-gen", cin, hw, BENCH_GEN_BATCH, times, cpu, opts.reps, train_flops,
                       dfq_arena_capacity (c->scratch));
     }
+    if (want_zeroq)
+        bench_zeroq_run (c, teacher_fwd_flops * BENCH_ZEROQ_BATCH / BENCH_TRAIN_BATCH, times, cpu);
 out:
     g_free (times);
     g_free (cpu);
@@ -768,14 +869,17 @@ main (int argc, char **argv)
         g_snprintf (tag, sizeof tag, "-%dx%dx%d", shapes[s][0], shapes[s][1], shapes[s][1]);
         if (opts.only != NULL && opts.dump_dir == NULL && !bench_selected (tag + 1)) {
             /* cheap skip when the pattern names the other shape */
-            char ids[5][64];
+            char ids[6][64];
             g_snprintf (ids[0], 64, "resnet20-train%s", tag);
             g_snprintf (ids[1], 64, "resnet20-infer%s", tag);
             g_snprintf (ids[2], 64, "gdfq-gen%s", tag);
             g_snprintf (ids[3], 64, "mobilenetv2-train%s", tag);
             g_snprintf (ids[4], 64, "mobilenetv2-infer%s", tag);
-            if (!bench_selected (ids[0]) && !bench_selected (ids[1]) && !bench_selected (ids[2]) &&
-                !bench_selected (ids[3]) && !bench_selected (ids[4]))
+            g_snprintf (ids[5], 64, "zeroq-step%s", tag);
+            gboolean any = FALSE;
+            for (guint k = 0; k < G_N_ELEMENTS (ids); k++)
+                any = any || bench_selected (ids[k]);
+            if (!any)
                 continue;
         }
         bench_case_init (&c, registry, shapes[s][0], shapes[s][1]);
