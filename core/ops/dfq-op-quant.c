@@ -266,6 +266,26 @@ dfq_fake_quant_lsq (DfqArena *arena, DfqTensor *x, DfqTensor *scale,
     return dfq_priv_op_run (t);
 }
 
+/* fmaxf / fminf as glibc computes them on x86-64 (maxss / minss behind a NaN
+ * check): the first argument when it compares greater (less), else the
+ * second, so a NaN x gives @lo and -0 against +0 gives +0. Written out so
+ * that the loops below vectorise (the library calls do not). */
+static inline float
+dfq_lsq_clamp (float v, float lo, float hi)
+{
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+}
+
+/* y = s round(clamp(x / s, qn, qp)) over one block. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_lsq_forward_block (const float *restrict x, float *restrict y, gint64 n, float s, float qn, float qp)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        y[i] = s * nearbyintf (dfq_lsq_clamp (x[i] / s, qn, qp));
+}
+
 void
 dfq_op_fake_quant_lsq_forward (DfqTensor *dst)
 {
@@ -279,12 +299,46 @@ dfq_op_fake_quant_lsq_forward (DfqTensor *dst)
 
 #pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
     for (gint64 b = 0; b < l.n_blocks; b++) {
-        float s = sp[dfq_quant_param_index (&l, st, b)];
-        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
-            float v = fminf (fmaxf (x[i] / s, qn), qp);
-            y[i] = s * nearbyintf (v);
-        }
+        const gint64 i0 = b * l.block_len;
+        dfq_lsq_forward_block (x + i0, y + i0, dfq_quant_block_end (&l, b) - i0, sp[dfq_quant_param_index (&l, st, b)],
+                               qn, qp);
     }
+}
+
+#define DFQ_LSQ_SUB 256 /* elements of a backward sub-block (a stack buffer) */
+
+/* The backward of one sub-block of at most DFQ_LSQ_SUB elements: gx += gy
+ * inside the range (the STE), and the factor of gy in d/ds, qn below, qp
+ * above, round(v) - v inside (LSQ eq. 3), into @f. */
+DFQ_PRIV_SIMD_CLONES static void
+dfq_lsq_backward_sub (const float *restrict x, const float *restrict gy, float *restrict gx, float *restrict f,
+                      gint64 n, float s, float qn, float qp)
+{
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++) {
+        const float v = x[i] / s;
+        const gboolean in = !(v < qn) && !(v > qp);
+        f[i] = v < qn ? qn : v > qp ? qp : nearbyintf (v) - v;
+        if (gx != NULL && in)
+            gx[i] += gy[i];
+    }
+}
+
+/* One block: the sub-blocks' elementwise part vectorised, the scale's sum
+ * in double element by element, in order (the bits do not depend on the
+ * vector width). */
+static double
+dfq_lsq_backward_block (const float *x, const float *gy, float *gx, gint64 n, float s, float qn, float qp)
+{
+    float f[DFQ_LSQ_SUB];
+    double acc = 0.0;
+    for (gint64 k = 0; k < n; k += DFQ_LSQ_SUB) {
+        const gint64 m = MIN (DFQ_LSQ_SUB, n - k);
+        dfq_lsq_backward_sub (x + k, gy + k, gx != NULL ? gx + k : NULL, f, m, s, qn, qp);
+        for (gint64 i = 0; i < m; i++)
+            acc += (double) gy[k + i] * (double) f[i];
+    }
+    return acc;
 }
 
 void
@@ -305,22 +359,10 @@ dfq_op_fake_quant_lsq_backward (DfqTensor *dst, DfqArena *scratch)
 
 #pragma omp parallel for schedule(static) if (l.n > DFQ_PAR_MIN)
     for (gint64 b = 0; b < l.n_blocks; b++) {
-        float s = sp[dfq_quant_param_index (&l, st, b)];
-        double acc = 0.0;
-        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
-            float v = x[i] / s;
-            if (v < qn) {
-                acc += (double) gy[i] * qn;
-            } else if (v > qp) {
-                acc += (double) gy[i] * qp;
-            } else {
-                /* STE inside: round() passes the gradient, so d/ds of
-                 * s * round(x/s) is round(v) - v (LSQ eq. 3). */
-                if (gx != NULL)
-                    gx[i] += gy[i];
-                acc += (double) gy[i] * (nearbyintf (v) - v);
-            }
-        }
+        const gint64 i0 = b * l.block_len;
+        const double acc = dfq_lsq_backward_block (x + i0, gy + i0, gx != NULL ? gx + i0 : NULL,
+                                                   dfq_quant_block_end (&l, b) - i0,
+                                                   sp[dfq_quant_param_index (&l, st, b)], qn, qp);
         if (part != NULL)
             part[b] = acc;
     }
