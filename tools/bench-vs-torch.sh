@@ -9,7 +9,8 @@
 # Workloads: MobileNetV2 train step (batch 64) and inference (batch 128) on
 # 1x28x28 (issue 15), ResNet-20 train step and inference (batch 128) and the
 # GDFQ generator step (batch 32) and one ZeroQ image-optimisation step (batch
-# 64, issue 15) on 1x28x28 and 3x32x32; -W mobilenetv2 (say)
+# 64) and one block-reconstruction step (batch 32; both issue 15) on 1x28x28
+# and 3x32x32; -W mobilenetv2 (say)
 # runs only those whose name contains the substring.
 #
 # Runs tests/bench/dfq-bench (dfqlab) and tools/bench_torch.py (Debian's
@@ -121,7 +122,7 @@ echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$bench" --dump "$tmp/data" --data "$data" >/dev/null
 "$bench" --only none --threads "$threads" | grep '^RESULT' >> "$log"
 
-all_workloads="mobilenetv2-train-1x28x28 mobilenetv2-infer-1x28x28 resnet20-train-1x28x28 resnet20-infer-1x28x28 gdfq-gen-1x28x28 zeroq-step-1x28x28 resnet20-train-3x32x32 resnet20-infer-3x32x32 gdfq-gen-3x32x32 zeroq-step-3x32x32"
+all_workloads="mobilenetv2-train-1x28x28 mobilenetv2-infer-1x28x28 resnet20-train-1x28x28 resnet20-infer-1x28x28 gdfq-gen-1x28x28 zeroq-step-1x28x28 recon-step-1x28x28 resnet20-train-3x32x32 resnet20-infer-3x32x32 gdfq-gen-3x32x32 zeroq-step-3x32x32 recon-step-3x32x32"
 workloads=""
 for w in $all_workloads; do
   if [ -z "$only" ] || [[ "$w" == *"$only"* ]]; then workloads="$workloads $w"; fi
@@ -147,7 +148,7 @@ blas = peak.get("dfqlab", 0.0)
 print(f"\nOpenBLAS sgemm 2048^3 peak (dfq-bench, same threads): {blas:.1f} GFLOP/s; torch.mm: {peak.get('torch', 0):.1f} GFLOP/s\n")
 print("| workload | input | batch | dfqlab img/s | PyTorch img/s | ratio | PyTorch best round img/s | ratio to it | dfqlab GFLOP/s | PyTorch GFLOP/s | dfqlab / sgemm peak | PyTorch / sgemm peak | dfqlab CPU ms/step | PyTorch CPU ms/step | CPU ratio | dfqlab peak RSS MiB | PyTorch peak RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-order = ["mobilenetv2-train", "mobilenetv2-infer", "resnet20-train", "resnet20-infer", "gdfq-gen", "zeroq-step"]
+order = ["mobilenetv2-train", "mobilenetv2-infer", "resnet20-train", "resnet20-infer", "gdfq-gen", "zeroq-step", "recon-step"]
 keys = sorted({(r["in"], r["workload"]) for r in rows if r.get("workload") in order},
               key=lambda k: (k[0] != "1x28x28", order.index(k[1])))
 for shape, w in keys:

@@ -4,7 +4,7 @@
 The workloads, models and step sequence of shared/reference/torch_resnet20_bench.py
 (ResNet-20 train step and inference at batch 128, one GDFQ generator step at
 batch 32, on 1x28x28 and 3x32x32; issue 15's ZeroQ image-optimisation step at
-batch 64 on both), and issue 15's MobileNetV2 (train step at
+batch 64 and block-reconstruction step at batch 32 on both), and issue 15's MobileNetV2 (train step at
 batch 64, inference at batch 128, 1x28x28) built as the shared fixture's network
 (fixtures/README.md: nn.Sequential names) and given dfqlab's weights through the
 rename rules of pipelines/eval/mobilenetv2-fmnist-fixture.yaml; fed the very inputs and initial weights that
@@ -268,6 +268,52 @@ def zeroq_step(m, cin, hw, gen):
         loss = loss + term(mu, 0.0) + term(sigma, 1.0)
         loss.backward(); opt.step()
     return step, hooks
+def recon_step(d, cin, x):
+    """One block-reconstruction step as dfq-bench's recon-step: a fresh ResNet-20
+    (the dumped initial weights, frozen, eval-mode BN) as the student, its first
+    basic block learning under AdaRound-style W4A4 quantization: per-channel
+    asymmetric weights W^ = s (clamp(floor(W/s) + h(V) + zp, 0, 15) - zp) with
+    soft bits h(V) = clamp(sigmoid(V) 1.2 - 0.1, 0, 1) started at frac(W/s),
+    per-tensor LSQ steps on the block's two ReLU outputs (gradient scale
+    1/sqrt(numel qp)); the block's input and full-precision output on the first
+    32 images; loss = sum (out - y)^2 / (B H W) + 0.01 sum(1 - |2h(V) - 1|^beta)
+    at half of beta's 20 -> 2 annealing; backward into V and the steps; Adam
+    on V (lr 1e-3) and on the steps (lr 4e-5)."""
+    m = ResNet20(cin); load_into(m, d, "teacher."); m.eval()
+    for prm in m.parameters():
+        prm.requires_grad_(False)
+    blk = m.layers[0]
+    with torch.no_grad():
+        xb = F.relu(m.bn(m.conv(x[:32]))); yb = blk(xb)
+        a1 = F.relu(blk.bn1(blk.conv1(F.relu(m.bn(m.conv(x)))))).max() / 15
+        a2 = blk(F.relu(m.bn(m.conv(x)))).max() / 15
+    def soft_init(w):
+        lo = w.amin((1, 2, 3), keepdim=True).clamp(max=0); hi = w.amax((1, 2, 3), keepdim=True).clamp(min=0)
+        sc = ((hi - lo) / 15).clamp(min=1e-8); zp = torch.round(-lo / sc)
+        base = torch.floor(w / sc); rest = (w / sc - base).clamp(0.01, 0.99)
+        return sc, zp, base, (-torch.log(1.2 / (rest + 0.1) - 1)).requires_grad_()
+    w1, w2 = soft_init(blk.conv1.weight), soft_init(blk.conv2.weight)
+    s1, s2 = a1.clone().requires_grad_(), a2.clone().requires_grad_()
+    def h(v):
+        return torch.clamp(torch.sigmoid(v) * 1.2 - 0.1, 0, 1)
+    def wq(q):
+        sc, zp, base, v = q
+        return sc * (torch.clamp(base + h(v) + zp, 0, 15) - zp)
+    def lsq(t, step):
+        g = 1.0 / (t.numel() * 15) ** 0.5
+        st = step * g + (step - step * g).detach()
+        u = t / st
+        return torch.clamp(u + (u.round() - u).detach(), 0, 15) * st
+    opt_v = torch.optim.Adam([w1[3], w2[3]], 1e-3); opt_s = torch.optim.Adam([s1, s2], 4e-5)
+    beta = 20 + 0.5 * (2 - 20)
+    def step():
+        opt_v.zero_grad(); opt_s.zero_grad()
+        t = lsq(F.relu(blk.bn1(F.conv2d(xb, wq(w1), padding=1))), s1)
+        t = lsq(F.relu(blk.bn2(F.conv2d(t, wq(w2), padding=1)) + xb), s2)
+        loss = ((t - yb) ** 2).sum() * t.size(1) / t.numel()
+        reg = sum((1 - (2 * h(q[3]) - 1).abs() ** beta).sum() for q in (w1, w2))
+        (loss + 0.01 * reg).backward(); opt_v.step(); opt_s.step()
+    return step
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True, help="where dfq-bench --dump wrote bench-CxHxW.safetensors")
@@ -300,7 +346,8 @@ def main():
         shape = f"{cin}x{hw}x{hw}"
         if cin == 1 and (selected(f"mobilenetv2-train-{shape}") or selected(f"mobilenetv2-infer-{shape}")):
             run_mv2(a, selected, shape, peak)
-        ids = [f"resnet20-train-{shape}", f"resnet20-infer-{shape}", f"gdfq-gen-{shape}", f"zeroq-step-{shape}"]
+        ids = [f"resnet20-train-{shape}", f"resnet20-infer-{shape}", f"gdfq-gen-{shape}", f"zeroq-step-{shape}",
+               f"recon-step-{shape}"]
         if not any(selected(i) for i in ids):
             continue
         d = load_safetensors(f"{a.dir}/bench-{shape}.safetensors")
@@ -342,6 +389,12 @@ def main():
             report("zeroq-step", shape, 64, timed(zstep, a.reps), fc.train, peak)
             for h in hooks:
                 h.remove()
+        if selected(ids[4]):
+            rstep = recon_step(d, cin, x)
+            rstep()  # the FLOPs: 2 convs forward and weight gradient, conv2's input gradient
+            rstep()
+            blk_fwd = 2.0 * 32 * hw * hw * 16 * 16 * 9 * 2
+            report("recon-step", shape, 32, timed(rstep, a.reps), blk_fwd * 2.5, peak)
 
 
 if __name__ == "__main__":

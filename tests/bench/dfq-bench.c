@@ -28,6 +28,12 @@
  *                   ResNet-20 after its training steps as the frozen teacher:
  *                   fresh images, forward, loss, backward to the images,
  *                   Adam (lr 0.5)
+ *   recon-step      one block-reconstruction step at batch 32: the first
+ *                   basic block of a fresh ResNet-20 under the adaround
+ *                   quantizer (W4A4, calibrated on the 128 images), forward
+ *                   through the quantizer, squared error to the full-precision
+ *                   block's output + the rounding regulariser, backward into
+ *                   the soft bits and activation steps, Adam per group
  *
  * Each figure is the median over --reps timed
  * steps after --warmup untimed training steps (the reference's PyTorch speed
@@ -61,6 +67,7 @@
 #include <cblas.h>
 
 #include <dfq/dfq.h>
+#include <dfq/dfq-quantizer.h>
 
 #define BENCH_CLASSES 10
 #define BENCH_LATENT 100
@@ -68,6 +75,9 @@
 #define BENCH_GEN_BATCH 32
 #define BENCH_MV2_TRAIN_BATCH 64
 #define BENCH_ZEROQ_BATCH 64
+#define BENCH_RECON_BATCH 32
+#define BENCH_RECON_UNIT 1 /* layers.0: the first basic block, 16 channels at full resolution */
+#define BENCH_RECON_PROGRESS 0.5 /* the regulariser's annealing half-way */
 #define BENCH_FMNIST_MEAN 0.2860f
 #define BENCH_FMNIST_STD 0.3530f
 
@@ -585,6 +595,128 @@ bench_zeroq_run (BenchCase *c, double fwd_flops, double *times, double *cpu)
     dfq_feature_free ((DfqFeature *) z.synth);
 }
 
+/* recon-step: one block-reconstruction step as the reconstruct phase takes
+ * it (core/runner/dfq-phase-reconstruct.c, QDrop off as in the AdaRound
+ * pipelines): a fresh ResNet-20 (the initial weights, frozen) as the student
+ * under the adaround quantizer (W4A4: soft bits, LSQ activation steps),
+ * calibrated on the 128 images; unit BENCH_RECON_UNIT learning; its input x
+ * and the full-precision unit's output y on the first BENCH_RECON_BATCH
+ * images. A step: the unit's forward through the quantizer, loss = sum (out -
+ * y)^2 / (B H W) + the rounding regulariser (at half of its annealing), the
+ * backward into the soft bits and the activation steps, one Adam step per
+ * parameter group. */
+typedef struct {
+    DfqModel *student;
+    DfqQuantizer *q;
+    GPtrArray *optims;
+    DfqArena *arena; /* x, y */
+    DfqTensor *xb, *yb;
+    guint64 step;
+} BenchRecon;
+
+static void
+bench_recon_calibrate (BenchRecon *b, BenchCase *c)
+{
+    gboolean prev = dfq_set_grad_enabled (FALSE);
+    DfqTensor *x = dfq_tensor_new_4d (b->arena, DFQ_DTYPE_F32, BENCH_RECON_BATCH, c->cin, c->hw, c->hw);
+    memcpy (dfq_tensor_f32 (x), dfq_tensor_f32 (c->x), (gsize) dfq_tensor_numel (x) * sizeof (float));
+    DfqForward fwd;
+    dfq_forward_init (&fwd, b->arena, FALSE);
+    b->xb = dfq_model_forward_block (b->student, &fwd, 0, x);
+    dfq_forward_init (&fwd, b->arena, FALSE);
+    b->yb = dfq_model_forward_block (b->student, &fwd, BENCH_RECON_UNIT, b->xb);
+    dfq_quantizer_set_mode (b->q, DFQ_QUANT_MODE_CALIBRATE);
+    dfq_arena_reset (c->scratch);
+    dfq_forward_init (&fwd, c->scratch, FALSE);
+    dfq_quantizer_hook (b->q, &fwd);
+    dfq_model_forward (b->student, &fwd, c->x);
+    dfq_set_grad_enabled (prev);
+}
+
+static void
+bench_recon_init (BenchRecon *b, BenchCase *c)
+{
+    memset (b, 0, sizeof *b);
+    b->student = bench_make_model (c->registry, c->cin, c->hw);
+    b->q = (DfqQuantizer *) bench_make_feature (c->registry, DFQ_FEATURE_QUANTIZER, "adaround",
+                                                "use: adaround\nw_bits: 4\na_bits: 4\n", "quantizer");
+    g_autoptr (GError) error = NULL;
+    if (!dfq_quantizer_attach (b->q, b->student, &error))
+        g_error ("recon-step: %s", error->message);
+    dfq_model_set_trainable (b->student, FALSE);
+    b->arena = dfq_arena_new (0);
+    bench_recon_calibrate (b, c);
+    dfq_quantizer_set_active_block (b->q, b->student->blocks->pdata[BENCH_RECON_UNIT]);
+    dfq_quantizer_set_mode (b->q, DFQ_QUANT_MODE_LEARN);
+    GArray *groups = dfq_quantizer_get_param_groups (b->q);
+    b->optims = g_ptr_array_new_with_free_func ((GDestroyNotify) dfq_optim_free);
+    for (guint g = 0; g < groups->len; g++) {
+        const DfqQuantParamGroup *grp = &g_array_index (groups, DfqQuantParamGroup, g);
+        DfqOptimConfig oc;
+        dfq_optim_config_init (&oc, DFQ_OPTIM_ADAM);
+        oc.lr = grp->lr > 0 ? grp->lr : 1e-3;
+        oc.weight_decay = grp->weight_decay >= 0 ? grp->weight_decay : 0.0;
+        DfqOptim *o = dfq_optim_new (&oc);
+        for (guint i = 0; i < grp->params->len; i++)
+            dfq_optim_add_param (o, grp->params->pdata[i]);
+        g_ptr_array_add (b->optims, o);
+    }
+    dfq_quant_param_groups_free (groups);
+}
+
+static DfqTensor *
+bench_recon_step (BenchRecon *b, BenchCase *c)
+{
+    DfqArena *a = c->scratch;
+    dfq_arena_reset (a);
+    for (guint g = 0; g < b->optims->len; g++)
+        dfq_optim_zero_grad (b->optims->pdata[g]);
+    DfqForward fwd;
+    dfq_forward_init (&fwd, a, FALSE);
+    fwd.seed = 1;
+    fwd.step = ++b->step;
+    dfq_quantizer_hook (b->q, &fwd);
+    DfqTensor *out = dfq_model_forward_block (b->student, &fwd, BENCH_RECON_UNIT, b->xb);
+    DfqTensor *d = dfq_sub (a, out, b->yb);
+    DfqTensor *loss = dfq_affine (a, dfq_sum (a, dfq_mul (a, d, d)),
+                                  (float) ((double) out->shape[1] / (double) dfq_tensor_numel (out)), 0.0f);
+    DfqTensor *reg = dfq_quantizer_regularizer (b->q, a, BENCH_RECON_PROGRESS);
+    if (reg != NULL)
+        loss = dfq_add (a, loss, reg);
+    dfq_backward (loss, a);
+    for (guint g = 0; g < b->optims->len; g++)
+        dfq_optim_step (b->optims->pdata[g]);
+    return loss;
+}
+
+static void
+bench_recon_run (BenchCase *c, double *times, double *cpu)
+{
+    BenchRecon b;
+    bench_recon_init (&b, c);
+    gboolean prev = dfq_set_grad_enabled (TRUE);
+    double fwd_flops, train_flops;
+    DfqTensor *loss = bench_recon_step (&b, c); /* untimed, twice: the arenas settle */
+    bench_count_flops (loss, &fwd_flops, &train_flops);
+    loss = bench_recon_step (&b, c);
+    for (int r = 0; r < opts.reps; r++) {
+        double t0 = bench_now (), c0 = bench_cpu_now ();
+        loss = bench_recon_step (&b, c);
+        times[r] = bench_now () - t0;
+        cpu[r] = bench_cpu_now () - c0;
+    }
+    dfq_set_grad_enabled (prev);
+    if (!isfinite (dfq_tensor_f32 (loss)[0]))
+        g_warning ("recon-step %dx%dx%d: the loss is not finite", c->cin, c->hw, c->hw);
+    bench_note_loss (loss);
+    bench_report ("recon-step", c->cin, c->hw, BENCH_RECON_BATCH, times, cpu, opts.reps, train_flops,
+                  dfq_arena_capacity (c->scratch));
+    g_ptr_array_unref (b.optims);
+    dfq_feature_free ((DfqFeature *) b.q);
+    dfq_feature_free ((DfqFeature *) b.student);
+    dfq_arena_free (b.arena);
+}
+
 static void
 bench_case_init (BenchCase *c, DfqRegistry *registry, int cin, int hw)
 {
@@ -753,9 +885,11 @@ bench_case_run (BenchCase *c)
     gboolean want_gen = bench_selected (id);
     g_snprintf (id, sizeof id, "zeroq-step-%dx%dx%d", cin, hw, hw);
     gboolean want_zeroq = bench_selected (id);
+    g_snprintf (id, sizeof id, "recon-step-%dx%dx%d", cin, hw, hw);
+    gboolean want_recon = bench_selected (id);
     if (c->mv2 != NULL)
         bench_mv2_run (c);
-    if (!want_train && !want_infer && !want_gen && !want_zeroq)
+    if (!want_train && !want_infer && !want_gen && !want_zeroq && !want_recon)
         goto out;
 
     /* Warm-up: the same untimed training steps for every workload of this shape. */
@@ -806,6 +940,8 @@ bench_case_run (BenchCase *c)
     }
     if (want_zeroq)
         bench_zeroq_run (c, teacher_fwd_flops * BENCH_ZEROQ_BATCH / BENCH_TRAIN_BATCH, times, cpu);
+    if (want_recon)
+        bench_recon_run (c, times, cpu);
 out:
     g_free (times);
     g_free (cpu);
@@ -869,13 +1005,14 @@ main (int argc, char **argv)
         g_snprintf (tag, sizeof tag, "-%dx%dx%d", shapes[s][0], shapes[s][1], shapes[s][1]);
         if (opts.only != NULL && opts.dump_dir == NULL && !bench_selected (tag + 1)) {
             /* cheap skip when the pattern names the other shape */
-            char ids[6][64];
+            char ids[7][64];
             g_snprintf (ids[0], 64, "resnet20-train%s", tag);
             g_snprintf (ids[1], 64, "resnet20-infer%s", tag);
             g_snprintf (ids[2], 64, "gdfq-gen%s", tag);
             g_snprintf (ids[3], 64, "mobilenetv2-train%s", tag);
             g_snprintf (ids[4], 64, "mobilenetv2-infer%s", tag);
             g_snprintf (ids[5], 64, "zeroq-step%s", tag);
+            g_snprintf (ids[6], 64, "recon-step%s", tag);
             gboolean any = FALSE;
             for (guint k = 0; k < G_N_ELEMENTS (ids); k++)
                 any = any || bench_selected (ids[k]);
