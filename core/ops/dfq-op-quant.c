@@ -309,7 +309,12 @@ dfq_op_fake_quant_lsq_forward (DfqTensor *dst)
 
 /* The backward of one sub-block of at most DFQ_LSQ_SUB elements: gx += gy
  * inside the range (the STE), and the factor of gy in d/ds, qn below, qp
- * above, round(v) - v inside (LSQ eq. 3), into @f. */
+ * above, round(v) - v inside (LSQ eq. 3), into @f. Written so that GCC
+ * vectorises it: round(v) - v for every element in a loop of its own (used
+ * on one branch only, it was sunk into that branch, which GCC will not
+ * if-convert), then only selects between values already computed; gx takes
+ * gy or -0, and x + -0 is x for every x, so the result is the conditional
+ * add's bit for bit. */
 DFQ_PRIV_SIMD_CLONES static void
 dfq_lsq_backward_sub (const float *restrict x, const float *restrict gy, float *restrict gx, float *restrict f,
                       gint64 n, float s, float qn, float qp)
@@ -317,10 +322,16 @@ dfq_lsq_backward_sub (const float *restrict x, const float *restrict gy, float *
 #pragma omp simd
     for (gint64 i = 0; i < n; i++) {
         const float v = x[i] / s;
-        const gboolean in = !(v < qn) && !(v > qp);
-        f[i] = v < qn ? qn : v > qp ? qp : nearbyintf (v) - v;
-        if (gx != NULL && in)
-            gx[i] += gy[i];
+        f[i] = nearbyintf (v) - v;
+    }
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++) {
+        const float v = x[i] / s;
+        const gboolean below = v < qn, above = v > qp;
+        const float t = above ? qp : f[i];
+        f[i] = below ? qn : t;
+        if (gx != NULL)
+            gx[i] = gx[i] + (below | above ? -0.0f : gy[i]);
     }
 }
 
