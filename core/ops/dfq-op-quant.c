@@ -401,6 +401,31 @@ dfq_fake_quant_clip (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi
     return dfq_priv_op_run (t);
 }
 
+/* The forward of one block: xc = clamp(x, l, u), y = round((xc - l) / s) s +
+ * l, bit for bit what the plain loop with libm calls computed:
+ * - fmaxf (x, l) and fminf (v, u) as glibc computes them on x86-64 (checked:
+ *   the second argument unless the first compares greater, resp. less; -0
+ *   against +0 included), which x > l ? x : l and v < u ? v : u are, as long
+ *   as neither l nor u is a NaN (a diverged run: then the caller takes the
+ *   libm loop);
+ * - DFQ_PRIV_NO_FP_CONTRACT keeps the product and the sum rounded apart, as
+ *   the baseline build computes them;
+ * - nearbyintf is roundps with the current rounding mode in the AVX2 clone.
+ * The loop vectorises, which the libm calls prevented. */
+DFQ_PRIV_SIMD_CLONES DFQ_PRIV_NO_FP_CONTRACT static void
+dfq_fake_quant_clip_block (const float *restrict x, float *restrict y, gint64 n, float cl, float cu, float s)
+{
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++) {
+        float xc = x[i] > cl ? x[i] : cl;
+        xc = xc < cu ? xc : cu;
+        y[i] = nearbyintf ((xc - cl) / s) * s + cl;
+    }
+}
+
 void
 dfq_op_fake_quant_clip_forward (DfqTensor *dst)
 {
@@ -417,10 +442,50 @@ dfq_op_fake_quant_clip_forward (DfqTensor *dst)
         float cl = lo[dfq_quant_param_index (&l, lot, b)];
         float cu = hi[dfq_quant_param_index (&l, hit, b)];
         float s = fmaxf (cu - cl, DFQ_QUANT_MIN_RANGE) / levels;
-        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
+        const gint64 i0 = b * l.block_len, i1 = dfq_quant_block_end (&l, b);
+        if (!isnan (cl) && !isnan (cu)) {
+            dfq_fake_quant_clip_block (x + i0, y + i0, i1 - i0, cl, cu, s);
+            continue;
+        }
+        for (gint64 i = i0; i < i1; i++) {
             float xc = fminf (fmaxf (x[i], cl), cu);
             y[i] = nearbyintf ((xc - cl) / s) * s + cl;
         }
+    }
+}
+
+#define DFQ_CLIP_SUB 256 /* elements of a backward sub-block (stack buffers) */
+
+/* The elementwise part of the clip backward over one sub-block: gx += gy
+ * strictly inside (l, u) (gy or -0 added: x + -0 is x), and each element's
+ * terms of the two parameter sums into @tl / @tu: gy below (resp. above) the
+ * range, and inside, with @in_range, -gy du / gy du, du = q / (2^k - 1) -
+ * (x - l) / (u - l) (0 otherwise: adding +0 to a sum that starts at +0
+ * changes nothing). The same double operations as the plain loop. */
+DFQ_PRIV_SIMD_CLONES DFQ_PRIV_NO_FP_CONTRACT static void
+dfq_clip_backward_sub (const float *restrict x, const float *restrict gy, float *restrict gx, double *restrict tl,
+                       double *restrict tu, gint64 n, float cl, float cu, float s, float range, float levels,
+                       gboolean in_range)
+{
+#ifdef __clang__
+#pragma clang fp contract(off)
+#endif
+    float q[DFQ_CLIP_SUB];
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++)
+        q[i] = nearbyintf ((x[i] - cl) / s);
+#pragma omp simd
+    for (gint64 i = 0; i < n; i++) {
+        const gboolean below = x[i] <= cl, above = x[i] >= cu;
+        const double g = gy[i];
+        const double du = (double) q[i] / levels - ((double) x[i] - cl) / range;
+        const double p = in_range ? g * du : 0.0;
+        const double mid_l = -p, mid_u = p;
+        const double tl_a = above ? 0.0 : mid_l, tu_a = above ? g : mid_u;
+        tl[i] = below ? g : tl_a;
+        tu[i] = below ? 0.0 : tu_a;
+        if (gx != NULL)
+            gx[i] = gx[i] + (below | above ? -0.0f : gy[i]);
     }
 }
 
@@ -450,23 +515,15 @@ dfq_op_fake_quant_clip_backward (DfqTensor *dst, DfqArena *scratch)
         float cu = hi[dfq_quant_param_index (&l, hit, b)];
         float range = fmaxf (cu - cl, DFQ_QUANT_MIN_RANGE);
         float s = range / levels;
-        double acc_l = 0.0, acc_u = 0.0;
-        for (gint64 i = b * l.block_len; i < dfq_quant_block_end (&l, b); i++) {
-            if (x[i] <= cl) {
-                acc_l += gy[i]; /* x^ = l */
-            } else if (x[i] >= cu) {
-                acc_u += gy[i]; /* x^ = u */
-            } else {
-                if (gx != NULL)
-                    gx[i] += gy[i];
-                if (in_range) {
-                    /* Exact derivatives of q s + l with round() STE'd:
-                     * d/du = q/(2^k-1) - (x-l)/(u-l), d/dl = -(d/du). */
-                    float q = nearbyintf ((x[i] - cl) / s);
-                    double du = (double) q / levels - ((double) x[i] - cl) / range;
-                    acc_u += gy[i] * du;
-                    acc_l -= gy[i] * du;
-                }
+        double acc_l = 0.0, acc_u = 0.0, tl[DFQ_CLIP_SUB], tu[DFQ_CLIP_SUB];
+        const gint64 i0 = b * l.block_len, i1 = dfq_quant_block_end (&l, b);
+        for (gint64 k = i0; k < i1; k += DFQ_CLIP_SUB) {
+            const gint64 m = MIN (DFQ_CLIP_SUB, i1 - k);
+            dfq_clip_backward_sub (x + k, gy + k, gx != NULL ? gx + k : NULL, tl, tu, m, cl, cu, s, range, levels,
+                                   in_range);
+            for (gint64 i = 0; i < m; i++) { /* in element order, as the plain loop */
+                acc_l += tl[i];
+                acc_u += tu[i];
             }
         }
         if (part != NULL) {
