@@ -359,6 +359,147 @@ quant_same_bits (float a, float b)
     return memcmp (&a, &b, sizeof a) == 0 || (isnan (a) && isnan (b));
 }
 
+/* The plain loops the LSQ and ACD clip ops ran before they were vectorised:
+ * libm's own fmaxf / fminf, called through pointers (GCC may expand the
+ * builtins inline, and its expansion returns the first of two equal zeros
+ * where glibc returns the second), volatile keeping each rounding apart. */
+static float (*volatile libm_fmaxf) (float, float) = fmaxf;
+static float (*volatile libm_fminf) (float, float) = fminf;
+
+static float
+lsq_libm_reference (float x, float s, float qn, float qp)
+{
+    volatile float v = x / s;
+    return s * nearbyintf (libm_fminf (libm_fmaxf (v, qn), qp));
+}
+
+static float
+clip_libm_reference (float x, float cl, float cu, int bits)
+{
+    const float levels = (float) ((1 << bits) - 1);
+    const float s = libm_fmaxf (cu - cl, 1e-8f) / levels;
+    const float xc = libm_fminf (libm_fmaxf (x, cl), cu);
+    volatile float q = nearbyintf ((xc - cl) / s);
+    volatile float p = q * s;
+    return p + cl;
+}
+
+/* x [3, 5, 13, 7] (vector bodies and remainders in every block): N(0, 2)
+ * with exact ties of a step-0.5 grid and the special values of the
+ * fake-quant test mixed in. */
+static DfqTensor *
+quant_special_input (DfqArena *arena, guint64 seed, gboolean specials)
+{
+    const float special[] = { 0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f, FLT_MAX, -FLT_MAX,
+                              0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 1e30f, -1e30f, 8388608.5f, -8388609.0f };
+    DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 3, 5, 13, 7);
+    dfq_rand_normal_fill (x, seed, 0, 0.0f, 2.0f);
+    float *xd = dfq_tensor_f32 (x);
+    for (gint64 i = 0; i < dfq_tensor_numel (x); i++) {
+        if (i % 3 == 0)
+            xd[i] = ((float) (i % 17) - 8.0f + 0.5f) * 0.25f;
+        if (specials && i % 7 == 1)
+            xd[i] = special[(i / 7) % G_N_ELEMENTS (special)];
+    }
+    return x;
+}
+
+static void
+test_lsq_libm_reference (QuantFixture *f, gconstpointer data)
+{
+    g_test_summary ("LSQ (vectorised) gives the bits of the libm loop it replaced, forward and input gradient, for "
+                    "ties, zeros of both signs, NaN, infinities and out-of-range values, per channel");
+    const float s_v[5] = { 0.25f, 1e-3f, 1.0f, 0.5f, 3.0f };
+    const int ranges[3][2] = { { -8, 7 }, { 0, 15 }, { -2, 1 } };
+    for (guint r = 0; r < G_N_ELEMENTS (ranges); r++) {
+        g_autoptr (DfqArena) scratch = dfq_arena_new (0);
+        DfqTensor *x = quant_special_input (scratch, 21 + r, TRUE);
+        dfq_tensor_set_param (x);
+        DfqTensor *s = dfq_tensor_new_1d (scratch, DFQ_DTYPE_F32, 5);
+        memcpy (dfq_tensor_f32 (s), s_v, sizeof s_v);
+        dfq_tensor_set_param (s);
+        const float qn = (float) ranges[r][0], qp = (float) ranges[r][1];
+        DfqTensor *y = dfq_fake_quant_lsq (scratch, x, s, 1, ranges[r][0], ranges[r][1], 1.0f);
+        DfqTensor *gy = dfq_tensor_new_4d (scratch, DFQ_DTYPE_F32, 3, 5, 13, 7);
+        dfq_rand_normal_fill (gy, 31, r, 0.0f, 1.0f);
+        dfq_backward_with_grad (y, gy, scratch);
+        const float *xd = dfq_tensor_f32 (x), *g = dfq_tensor_f32 (gy), *gx = dfq_tensor_f32 (x->grad);
+        for (gint64 i = 0; i < dfq_tensor_numel (x); i++) {
+            const float sc = s_v[(i / 91) % 5], v = xd[i] / sc;
+            const float want = lsq_libm_reference (xd[i], sc, qn, qp);
+            const float want_gx = v < qn || v > qp ? 0.0f : 0.0f + g[i];
+            if (!quant_same_bits (dfq_tensor_f32 (y)[i], want) || !quant_same_bits (gx[i], want_gx)) {
+                g_test_fail_printf ("range %u element %" G_GINT64_FORMAT ": x %a -> %a (libm %a), dx %a (want %a)", r,
+                                    i, (double) xd[i], (double) dfq_tensor_f32 (y)[i], (double) want, (double) gx[i],
+                                    (double) want_gx);
+                return;
+            }
+        }
+    }
+}
+
+static void
+test_clip_libm_reference (QuantFixture *f, gconstpointer data)
+{
+    g_test_summary ("ACD clipping (vectorised) gives the bits of the libm loop it replaced, forward and input "
+                    "gradient, for ties, signed zeros, NaN and infinite inputs, zero-signed and NaN clips, and its "
+                    "clip gradients agree with the plain double sums");
+    /* lower, upper per channel: ordinary, +0 / -0 bounds, degenerate, a NaN upper clip */
+    const float lo_v[5] = { -1.0f, 0.0f, -0.0f, 0.25f, -3.0f };
+    const float hi_v[5] = { 1.5f, -0.0f, 2.0f, 0.25f, NAN };
+    const int bits_list[] = { 2, 4, 8 };
+    /* with the special inputs, then without (NaN inputs make the clip sums NaN) */
+    for (guint bi = 0; bi < 2 * G_N_ELEMENTS (bits_list); bi++) {
+        const int bits = bits_list[bi % G_N_ELEMENTS (bits_list)];
+        g_autoptr (DfqArena) scratch = dfq_arena_new (0);
+        DfqTensor *x = quant_special_input (scratch, 41 + bi, bi < G_N_ELEMENTS (bits_list));
+        dfq_tensor_set_param (x);
+        DfqTensor *lo = dfq_tensor_new_1d (scratch, DFQ_DTYPE_F32, 5), *hi = dfq_tensor_new_1d (scratch, DFQ_DTYPE_F32, 5);
+        memcpy (dfq_tensor_f32 (lo), lo_v, sizeof lo_v);
+        memcpy (dfq_tensor_f32 (hi), hi_v, sizeof hi_v);
+        dfq_tensor_set_param (lo);
+        dfq_tensor_set_param (hi);
+        DfqTensor *y = dfq_fake_quant_clip (scratch, x, lo, hi, 1, bits, TRUE);
+        DfqTensor *gy = dfq_tensor_new_4d (scratch, DFQ_DTYPE_F32, 3, 5, 13, 7);
+        dfq_rand_normal_fill (gy, 51, bits, 0.0f, 1.0f);
+        dfq_backward_with_grad (y, gy, scratch);
+        const float *xd = dfq_tensor_f32 (x), *g = dfq_tensor_f32 (gy), *gx = dfq_tensor_f32 (x->grad);
+        const float levels = (float) ((1 << bits) - 1);
+        double want_l[5] = { 0 }, want_u[5] = { 0 };
+        for (gint64 i = 0; i < dfq_tensor_numel (x); i++) {
+            const int c = (int) ((i / 91) % 5);
+            const float cl = lo_v[c], cu = hi_v[c], range = fmaxf (cu - cl, 1e-8f), sc = range / levels;
+            const float want = clip_libm_reference (xd[i], cl, cu, bits);
+            float want_gx = 0.0f;
+            if (xd[i] <= cl) {
+                want_l[c] += g[i];
+            } else if (xd[i] >= cu) {
+                want_u[c] += g[i];
+            } else {
+                want_gx = 0.0f + g[i];
+                const double du = (double) nearbyintf ((xd[i] - cl) / sc) / levels - ((double) xd[i] - cl) / range;
+                want_u[c] += g[i] * du;
+                want_l[c] -= g[i] * du;
+            }
+            if (!quant_same_bits (dfq_tensor_f32 (y)[i], want) || !quant_same_bits (gx[i], want_gx)) {
+                g_test_fail_printf ("bits %d element %" G_GINT64_FORMAT ": x %a -> %a (libm %a), dx %a (want %a)", bits,
+                                    i, (double) xd[i], (double) dfq_tensor_f32 (y)[i], (double) want, (double) gx[i],
+                                    (double) want_gx);
+                return;
+            }
+        }
+        for (int c = 0; c < 5; c++) { /* NaN inputs make some sums NaN: on both sides */
+            const double got_l = dfq_tensor_f32 (lo->grad)[c], got_u = dfq_tensor_f32 (hi->grad)[c];
+            g_assert_cmpint (isnan (got_l), ==, isnan (want_l[c]));
+            g_assert_cmpint (isnan (got_u), ==, isnan (want_u[c]));
+            if (!isnan (want_l[c]))
+                g_assert_cmpfloat_with_epsilon (got_l, want_l[c], 1e-4 * (1.0 + fabs (want_l[c])));
+            if (!isnan (want_u[c]))
+                g_assert_cmpfloat_with_epsilon (got_u, want_u[c], 1e-4 * (1.0 + fabs (want_u[c])));
+        }
+    }
+}
+
 static void
 test_fake_quant_libm_reference (QuantFixture *f, gconstpointer data)
 {
@@ -466,6 +607,8 @@ main (int argc, char **argv)
     ADD ("/quant/fake-quant/ste-accumulates", test_fake_quant_ste_accumulates);
     ADD ("/quant/round/half-to-even", test_round_half_even);
     ADD ("/quant/lsq/on-grid", test_lsq_on_grid);
+    ADD ("/quant/lsq/libm-reference", test_lsq_libm_reference);
+    ADD ("/quant/clip/libm-reference", test_clip_libm_reference);
     ADD ("/quant/softbit/hard-on-grid", test_softbit_hard_on_grid);
     ADD ("/quant/round-reg/zero-at-binary", test_round_reg_binary);
     ADD ("/quant/threads/param-grads-deterministic", test_thread_independent);
