@@ -490,6 +490,51 @@ test_ptq_smoke (void)
     dfq_run_result_clear (&r);
 }
 
+/* The "sqnr_db" member of the last metrics line of @dir, as JSON text. */
+static char *
+last_sqnr_db (const char *dir)
+{
+    g_autofree char *m = read_file (dir, "metrics.jsonl");
+    g_auto (GStrv) lines = g_strsplit (g_strstrip (m), "\n", -1);
+    const char *last = lines[g_strv_length (lines) - 1];
+    g_autoptr (JsonParser) parser = json_parser_new ();
+    g_assert_true (json_parser_load_from_data (parser, last, -1, NULL));
+    JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+    g_assert_true (json_object_has_member (o, "sqnr_db"));
+    g_assert_cmpint (json_object_get_int_member (o, "sqnr_images"), >, 0);
+    JsonObject *db = json_object_get_object_member (o, "sqnr_db");
+    g_assert_cmpuint (json_object_get_size (db), >, 0);
+    return json_to_string (json_object_get_member (o, "sqnr_db"), FALSE);
+}
+
+static void
+test_ptq_sqnr_batch (void)
+{
+    g_test_summary ("The per-layer SQNR diagnostic runs in forwards of a fixed size: the same sqnr_db bits with "
+                    "eval.batch 10 and 500 (it kept a whole eval batch's activations alive before)");
+    if (!need_teacher ())
+        return;
+    g_autofree char *cache = g_build_filename (tmpdir, "ptq-cache", NULL);
+    g_autofree char *set_cache = g_strdup_printf ("synthesize.cache=%s", cache);
+    char *db[2] = { NULL, NULL };
+    const char *batches[2] = { "eval.batch=10", "eval.batch=500" };
+    for (int k = 0; k < 2; k++) {
+        g_autoptr (GError) error = NULL;
+        g_autofree char *leaf = g_strdup_printf ("ptq-sqnr-%d", k);
+        g_autofree char *dir = g_build_filename (tmpdir, leaf, NULL);
+        const char *sets[] = { set_cache, batches[k], "eval.sqnr_images=40", NULL };
+        DfqRunResult r;
+        g_assert_true (run_ptq (dir, sets, 0, NULL, &r, &error));
+        g_assert_no_error (error);
+        db[k] = last_sqnr_db (dir);
+        dfq_run_result_clear (&r);
+    }
+    g_test_message ("sqnr_db %s", db[0]);
+    g_assert_cmpstr (db[0], ==, db[1]);
+    g_free (db[0]);
+    g_free (db[1]);
+}
+
 /* A PTQ run into tmpdir/@leaf stopped after @stop units, its metrics then
  * given the line @kill_line (killed after that unit's metrics line, before
  * its checkpoint) unless NULL, and rerun: ends with @ref_result, @ref_metrics
@@ -874,6 +919,7 @@ main (int argc, char **argv)
     g_test_add_func ("/pipelines/diverge", test_diverge);
     g_test_add_func ("/pipelines/other-config", test_other_config);
     g_test_add_func ("/pipelines/ptq-smoke", test_ptq_smoke);
+    g_test_add_func ("/pipelines/ptq-sqnr-batch", test_ptq_sqnr_batch);
     g_test_add_func ("/pipelines/ptq-resume", test_ptq_resume);
     g_test_add_func ("/pipelines/ptq-reuse", test_ptq_reuse);
     g_test_add_func ("/pipelines/ptq-reuse-other-revision", test_ptq_reuse_other_revision);
