@@ -258,7 +258,7 @@ dfq_fake_quant_lsq (DfqArena *arena, DfqTensor *x, DfqTensor *scale,
     g_return_val_if_fail (dfq_quant_param_ok (x, scale, axis), NULL);
     g_return_val_if_fail (qn < qp, NULL);
     DfqTensor *srcs[2] = { x, scale };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_FAKE_QUANT_LSQ, DFQ_DTYPE_F32, x->n_dims, x->shape, 2, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_FAKE_QUANT_LSQ, DFQ_DTYPE_F32, x->n_dims, x->shape, 2, srcs);
     t->op_params[0] = axis;
     t->op_params[1] = qn;
     t->op_params[2] = qp;
@@ -394,7 +394,7 @@ dfq_fake_quant_clip (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi
     g_return_val_if_fail (dfq_quant_param_ok (x, hi, axis), NULL);
     g_return_val_if_fail (bits >= 1 && bits <= 16, NULL);
     DfqTensor *srcs[3] = { x, lo, hi };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_FAKE_QUANT_CLIP, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_FAKE_QUANT_CLIP, DFQ_DTYPE_F32, x->n_dims, x->shape, 3, srcs);
     t->op_params[0] = axis;
     t->op_params[1] = bits;
     t->op_params[2] = in_range_grad ? 1 : 0;
@@ -571,7 +571,7 @@ dfq_softbit_quant (DfqArena *arena, DfqTensor *base, DfqTensor *v, DfqTensor *sc
     g_return_val_if_fail (zero_point == NULL || dfq_quant_param_ok (base, zero_point, axis), NULL);
     g_return_val_if_fail (bits >= 1 && bits <= 16, NULL);
     DfqTensor *srcs[4] = { base, v, scale, zero_point };
-    DfqTensor *t = dfq_priv_op_new (arena, DFQ_OP_SOFTBIT_QUANT, DFQ_DTYPE_F32, base->n_dims, base->shape, 4, srcs);
+    DfqTensor *t = dfq_priv_op_new_uninit (arena, DFQ_OP_SOFTBIT_QUANT, DFQ_DTYPE_F32, base->n_dims, base->shape, 4, srcs);
     t->op_params[0] = axis;
     t->op_params[1] = bits;
     t->op_params[2] = hard ? 1 : 0;
