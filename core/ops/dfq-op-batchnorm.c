@@ -14,7 +14,10 @@
  *
  * Each channel is handled by one thread (channels go in pairs, whose sums run
  * side by side), its planes visited in order, with sums in double over fixed
- * lanes: results do not depend on the thread count. */
+ * lanes: results do not depend on the thread count. The backward with a fused
+ * activation recomputes its mask from x (the forward's expression) rather
+ * than reading y, where a probe finds that this gives the same bits
+ * (dfq_bn_act_from_x_exact). */
 #include <math.h>
 #include <string.h>
 
