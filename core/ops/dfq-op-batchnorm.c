@@ -248,51 +248,57 @@ typedef struct {
     float m[2], a[2], b[2];
 } DfqBnAffine2;
 
-/* dfq_bn_act_mask_plane with the mask recomputed from the input: v = (x - m)
- * a + b, the expression of dfq_bn_normalize_plane, is inside the activation's
- * open range exactly where its output y is. Reads x and gy, not y: one stream
- * less. Used only where dfq_bn_act_from_x_exact says the clones agree. */
+/* The largest pre-activation value the fused activation passes a gradient
+ * through: below 6 for ReLU6, any for ReLU (+inf included, as y > 0 would). */
+static inline float
+dfq_bn_act_hi (int act)
+{
+    return act == DFQ_PRIV_BN_ACT_RELU6 ? nextafterf (6.0f, 0.0f) : INFINITY;
+}
+
+/* The gradient the activation passes at input x: gy where v = (x - m) a + b,
+ * the expression of dfq_bn_normalize_plane, lies in (0, @hi], which is
+ * exactly where its output y lies strictly inside the activation's range;
+ * else 0. */
+static inline float
+dfq_bn_act_pass (float x, float gy, float m, float a, float b, float hi)
+{
+    const float v = (x - m) * a + b;
+    return v > 0.0f && v <= hi ? gy : 0.0f;
+}
+
+/* dfq_bn_act_mask_plane with the mask recomputed from the input
+ * (dfq_bn_act_pass): reads x and gy, not y, one stream less. Used only where
+ * dfq_bn_act_from_x_exact says the clones agree with the path through y. */
 DFQ_PRIV_SIMD_CLONES static void
 dfq_bn_act_mask_x_plane (const float *restrict xp, const float *restrict gyp, float *restrict out, gint64 n,
                          float m, float a, float b, int act)
 {
-    if (act == DFQ_PRIV_BN_ACT_RELU6)
+    const float hi = dfq_bn_act_hi (act);
 #pragma omp simd
-        for (gint64 k = 0; k < n; k++) {
-            const float v = (xp[k] - m) * a + b, g = gyp[k];
-            out[k] = v > 0.0f && v < 6.0f ? g : 0.0f;
-        }
-    else
-#pragma omp simd
-        for (gint64 k = 0; k < n; k++) {
-            const float v = (xp[k] - m) * a + b, g = gyp[k];
-            out[k] = v > 0.0f ? g : 0.0f;
-        }
+    for (gint64 k = 0; k < n; k++)
+        out[k] = dfq_bn_act_pass (xp[k], gyp[k], m, a, b, hi);
 }
 
 /* The backward of the normalisation (dfq_bn_backward_plane) through the fused
- * activation, its mask recomputed from x as in dfq_bn_act_mask_x_plane: gx
- * (+)= a (g - mdy) - kx (x - m), g = gy where the activation passed it. One
- * pass reading x and gy, where the masked gradient was written first and
- * read back. */
+ * activation, its mask recomputed from x (dfq_bn_act_pass): gx (+)= a (g -
+ * mdy) - kx (x - m). One pass reading x and gy, where the masked gradient was
+ * written first and read back. */
 DFQ_PRIV_SIMD_CLONES static void
 dfq_bn_act_backward_plane (const float *restrict xp, const float *restrict gyp, float *restrict gxp, gint64 n,
                            float m, float a, float b, float mdy, float kx, int act, gboolean fresh)
 {
-    /* v < 6 for ReLU6, any v for ReLU (+inf included, as y > 0 would) */
-    const float hi = act == DFQ_PRIV_BN_ACT_RELU6 ? nextafterf (6.0f, 0.0f) : INFINITY;
+    const float hi = dfq_bn_act_hi (act);
     if (fresh)
 #pragma omp simd
         for (gint64 k = 0; k < n; k++) {
-            const float v = (xp[k] - m) * a + b, g0 = gyp[k];
-            const float g = v > 0.0f && v <= hi ? g0 : 0.0f;
+            const float g = dfq_bn_act_pass (xp[k], gyp[k], m, a, b, hi);
             gxp[k] = a * (g - mdy) - kx * (xp[k] - m);
         }
     else
 #pragma omp simd
         for (gint64 k = 0; k < n; k++) {
-            const float v = (xp[k] - m) * a + b, g0 = gyp[k];
-            const float g = v > 0.0f && v <= hi ? g0 : 0.0f;
+            const float g = dfq_bn_act_pass (xp[k], gyp[k], m, a, b, hi);
             gxp[k] += a * (g - mdy) - kx * (xp[k] - m);
         }
 }

@@ -126,6 +126,27 @@ dfq_fake_quant (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi,
     return dfq_priv_op_run (t);
 }
 
+/* fminf (fmaxf (v, lo), hi) as glibc computes them on x86-64 (maxss / minss
+ * behind a NaN check): the first argument when it compares greater (less),
+ * else the second, so a NaN v gives @lo and -0 against +0 gives the second
+ * (checked on this machine); exact as long as @lo and @hi are not NaN.
+ * Written as selects so that the loops vectorise (the libm calls do not). */
+static inline float
+dfq_quant_clamp (float v, float lo, float hi)
+{
+    v = v > lo ? v : lo;
+    return v < hi ? v : hi;
+}
+
+/* g + gy where the straight-through estimator passes the gradient, else g
+ * unchanged: adding -0, which is the identity for every g, so that the
+ * conditional add becomes a select GCC vectorises. */
+static inline float
+dfq_quant_ste_add (float g, float gy, gboolean pass)
+{
+    return g + (pass ? gy : -0.0f);
+}
+
 /* The elementwise part of the forward over one block:
  * y = (clamp (nearbyintf (s x - zp), -half, half - 1) + zp) / s.
  *
@@ -152,9 +173,7 @@ dfq_fake_quant_block (const float *restrict x, float *restrict y, gint64 n, floa
     const float qlo = -half, qhi = half - 1.0f;
 #pragma omp simd
     for (gint64 i = 0; i < n; i++) {
-        float q = nearbyintf (s * x[i] - zp);
-        q = q > qlo ? q : qlo;
-        q = q < qhi ? q : qhi;
+        const float q = dfq_quant_clamp (nearbyintf (s * x[i] - zp), qlo, qhi);
         y[i] = (q + zp) / s;
     }
 }
@@ -266,24 +285,13 @@ dfq_fake_quant_lsq (DfqArena *arena, DfqTensor *x, DfqTensor *scale,
     return dfq_priv_op_run (t);
 }
 
-/* fmaxf / fminf as glibc computes them on x86-64 (maxss / minss behind a NaN
- * check): the first argument when it compares greater (less), else the
- * second, so a NaN x gives @lo and -0 against +0 gives +0. Written out so
- * that the loops below vectorise (the library calls do not). */
-static inline float
-dfq_lsq_clamp (float v, float lo, float hi)
-{
-    v = v > lo ? v : lo;
-    return v < hi ? v : hi;
-}
-
 /* y = s round(clamp(x / s, qn, qp)) over one block. */
 DFQ_PRIV_SIMD_CLONES static void
 dfq_lsq_forward_block (const float *restrict x, float *restrict y, gint64 n, float s, float qn, float qp)
 {
 #pragma omp simd
     for (gint64 i = 0; i < n; i++)
-        y[i] = s * nearbyintf (dfq_lsq_clamp (x[i] / s, qn, qp));
+        y[i] = s * nearbyintf (dfq_quant_clamp (x[i] / s, qn, qp));
 }
 
 void
@@ -312,9 +320,8 @@ dfq_op_fake_quant_lsq_forward (DfqTensor *dst)
  * above, round(v) - v inside (LSQ eq. 3), into @f. Written so that GCC
  * vectorises it: round(v) - v for every element in a loop of its own (used
  * on one branch only, it was sunk into that branch, which GCC will not
- * if-convert), then only selects between values already computed; gx takes
- * gy or -0, and x + -0 is x for every x, so the result is the conditional
- * add's bit for bit. */
+ * if-convert), then only selects between values already computed
+ * (dfq_quant_ste_add for gx). */
 DFQ_PRIV_SIMD_CLONES static void
 dfq_lsq_backward_sub (const float *restrict x, const float *restrict gy, float *restrict gx, float *restrict f,
                       gint64 n, float s, float qn, float qp)
@@ -331,7 +338,7 @@ dfq_lsq_backward_sub (const float *restrict x, const float *restrict gy, float *
         const float t = above ? qp : f[i];
         f[i] = below ? qn : t;
         if (gx != NULL)
-            gx[i] = gx[i] + (below | above ? -0.0f : gy[i]);
+            gx[i] = dfq_quant_ste_add (gx[i], gy[i], !(below | above));
     }
 }
 
@@ -403,11 +410,8 @@ dfq_fake_quant_clip (DfqArena *arena, DfqTensor *x, DfqTensor *lo, DfqTensor *hi
 
 /* The forward of one block: xc = clamp(x, l, u), y = round((xc - l) / s) s +
  * l, bit for bit what the plain loop with libm calls computed:
- * - fmaxf (x, l) and fminf (v, u) as glibc computes them on x86-64 (checked:
- *   the second argument unless the first compares greater, resp. less; -0
- *   against +0 included), which x > l ? x : l and v < u ? v : u are, as long
- *   as neither l nor u is a NaN (a diverged run: then the caller takes the
- *   libm loop);
+ * - the clamp is dfq_quant_clamp, exact unless l or u is a NaN (a diverged
+ *   run: then the caller takes the libm loop);
  * - DFQ_PRIV_NO_FP_CONTRACT keeps the product and the sum rounded apart, as
  *   the baseline build computes them;
  * - nearbyintf is roundps with the current rounding mode in the AVX2 clone.
@@ -420,8 +424,7 @@ dfq_fake_quant_clip_block (const float *restrict x, float *restrict y, gint64 n,
 #endif
 #pragma omp simd
     for (gint64 i = 0; i < n; i++) {
-        float xc = x[i] > cl ? x[i] : cl;
-        xc = xc < cu ? xc : cu;
+        const float xc = dfq_quant_clamp (x[i], cl, cu);
         y[i] = nearbyintf ((xc - cl) / s) * s + cl;
     }
 }
@@ -457,7 +460,7 @@ dfq_op_fake_quant_clip_forward (DfqTensor *dst)
 #define DFQ_CLIP_SUB 256 /* elements of a backward sub-block (stack buffers) */
 
 /* The elementwise part of the clip backward over one sub-block: gx += gy
- * strictly inside (l, u) (gy or -0 added: x + -0 is x), and each element's
+ * strictly inside (l, u) (dfq_quant_ste_add), and each element's
  * terms of the two parameter sums into @tl / @tu: gy below (resp. above) the
  * range, and inside, with @in_range, -gy du / gy du, du = q / (2^k - 1) -
  * (x - l) / (u - l) (0 otherwise: adding +0 to a sum that starts at +0
@@ -485,7 +488,7 @@ dfq_clip_backward_sub (const float *restrict x, const float *restrict gy, float 
         tl[i] = below ? g : tl_a;
         tu[i] = below ? 0.0 : tu_a;
         if (gx != NULL)
-            gx[i] = gx[i] + (below | above ? -0.0f : gy[i]);
+            gx[i] = dfq_quant_ste_add (gx[i], gy[i], !(below | above));
     }
 }
 

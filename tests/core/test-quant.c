@@ -339,6 +339,12 @@ test_thread_independent (QuantFixture *f, gconstpointer data)
 
 /* The forward of dfq_fake_quant as first written, with the libm calls
  * (nearbyintf, fminf, fmaxf) and the product rounded on its own. */
+/* Inputs every fake-quant reference test mixes in: zeros of both signs, NaN,
+ * infinities, subnormals, the extremes, ties, values past any range. */
+static const float quant_special[] = { 0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f, FLT_MAX,
+                                       -FLT_MAX, 0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 1e30f, -1e30f, 8388608.5f,
+                                       -8388609.0f };
+
 static float
 quant_libm_reference (float x, float xmin, float xmax, int bits)
 {
@@ -390,8 +396,6 @@ clip_libm_reference (float x, float cl, float cu, int bits)
 static DfqTensor *
 quant_special_input (DfqArena *arena, guint64 seed, gboolean specials)
 {
-    const float special[] = { 0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f, FLT_MAX, -FLT_MAX,
-                              0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 1e30f, -1e30f, 8388608.5f, -8388609.0f };
     DfqTensor *x = dfq_tensor_new_4d (arena, DFQ_DTYPE_F32, 3, 5, 13, 7);
     dfq_rand_normal_fill (x, seed, 0, 0.0f, 2.0f);
     float *xd = dfq_tensor_f32 (x);
@@ -399,7 +403,7 @@ quant_special_input (DfqArena *arena, guint64 seed, gboolean specials)
         if (i % 3 == 0)
             xd[i] = ((float) (i % 17) - 8.0f + 0.5f) * 0.25f;
         if (specials && i % 7 == 1)
-            xd[i] = special[(i / 7) % G_N_ELEMENTS (special)];
+            xd[i] = quant_special[(i / 7) % G_N_ELEMENTS (quant_special)];
     }
     return x;
 }
@@ -507,8 +511,6 @@ test_fake_quant_libm_reference (QuantFixture *f, gconstpointer data)
                     "nearbyintf/fminf/fmaxf formula for every input: ties, zeros of both signs, NaN, infinities, "
                     "subnormals, out-of-range values; per tensor and per channel, 1 to 16 bits");
     const int bits_list[] = { 1, 2, 3, 4, 5, 8, 16 };
-    const float special[] = { 0.0f, -0.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-40f, -1e-40f, FLT_MAX, -FLT_MAX,
-                              0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 1e30f, -1e30f, 8388608.5f, -8388609.0f };
     /* Channel ranges: ordinary, tiny, degenerate (lo == hi), reversed, around zero. */
     const float lo_v[5] = { -1.0f, -1e-6f, 0.25f, 1.0f, -3.0f };
     const float hi_v[5] = { 1.5f, 2e-6f, 0.25f, -1.0f, 0.0f };
@@ -526,7 +528,7 @@ test_fake_quant_libm_reference (QuantFixture *f, gconstpointer data)
                 if (i % 3 == 0) /* exact ties of channel 0's grid: (k + 1/2) / S */
                     xd[i] = ((float) (i % 17) - 8.0f + 0.5f) / level_step;
                 if (i % 7 == 1)
-                    xd[i] = special[(i / 7) % G_N_ELEMENTS (special)];
+                    xd[i] = quant_special[(i / 7) % G_N_ELEMENTS (quant_special)];
             }
             gint64 np = axis < 0 ? 1 : 5;
             DfqTensor *lo = dfq_tensor_new_1d (f->arena, DFQ_DTYPE_F32, np);
